@@ -1,0 +1,46 @@
+# Set-up and the two commands the README gives. Everything installs into .venv/.
+# Re-running is fast: the venv is rebuilt only when pyproject.toml changes.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PKGS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
+# Torch first, pinned to the CPU wheel: a bare "torch" requirement pulls a
+# multi-GB CUDA build. pyproject keeps a range.
+TORCH ?= torch==2.13.0
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+
+.PHONY: demo test install apt lint clean sample-data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[all,bench,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: install
+	$(BIN)/medrecon demo -o demo_out
+
+test: install apt
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check medrecon napari_plugin tests bench
+
+sample-data: install
+	$(BIN)/medrecon phantom sample_data --seed 0 --format both --small
+
+clean:
+	rm -rf $(VENV) demo_out

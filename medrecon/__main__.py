@@ -1,0 +1,5 @@
+import sys
+
+from medrecon.cli import main
+
+sys.exit(main())

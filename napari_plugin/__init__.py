@@ -1,0 +1,1 @@
+"""napari plugin for medrecon (npe2). Importing this package never imports Qt."""
