@@ -79,3 +79,7 @@ def require(module: str, *, extra: str, feature: str, package: str | None = None
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(package or module.split(".")[0], extra, feature) from exc
+
+
+class Cancelled(MedreconError):
+    """The user cancelled a running job (raised from a progress callback)."""
