@@ -1,0 +1,409 @@
+"""NIfTI-1/NIfTI-2 reading and writing (``.nii``, ``.nii.gz``).
+
+Arrays are returned in NIfTI's own (i, j, k) index order and the affine maps
+voxel indices to **LPS** millimetres (NIfTI's RAS world converted once, here,
+with :data:`~medrecon.volume.LPS_TO_RAS`).
+
+The header is parsed with nibabel but voxel data is read by this module: the
+header is validated first (dimensions, data type, size limits of
+:mod:`medrecon.io.limits`) and then *exactly* the number of bytes it declares is
+inflated into a buffer of that size. A compressed file that inflates to more
+than its header says (a "zip bomb") is therefore never inflated past the
+declared size, and a file that holds less raises :class:`InputError`. Inflating
+uses ISA-L (``isal``), roughly twice as fast as :mod:`zlib`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
+from medrecon.io.atomic import atomic_path
+from medrecon.io.limits import check_alloc
+from medrecon.volume import LPS_TO_RAS, check_affine
+
+_CHUNK = 1 << 22  # compressed bytes read per step
+_MAX_OFFSET = 64 * 1024**2  # header + extensions larger than this are not credible
+_TO_MM = {1: 1000.0, 2: 1.0, 3: 0.001}  # xyzt_units spatial codes: metre, mm, micron
+
+
+def _inflater():
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib
+    except ImportError:  # pragma: no cover - isal is a core dependency
+        import zlib
+
+        return zlib
+
+
+class _GzipReader:
+    """Sequential reader of a (possibly multi-member) gzip stream into given buffers.
+
+    It never inflates more than the caller asks for, so trailing data (however
+    large it would inflate) is left untouched.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._zlib = _inflater()
+        self._fh = fh
+        self._d = self._zlib.decompressobj(wbits=31)
+        self._pending = b""
+
+    def readinto(self, out: Any) -> int:
+        view = memoryview(out).cast("B")
+        pos = 0
+        while pos < len(view):
+            if self._d.eof:
+                rest = self._d.unused_data or self._fh.read(_CHUNK)
+                if not rest.strip(b"\0"):  # end of file, or zero padding after the last member
+                    break
+                self._d = self._zlib.decompressobj(wbits=31)
+                self._pending = rest
+            if not self._pending:
+                self._pending = self._fh.read(_CHUNK)
+                if not self._pending:
+                    break
+            try:
+                data = self._d.decompress(self._pending, len(view) - pos)
+            except self._zlib.error as exc:
+                raise InputError(f"corrupt gzip data ({exc}); the file is damaged") from exc
+            self._pending = self._d.unconsumed_tail
+            view[pos : pos + len(data)] = data
+            pos += len(data)
+        return pos
+
+
+def _read_exact(reader: Any, n: int, what: str, path: Path) -> np.ndarray:
+    buf = np.empty(n, dtype=np.uint8)
+    got = _readinto(reader, buf, path)
+    if got < n:
+        raise InputError(
+            f"{path}: file ends after {got} of {n} expected bytes of {what}; "
+            "the file is truncated or corrupt: copy or export it again"
+        )
+    return buf
+
+
+def _readinto(reader: Any, buf: np.ndarray, path: Path) -> int:
+    view = memoryview(buf).cast("B")
+    pos = 0
+    try:
+        while pos < len(view):
+            got = reader.readinto(view[pos:])
+            if not got:
+                break
+            pos += got
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return pos
+
+
+def _header(reader: Any, path: Path):
+    import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
+
+    first = bytes(_read_exact(reader, 4, "NIfTI header", path))
+    klass = endian = None
+    for end, code in (("<", "<i4"), (">", ">i4")):
+        size = int(np.frombuffer(first, dtype=code)[0])
+        if size in (348, 540):
+            klass = nib.Nifti1Header if size == 348 else nib.Nifti2Header
+            endian, hsize = end, size
+            break
+    if klass is None:
+        raise InputError(f"{path} is not a NIfTI file (sizeof_hdr is neither 348 nor 540)")
+    block = first + bytes(_read_exact(reader, hsize - 4, "NIfTI header", path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdr = klass(block, endianness=endian, check=False)
+    except (HeaderDataError, ValueError) as exc:
+        raise InputError(f"{path}: invalid NIfTI header: {exc}") from exc
+    magic = bytes(hdr["magic"]).rstrip(b"\0")
+    if magic in (b"ni1", b"ni2"):
+        raise UnsupportedFormatError(
+            f"{path} is the header of a two-file (.hdr/.img) NIfTI pair; medrecon reads "
+            "single-file .nii/.nii.gz: convert it, e.g. with nibabel or fslchfiletype"
+        )
+    if magic not in (b"n+1", b"n+2"):
+        raise InputError(f"{path}: bad NIfTI magic {magic!r}; the file is not NIfTI or is corrupt")
+    return hdr, hsize
+
+
+def _shape(hdr: Any, path: Path) -> tuple[int, ...]:
+    dim = [int(d) for d in hdr["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        raise InputError(f"{path}: header dim[0]={ndim} must be 1..7; the header is corrupt")
+    return tuple(dim[1 : ndim + 1])
+
+
+def _dtype(hdr: Any, path: Path) -> np.dtype:
+    from nibabel.spatialimages import HeaderDataError
+
+    try:
+        dtype = np.dtype(hdr.get_data_dtype())
+    except (HeaderDataError, KeyError, TypeError) as exc:
+        raise UnsupportedFormatError(f"{path}: unknown NIfTI datatype code {int(hdr['datatype'])}") from exc
+    if dtype.kind not in "biuf":
+        raise UnsupportedFormatError(
+            f"{path}: NIfTI datatype {dtype} (RGB/complex) is not a scalar image; "
+            "medrecon reads scalar intensity images and label maps"
+        )
+    return dtype
+
+
+def _spacing(hdr: Any, ndim: int, path: Path) -> np.ndarray:
+    pix = np.array(hdr["pixdim"][1:4], dtype=np.float64)
+    pix[ndim:] = 1.0  # 1D/2D images: unused spatial axes are one voxel thick
+    if not np.all(np.isfinite(pix)) or np.any(pix <= 0):
+        raise GeometryError(
+            f"{path}: voxel spacing pixdim[1:4]={pix.tolist()} must be positive and finite; "
+            "fix the header (e.g. nibabel's header.set_zooms) or re-export the image"
+        )
+    return pix
+
+
+def _affine_ras(hdr: Any, ndim: int, path: Path) -> tuple[np.ndarray, str]:
+    from nibabel.quaternions import quat2mat
+
+    if int(hdr["sform_code"]) > 0:
+        ras = np.eye(4)
+        ras[:3] = np.stack([hdr["srow_x"], hdr["srow_y"], hdr["srow_z"]]).astype(np.float64)
+        source = "sform"
+    elif int(hdr["qform_code"]) > 0:
+        pix = _spacing(hdr, ndim, path)
+        quat = hdr.get_qform_quaternion()
+        if not np.all(np.isfinite(quat)):
+            raise GeometryError(f"{path}: the qform quaternion is not finite; the header is corrupt")
+        # NIfTI C library rule: qfac is -1 when pixdim[0] < 0, else 1 (0 included).
+        pix[2] *= -1.0 if float(hdr["pixdim"][0]) < 0 else 1.0
+        ras = np.eye(4)
+        ras[:3, :3] = quat2mat(quat) @ np.diag(pix)
+        ras[:3, 3] = [float(hdr["qoffset_x"]), float(hdr["qoffset_y"]), float(hdr["qoffset_z"])]
+        source = "qform"
+    else:
+        pix = _spacing(hdr, ndim, path)
+        warnings.warn(
+            f"{path}: neither sform nor qform is set (codes 0); using the voxel spacing "
+            "only (NIfTI method 1): orientation and position in the scanner are unknown",
+            UserWarning,
+            stacklevel=3,
+        )
+        ras = np.diag([*pix, 1.0])
+        source = "pixdim"
+    units = int(hdr["xyzt_units"]) & 0x07
+    ras[:3] *= _TO_MM.get(units, 1.0)
+    return ras, source
+
+
+def _data_offset(hdr: Any, hsize: int, path: Path) -> int:
+    raw = float(hdr["vox_offset"])
+    if not np.isfinite(raw) or raw < 0 or raw > _MAX_OFFSET:
+        raise InputError(f"{path}: header vox_offset={raw} is not a plausible data offset; the header is corrupt")
+    # An offset inside the header means "right after it" (what nibabel and ITK assume).
+    return max(int(raw), hsize + 4)
+
+
+def _scaling(hdr: Any) -> tuple[float, float] | None:
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if not np.isfinite(slope) or slope == 0.0:
+        return None  # NIfTI: slope 0 (or unset) means "no scaling"
+    inter = inter if np.isfinite(inter) else 0.0
+    return None if (slope, inter) == (1.0, 0.0) else (slope, inter)
+
+
+def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a 3D NIfTI image or label map.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii`` or ``.nii.gz`` file (NIfTI-1 or NIfTI-2, either byte order).
+
+    Returns
+    -------
+    array : (I, J, K) ndarray
+        Voxels in NIfTI (i, j, k) order (Fortran-contiguous). Data with a
+        ``scl_slope``/``scl_inter`` other than identity is returned as float32
+        with the scaling applied; unscaled data keeps its stored type (so
+        integer label maps stay integers). 1D/2D images get singleton axes.
+    affine : (4, 4) ndarray of float64
+        Voxel index to LPS millimetres: the sform if ``sform_code > 0``, else
+        the qform if ``qform_code > 0``, else the voxel spacing alone (with a
+        warning). Metre and micron ``xyzt_units`` are converted to mm.
+    meta : dict
+        ``format``, ``affine_source`` (``"sform"``, ``"qform"``, ``"pixdim"``),
+        ``sform_code``, ``qform_code``, ``description``, ``scaling``
+        (``(slope, inter)`` or ``None``) and ``stored_dtype``.
+
+    Raises
+    ------
+    InputError
+        Not NIfTI, corrupt or truncated data, or a 4D image with several volumes.
+    ResourceLimitError
+        The header declares an array beyond :mod:`medrecon.io.limits`; raised
+        before anything of that size is allocated.
+    GeometryError
+        Spacing or affine that is non-finite, zero or singular.
+    UnsupportedFormatError
+        RGB/complex data or a two-file ``.hdr``/``.img`` pair.
+    """
+    p = Path(path)
+    try:
+        fh = open(p, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot open {p}: {exc.strerror or exc}") from exc
+    with fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+        fh.seek(0)
+        reader = _GzipReader(fh) if gz else fh
+        hdr, hsize = _header(reader, p)
+        shape = _shape(hdr, p)
+        dtype = _dtype(hdr, p)
+        nbytes = check_alloc(shape, dtype, str(p))
+        if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
+            raise InputError(
+                f"{p} holds {int(np.prod(shape[3:]))} volumes (shape {shape}); medrecon reads one 3D "
+                "image: extract one volume first (e.g. fslroi or nibabel's slicer)"
+            )
+        ras, source = _affine_ras(hdr, len(shape), p)
+        affine = check_affine(LPS_TO_RAS @ ras)
+        offset = _data_offset(hdr, hsize, p)
+        if gz:
+            _skip(reader, offset - hsize, p)
+        else:
+            size = os.fstat(fh.fileno()).st_size
+            if offset + nbytes > size:
+                raise InputError(
+                    f"{p}: the header declares {nbytes} bytes of voxel data at offset {offset} but "
+                    f"the file has {size} bytes; the file is truncated: copy or export it again"
+                )
+            fh.seek(offset)
+        raw = _read_exact(reader, nbytes, "voxel data", p)
+    spatial = (tuple(shape[:3]) + (1, 1, 1))[:3]
+    array = raw.view(dtype).reshape(spatial, order="F")
+    if not array.dtype.isnative:
+        array = array.byteswap(inplace=True).view(array.dtype.newbyteorder("="))
+    scaling = _scaling(hdr)
+    if scaling is not None:
+        array = array.astype(np.float32)
+        array *= np.float32(scaling[0])
+        array += np.float32(scaling[1])
+    meta = {
+        "format": "nifti",
+        "affine_source": source,
+        "sform_code": int(hdr["sform_code"]),
+        "qform_code": int(hdr["qform_code"]),
+        "description": bytes(hdr["descrip"]).split(b"\0")[0].decode("latin-1").strip(),
+        "scaling": scaling,
+        "stored_dtype": np.dtype(dtype).newbyteorder("=").name,
+    }
+    return array, affine, meta
+
+
+def _skip(reader: _GzipReader, n: int, path: Path) -> None:
+    scratch = np.empty(min(max(n, 1), _CHUNK), dtype=np.uint8)
+    while n > 0:
+        step = min(n, scratch.size)
+        if _readinto(reader, scratch[:step], path) < step:
+            raise InputError(f"{path}: file ends inside the NIfTI header extensions; it is truncated")
+        n -= step
+
+
+def _storage(array: np.ndarray, is_label: bool) -> np.ndarray:
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise ValueError(f"array must be 3D (i, j, k), got shape {a.shape}")
+    if is_label:
+        if a.dtype.kind == "b":
+            return a.astype(np.uint8)
+        if a.dtype.kind == "f" and not (np.all(np.isfinite(a)) and np.all(a == np.round(a))):
+            raise ValueError(f"a label map must hold integers, got {a.dtype} with fractional values")
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        for dt in (np.uint8, np.int16, np.int32):
+            if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+                return a.astype(dt, copy=False)
+        raise ValueError(f"label values {lo}..{hi} do not fit int32")
+    if a.dtype.kind == "b":
+        return a.astype(np.uint8)
+    if a.dtype in (np.uint8, np.int16, np.float32):
+        return a
+    if a.dtype.kind in "iu" and a.size and np.iinfo(np.int16).min <= a.min() and a.max() <= np.iinfo(np.int16).max:
+        return a.astype(np.int16)
+    return a.astype(np.float32)
+
+
+def write_nifti(
+    array: Any,
+    affine_lps: Any,
+    path: str | os.PathLike,
+    *,
+    is_label: bool,
+    compresslevel: int = 1,
+) -> Path:
+    """Write a 3D array as NIfTI with both qform and sform set (codes 1, scanner).
+
+    Parameters
+    ----------
+    array : (I, J, K) array_like
+        Voxels in (i, j, k) order. Label maps are stored as the smallest of
+        uint8/int16/int32 holding their values; images as uint8, int16 or
+        float32 (other types are converted, losslessly where possible).
+    affine_lps : (4, 4) array_like
+        Voxel index to LPS millimetres; stored as RAS, as NIfTI requires.
+    path : path-like
+        Output ``.nii`` or ``.nii.gz`` (gzip-compressed). Written atomically.
+    is_label : bool
+        True for integer label maps.
+    compresslevel : int, optional
+        ISA-L gzip level for ``.nii.gz``, 0 (fastest) to 3 (smallest).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    GeometryError
+        If the affine is not a valid (4, 4) voxel-to-world matrix.
+    OutputError
+        If the file cannot be written.
+    """
+    import nibabel as nib
+    from isal import igzip
+
+    p = Path(path)
+    name = p.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        raise UnsupportedFormatError(f"{p}: a NIfTI file name must end in .nii or .nii.gz")
+    data = _storage(array, is_label)
+    ras = LPS_TO_RAS @ check_affine(affine_lps)
+    klass = nib.Nifti1Image if max(data.shape) <= np.iinfo(np.int16).max else nib.Nifti2Image
+    img = klass(data, ras)
+    hdr = img.header
+    hdr.set_data_dtype(data.dtype)
+    hdr.set_xyzt_units("mm", "sec")
+    img.set_sform(ras, code=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an oblique sheared affine only approximates as a qform
+        img.set_qform(ras, code=1)
+    hdr["scl_slope"], hdr["scl_inter"] = 1.0, 0.0
+    gz = name.endswith(".gz")
+    with atomic_path(p, suffix=".nii.gz" if gz else ".nii") as tmp:
+        if gz:
+            with igzip.open(tmp, "wb", compresslevel=compresslevel) as fh:
+                img.to_file_map({"image": nib.FileHolder(fileobj=fh)})
+        else:
+            nib.save(img, tmp)
+    return p
