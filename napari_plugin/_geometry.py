@@ -1,0 +1,220 @@
+"""The one place where medrecon's geometry meets napari's.
+
+medrecon arrays are ``(i, j, k)`` with a voxel-to-**LPS** affine ``A`` (mm):
+``A @ [i, j, k, 1] = [x, y, z, 1]`` with +x patient Left, +y Posterior,
++z Superior. napari's world is the same patient frame in millimetres, with its
+axes in napari's slowest-first order ``(z, y, x)`` = (superior, posterior,
+left). Axial 2D views then show anterior up and the patient's left on the
+screen's right (the radiological convention).
+
+A layer's data is our array transposed to ``(k, j, i)``; its layer affine maps
+``(k, j, i)`` to ``(z, y, x)`` and is ``P @ A @ P``, where ``P`` reverses the
+order of the three spatial axes (it is its own inverse). Mesh vertices in LPS
+``(x, y, z)`` become napari ``(z, y, x)`` by the same ``P``; ``P`` is a
+reflection, so :mod:`trimesh` reverses the triangle winding to keep normals
+pointing out of the organ in both frames.
+
+This module imports napari only for type hints; it has no Qt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medrecon.errors import GeometryError
+from medrecon.volume import check_affine
+
+if TYPE_CHECKING:  # pragma: no cover
+    import trimesh
+    from napari.layers import Layer
+
+#: (4, 4) homogeneous matrix swapping LPS (x, y, z) and napari (z, y, x).
+#: It is its own inverse.
+AXIS_SWAP = np.array(
+    [
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+AXIS_SWAP.flags.writeable = False
+
+
+def layer_affine(affine_lps: Any) -> np.ndarray:
+    """Turn a voxel-to-LPS affine into the napari layer affine of the transposed array.
+
+    Parameters
+    ----------
+    affine_lps : (4, 4) array_like of float
+        Maps ``(i, j, k, 1)`` voxel indices to LPS millimetres.
+
+    Returns
+    -------
+    (4, 4) ndarray of float64
+        Maps layer data indices ``(k, j, i, 1)`` to napari world ``(z, y, x, 1)`` in mm.
+    """
+    return AXIS_SWAP @ check_affine(affine_lps) @ AXIS_SWAP
+
+
+def lps_affine(layer_matrix: Any) -> np.ndarray:
+    """Inverse of :func:`layer_affine`: a napari (k, j, i) -> (z, y, x) matrix to voxel-to-LPS.
+
+    Parameters
+    ----------
+    layer_matrix : (4, 4) array_like of float
+        Layer data indices ``(k, j, i, 1)`` to napari world ``(z, y, x, 1)`` in mm.
+
+    Returns
+    -------
+    (4, 4) ndarray of float64
+        Maps ``(i, j, k, 1)`` of the transposed array to LPS millimetres.
+    """
+    return check_affine(AXIS_SWAP @ np.asarray(layer_matrix, dtype=np.float64) @ AXIS_SWAP)
+
+
+def to_layer_array(array: np.ndarray) -> np.ndarray:
+    """(I, J, K) medrecon array -> (K, J, I) napari layer data (a view, no copy)."""
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise GeometryError(f"expected a 3D (i, j, k) array, got shape {a.shape}")
+    return a.transpose(2, 1, 0)
+
+
+def from_layer_array(data: Any) -> np.ndarray:
+    """(K, J, I) napari layer data -> (I, J, K) medrecon array (a view, no copy)."""
+    a = np.asarray(data)
+    if a.ndim != 3:
+        raise GeometryError(
+            f"medrecon works on 3D layers, got a {a.ndim}D layer of shape {a.shape}; "
+            "split extra dimensions (time, channels) into 3D layers first"
+        )
+    return a.transpose(2, 1, 0)
+
+
+def transform_matrix(state: Mapping[str, Any]) -> np.ndarray:
+    """Compose the data-to-world transform of a 3D napari layer state into a (4, 4) matrix.
+
+    Parameters
+    ----------
+    state : Mapping
+        A layer's state as napari passes it to writers (``layer.as_layer_data_tuple()[1]``):
+        ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine``; missing
+        entries are the identity.
+
+    Returns
+    -------
+    (4, 4) ndarray of float64
+        Data coordinates to napari world ``(z, y, x)``: napari's
+        ``affine @ (rotate * shear * scale + translate)``, composed by napari's
+        own transform classes.
+    """
+    from napari.utils.transforms import Affine, CompositeAffine
+
+    def get(key: str, default: Any) -> Any:
+        value = state.get(key)
+        return default if value is None else value
+
+    scale = np.asarray(get("scale", np.ones(3)), dtype=np.float64)
+    if scale.shape != (3,):
+        raise GeometryError(f"medrecon writes 3D layers only; this layer has {scale.size} dimensions")
+    affine = get("affine", np.eye(4))
+    physical2world = affine if isinstance(affine, Affine) else Affine(affine_matrix=np.asarray(affine))
+    data2physical = CompositeAffine(
+        scale,
+        get("translate", np.zeros(3)),
+        rotate=get("rotate", np.eye(3)),
+        shear=get("shear", np.zeros(3)),
+        ndim=3,
+    )
+    return np.asarray(physical2world.compose(data2physical).affine_matrix, dtype=np.float64)
+
+
+def data_to_world_matrix(layer: Layer) -> np.ndarray:
+    """Return the full data-to-world transform of a 3D napari layer as a (4, 4) matrix.
+
+    Everything napari applies is included: ``affine``, ``rotate``, ``shear``,
+    ``scale`` and ``translate``.
+    """
+    if layer.ndim != 3:
+        raise GeometryError(
+            f"layer {layer.name!r} is {layer.ndim}D; medrecon works on 3D layers only"
+        )
+    return transform_matrix(
+        {
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "rotate": layer.rotate,
+            "shear": layer.shear,
+            "affine": layer.affine,
+        }
+    )
+
+
+def mesh_to_layer(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+    """Convert an LPS mesh to napari Surface data in world ``(z, y, x)``.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Vertices in LPS mm, faces wound outward. Not modified.
+
+    Returns
+    -------
+    vertices : (V, 3) ndarray of float32
+        napari world ``(z, y, x)`` in mm.
+    faces : (F, 3) ndarray of int32
+        Triangles, wound so that normals point outward in napari's frame.
+    """
+    moved = mesh.copy().apply_transform(AXIS_SWAP)
+    return (
+        np.ascontiguousarray(moved.vertices, dtype=np.float32),
+        np.ascontiguousarray(moved.faces, dtype=np.int32),
+    )
+
+
+def surface_to_mesh(data: Sequence[Any], state: Mapping[str, Any] | None = None) -> trimesh.Trimesh:
+    """Napari Surface data and layer state -> a new mesh in LPS millimetres, for export.
+
+    The layer's whole data-to-world transform is applied (scale, translate,
+    rotate, shear, affine: a layer made by a user or another plugin may set
+    any of them), then napari ``(z, y, x)`` becomes LPS ``(x, y, z)``. Nothing
+    passed in is modified.
+
+    Parameters
+    ----------
+    data : tuple
+        ``(vertices (V, 3) float, faces (F, 3) int[, values])``, layer data coordinates.
+    state : Mapping, optional
+        The layer state (see :func:`transform_matrix`); default: identity.
+
+    Returns
+    -------
+    trimesh.Trimesh
+        Vertices in LPS mm; faces in the layer's order, reversed when the overall
+        transform is a reflection (so normals keep pointing outward).
+
+    Raises
+    ------
+    GeometryError
+        If the surface is not 3D or holds no triangles.
+    """
+    import trimesh
+
+    vertices, faces = np.asarray(data[0]), np.asarray(data[1])
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise GeometryError(
+            f"surface vertices have shape {vertices.shape}; medrecon exports 3D surfaces only"
+        )
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise GeometryError(f"surface has no triangles to export (faces of shape {faces.shape})")
+    to_lps = AXIS_SWAP @ transform_matrix(state or {})
+    mesh = trimesh.Trimesh(
+        vertices=np.array(vertices, dtype=np.float64),
+        faces=np.array(faces, dtype=np.int64),
+        process=False,
+    )
+    return mesh.apply_transform(to_lps)

@@ -1,0 +1,226 @@
+"""medrecon objects <-> napari layer data, with geometry from :mod:`._geometry`.
+
+Builders return napari ``LayerDataTuple``s ``(data, kwargs, layer_type)`` so
+that readers, sample data and widgets all place layers the same way; the
+``*_from_layer`` functions turn layers back into medrecon objects without
+modifying them. No Qt here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medrecon.errors import GeometryError, InputError
+from medrecon.volume import LabelMap, Volume
+from napari_plugin._colors import label_colour_dict, organ_colour
+from napari_plugin._geometry import (
+    AXIS_SWAP,
+    data_to_world_matrix,
+    from_layer_array,
+    layer_affine,
+    lps_affine,
+    mesh_to_layer,
+    to_layer_array,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import trimesh
+    from napari.layers import Labels, Layer
+
+#: Key of the medrecon entry in ``layer.metadata``.
+META_KEY = "medrecon"
+
+#: CT soft-tissue window (level 40 HU, width 400 HU) as napari contrast limits.
+CT_WINDOW = (-160.0, 240.0)
+
+
+def image_layer_data(volume: Volume, *, name: str | None = None) -> tuple:
+    """Build a napari Image ``LayerDataTuple`` placed in world millimetres.
+
+    Parameters
+    ----------
+    volume : Volume
+        ``(I, J, K)`` image with its voxel-to-LPS affine.
+    name : str, optional
+        Layer name; default: the series description or ``"image"``.
+
+    Returns
+    -------
+    tuple
+        ``(data (K, J, I) view, kwargs, "image")``.
+    """
+    data = to_layer_array(volume.array)
+    kwargs: dict[str, Any] = {
+        "name": name or volume.description or "image",
+        "affine": layer_affine(volume.affine),
+        "units": "mm",
+        "colormap": "gray",
+        "metadata": {
+            META_KEY: {
+                "kind": "image",
+                "modality": volume.modality,
+                "units": volume.units,
+                "series_uid": volume.series_uid,
+                "source": volume.source,
+            }
+        },
+    }
+    if volume.units.upper() == "HU":
+        kwargs["contrast_limits"] = CT_WINDOW
+    return data, kwargs, "image"
+
+
+def labels_layer_data(labels: LabelMap, *, name: str | None = None) -> tuple:
+    """Build a napari Labels ``LayerDataTuple`` with organ names and colours.
+
+    Names go to the layer's ``features`` table (napari shows the name of the
+    label under the cursor) and to ``metadata["medrecon"]["names"]``.
+
+    Returns
+    -------
+    tuple
+        ``(data (K, J, I) view, kwargs, "labels")``.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    names = dict(labels.names)
+    present = labels.labels
+    kwargs: dict[str, Any] = {
+        "name": name or "labels",
+        "affine": layer_affine(labels.affine),
+        "units": "mm",
+        "opacity": 0.5,
+        "features": _features(names, present),
+        "metadata": {META_KEY: {"kind": "labels", "names": names, "source": labels.source}},
+    }
+    if names:
+        colours = label_colour_dict(names, present)
+        colours[None] = np.array([0.8, 0.8, 0.8, 1.0])  # labels painted later stay visible
+        kwargs["colormap"] = DirectLabelColormap(color_dict=colours)
+    return to_layer_array(labels.array), kwargs, "labels"
+
+
+def _features(names: Mapping[int, str], present: list[int]) -> Any:
+    import pandas as pd
+
+    ids = sorted({0, *present, *names})
+    return pd.DataFrame(
+        {"index": ids, "name": ["background" if i == 0 else names.get(i, f"label_{i}") for i in ids]}
+    )
+
+
+def surface_layer_data(
+    mesh: trimesh.Trimesh,
+    *,
+    name: str,
+    label: int = 0,
+    colour: Any = None,
+) -> tuple:
+    """Build a napari Surface ``LayerDataTuple`` from a mesh in LPS millimetres.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh
+        Vertices in LPS mm. Not modified.
+    name : str
+        Layer name (the organ's name).
+    label : int
+        Label id, kept in the metadata and used for the default colour.
+    colour : (4,) array_like of float, optional
+        RGBA in [0, 1]; default: the organ's anatomical colour.
+    """
+    vertices, faces = mesh_to_layer(mesh)
+    rgba = organ_colour(label, name) if colour is None else np.asarray(colour, dtype=float)
+    kwargs = {
+        "name": name,
+        "units": "mm",
+        "shading": "smooth",
+        "vertex_colors": np.tile(rgba, (len(vertices), 1)),
+        "metadata": {META_KEY: {"kind": "surface", "label": int(label), "frame": "napari-zyx"}},
+    }
+    return (vertices, faces), kwargs, "surface"
+
+
+def names_from_state(state: Mapping[str, Any]) -> dict[int, str]:
+    """Label id -> name from a Labels layer state: ``metadata["medrecon"]["names"]``, then ``features``.
+
+    Parameters
+    ----------
+    state : Mapping
+        Holds ``metadata`` and/or ``features`` (a table with ``index`` and ``name``
+        columns), as in ``layer.as_layer_data_tuple()[1]``.
+    """
+    names: dict[int, str] = {}
+    metadata = state.get("metadata") or {}
+    if isinstance(metadata, Mapping) and isinstance(metadata.get(META_KEY), Mapping):
+        names.update({int(k): str(v) for k, v in dict(metadata[META_KEY].get("names", {})).items()})
+    features = state.get("features")
+    if features is not None and "index" in features and "name" in features:
+        for idx, name in zip(features["index"], features["name"], strict=False):
+            if int(idx) != 0:
+                names.setdefault(int(idx), str(name))
+    return names
+
+
+def layer_names(layer: Layer) -> dict[int, str]:
+    """Label id -> name of a Labels layer (see :func:`names_from_state`)."""
+    return names_from_state({"metadata": layer.metadata, "features": getattr(layer, "features", None)})
+
+
+def labelmap_from_layer(layer: Labels) -> LabelMap:
+    """Copy a Labels layer into a :class:`LabelMap` in LPS millimetres (the layer is untouched).
+
+    The affine is the layer's complete data-to-world transform (scale,
+    translate, rotate, shear and affine), so a layer moved or rescaled in
+    napari is saved where napari shows it.
+
+    Raises
+    ------
+    GeometryError
+        If the layer is not 3D.
+    InputError
+        If the layer is multiscale.
+    """
+    if getattr(layer, "multiscale", False):
+        raise InputError(f"layer {layer.name!r} is multiscale; medrecon needs a single 3D array")
+    # a copy: the user may keep painting while a job runs on this label map
+    array = np.array(from_layer_array(layer.data))
+    affine = lps_affine(data_to_world_matrix(layer))
+    meta = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, Mapping) else {}
+    return LabelMap(
+        array=array, affine=affine, names=layer_names(layer), source=str(meta.get("source", ""))
+    )
+
+
+def volume_from_layer(layer: Layer) -> Volume:
+    """View an Image layer as a :class:`Volume` in LPS millimetres (the layer is untouched).
+
+    Raises
+    ------
+    GeometryError
+        If the layer is not a single-channel 3D image.
+    """
+    if getattr(layer, "multiscale", False):
+        raise InputError(f"layer {layer.name!r} is multiscale; medrecon needs a single 3D array")
+    if getattr(layer, "rgb", False):
+        raise GeometryError(f"layer {layer.name!r} is an RGB image; medrecon needs a grey-level volume")
+    array = from_layer_array(layer.data)
+    meta = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, Mapping) else {}
+    return Volume(
+        array=array,
+        affine=lps_affine(data_to_world_matrix(layer)),
+        modality=str(meta.get("modality", "")),
+        units=str(meta.get("units", "")),
+        series_uid=str(meta.get("series_uid", "")),
+        source=str(meta.get("source", "")),
+        description=layer.name,
+    )
+
+
+def world_zyx(points_lps: Any) -> np.ndarray:
+    """(N, 3) LPS ``(x, y, z)`` mm -> (N, 3) napari world ``(z, y, x)`` mm."""
+    p = np.asarray(points_lps, dtype=np.float64)
+    return p @ AXIS_SWAP[:3, :3].T

@@ -1,0 +1,88 @@
+"""npe2 writers: Surface layers to STL/OBJ/PLY/3MF, Labels layers to NIfTI.
+
+napari hands a writer the layer's data and state (``layer.as_layer_data_tuple()``),
+never the layer itself, so nothing here can change what the user sees. Meshes
+are written in millimetres in the LPS frame (the frame is recorded in the file
+as :func:`medrecon.io.mesh_export.write_mesh` does), after applying the layer's
+complete data-to-world transform. Errors are :class:`~medrecon.errors.MedreconError`
+subclasses, which napari shows as notifications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from medrecon.errors import UnsupportedFormatError
+from medrecon.volume import LabelMap
+from napari_plugin._geometry import from_layer_array, lps_affine, surface_to_mesh, transform_matrix
+from napari_plugin._layers import names_from_state
+
+MESH_SUFFIXES = (".stl", ".obj", ".ply", ".3mf")
+LABEL_SUFFIXES = (".nii.gz", ".nii")
+
+
+def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
+    """Write one Surface layer as a mesh in LPS millimetres.
+
+    Parameters
+    ----------
+    path : str
+        Target file; its suffix (.stl, .obj, .ply, .3mf) picks the format.
+    data : tuple
+        ``(vertices (V, 3), faces (F, 3)[, values])`` in layer data coordinates.
+    meta : Mapping
+        The layer state (scale, translate, rotate, shear, affine, ...).
+
+    Returns
+    -------
+    list of str
+        The written path.
+    """
+    from medrecon.io.mesh_export import write_mesh
+
+    target = Path(path)
+    if not target.name.lower().endswith(MESH_SUFFIXES):
+        raise UnsupportedFormatError(
+            f"{target.name}: surfaces are written as {', '.join(MESH_SUFFIXES)}"
+        )
+    mesh = surface_to_mesh(data, meta)
+    write_mesh(mesh, target, frame="LPS")
+    return [str(target)]
+
+
+def write_labels(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
+    """Write one Labels layer as NIfTI with its voxel-to-world affine and a names sidecar.
+
+    Parameters
+    ----------
+    path : str
+        Target ``.nii`` or ``.nii.gz`` file; ``<stem>.json`` is written beside it.
+    data : (K, J, I) array of int
+        Layer data (napari order); written as (i, j, k) with the layer's
+        complete data-to-world transform as the affine.
+    meta : Mapping
+        The layer state; names come from ``metadata["medrecon"]["names"]`` or
+        the ``features`` table's ``index`` and ``name`` columns.
+
+    Returns
+    -------
+    list of str
+        The NIfTI file and its JSON sidecar.
+    """
+    from medrecon.io import save
+    from medrecon.io.sidecar import sidecar_path
+
+    target = Path(path)
+    if not target.name.lower().endswith(LABEL_SUFFIXES):
+        raise UnsupportedFormatError(f"{target.name}: label maps are written as .nii.gz or .nii")
+    if meta.get("multiscale"):
+        raise UnsupportedFormatError("multiscale Labels layers cannot be written; use a single scale")
+    labels = LabelMap(
+        array=from_layer_array(data),
+        affine=lps_affine(transform_matrix(meta)),
+        names=names_from_state(meta),
+    )
+    save(labels, target)
+    return [str(target), str(sidecar_path(target))]
