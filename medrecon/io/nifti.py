@@ -9,8 +9,8 @@ header is validated first (dimensions, data type, size limits of
 :mod:`medrecon.io.limits`) and then *exactly* the number of bytes it declares is
 inflated into a buffer of that size. A compressed file that inflates to more
 than its header says (a "zip bomb") is therefore never inflated past the
-declared size, and a file that holds less raises :class:`InputError`. Inflating
-uses ISA-L (``isal``), roughly twice as fast as :mod:`zlib`.
+declared size, and a file that holds less raises :class:`InputError` (see
+:mod:`medrecon.io._stream`; inflating uses ISA-L, about twice as fast as zlib).
 """
 
 from __future__ import annotations
@@ -18,100 +18,25 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
+from medrecon.io._stream import Inflater, read_exact, skip, to_native
 from medrecon.io.atomic import atomic_path
 from medrecon.io.limits import check_alloc
 from medrecon.volume import LPS_TO_RAS, check_affine
 
-_CHUNK = 1 << 22  # compressed bytes read per step
 _MAX_OFFSET = 64 * 1024**2  # header + extensions larger than this are not credible
 _TO_MM = {1: 1000.0, 2: 1.0, 3: 0.001}  # xyzt_units spatial codes: metre, mm, micron
-
-
-def _inflater():
-    try:
-        from isal import isal_zlib
-
-        return isal_zlib
-    except ImportError:  # pragma: no cover - isal is a core dependency
-        import zlib
-
-        return zlib
-
-
-class _GzipReader:
-    """Sequential reader of a (possibly multi-member) gzip stream into given buffers.
-
-    It never inflates more than the caller asks for, so trailing data (however
-    large it would inflate) is left untouched.
-    """
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._zlib = _inflater()
-        self._fh = fh
-        self._d = self._zlib.decompressobj(wbits=31)
-        self._pending = b""
-
-    def readinto(self, out: Any) -> int:
-        view = memoryview(out).cast("B")
-        pos = 0
-        while pos < len(view):
-            if self._d.eof:
-                rest = self._d.unused_data or self._fh.read(_CHUNK)
-                if not rest.strip(b"\0"):  # end of file, or zero padding after the last member
-                    break
-                self._d = self._zlib.decompressobj(wbits=31)
-                self._pending = rest
-            if not self._pending:
-                self._pending = self._fh.read(_CHUNK)
-                if not self._pending:
-                    break
-            try:
-                data = self._d.decompress(self._pending, len(view) - pos)
-            except self._zlib.error as exc:
-                raise InputError(f"corrupt gzip data ({exc}); the file is damaged") from exc
-            self._pending = self._d.unconsumed_tail
-            view[pos : pos + len(data)] = data
-            pos += len(data)
-        return pos
-
-
-def _read_exact(reader: Any, n: int, what: str, path: Path) -> np.ndarray:
-    buf = np.empty(n, dtype=np.uint8)
-    got = _readinto(reader, buf, path)
-    if got < n:
-        raise InputError(
-            f"{path}: file ends after {got} of {n} expected bytes of {what}; "
-            "the file is truncated or corrupt: copy or export it again"
-        )
-    return buf
-
-
-def _readinto(reader: Any, buf: np.ndarray, path: Path) -> int:
-    view = memoryview(buf).cast("B")
-    pos = 0
-    try:
-        while pos < len(view):
-            got = reader.readinto(view[pos:])
-            if not got:
-                break
-            pos += got
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return pos
 
 
 def _header(reader: Any, path: Path):
     import nibabel as nib
     from nibabel.spatialimages import HeaderDataError
 
-    first = bytes(_read_exact(reader, 4, "NIfTI header", path))
+    first = bytes(read_exact(reader, 4, "NIfTI header", path))
     klass = endian = None
     for end, code in (("<", "<i4"), (">", ">i4")):
         size = int(np.frombuffer(first, dtype=code)[0])
@@ -121,7 +46,7 @@ def _header(reader: Any, path: Path):
             break
     if klass is None:
         raise InputError(f"{path} is not a NIfTI file (sizeof_hdr is neither 348 nor 540)")
-    block = first + bytes(_read_exact(reader, hsize - 4, "NIfTI header", path))
+    block = first + bytes(read_exact(reader, hsize - 4, "NIfTI header", path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -266,7 +191,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
     with fh:
         gz = fh.read(2) == b"\x1f\x8b"
         fh.seek(0)
-        reader = _GzipReader(fh) if gz else fh
+        reader = Inflater(fh) if gz else fh
         hdr, hsize = _header(reader, p)
         shape = _shape(hdr, p)
         dtype = _dtype(hdr, p)
@@ -280,7 +205,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
         affine = check_affine(LPS_TO_RAS @ ras)
         offset = _data_offset(hdr, hsize, p)
         if gz:
-            _skip(reader, offset - hsize, p)
+            skip(reader, offset - hsize, "NIfTI header extensions", p)
         else:
             size = os.fstat(fh.fileno()).st_size
             if offset + nbytes > size:
@@ -289,11 +214,10 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
                     f"the file has {size} bytes; the file is truncated: copy or export it again"
                 )
             fh.seek(offset)
-        raw = _read_exact(reader, nbytes, "voxel data", p)
+        raw = read_exact(reader, nbytes, "voxel data", p)
     spatial = (tuple(shape[:3]) + (1, 1, 1))[:3]
     array = raw.view(dtype).reshape(spatial, order="F")
-    if not array.dtype.isnative:
-        array = array.byteswap(inplace=True).view(array.dtype.newbyteorder("="))
+    array = to_native(array)
     scaling = _scaling(hdr)
     if scaling is not None:
         array = array.astype(np.float32)
@@ -309,15 +233,6 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
         "stored_dtype": np.dtype(dtype).newbyteorder("=").name,
     }
     return array, affine, meta
-
-
-def _skip(reader: _GzipReader, n: int, path: Path) -> None:
-    scratch = np.empty(min(max(n, 1), _CHUNK), dtype=np.uint8)
-    while n > 0:
-        step = min(n, scratch.size)
-        if _readinto(reader, scratch[:step], path) < step:
-            raise InputError(f"{path}: file ends inside the NIfTI header extensions; it is truncated")
-        n -= step
 
 
 def _storage(array: np.ndarray, is_label: bool) -> np.ndarray:
