@@ -1,0 +1,207 @@
+"""Second pass over DICOM input: pixel values straight into the output volume.
+
+Natively encoded frames (uncompressed little or big endian) are read from the
+byte offset the header pass recorded, with one small buffer per frame, and the
+modality LUT (RescaleSlope/Intercept) is applied while writing into a
+preallocated float32 array, so the peak extra memory is about one float32 volume.
+Compressed and deflated files go through pydicom's decoders (pylibjpeg, gdcm,
+pillow); a missing codec raises :class:`~medrecon.errors.MissingDependencyError`
+naming the ``dicom-codecs`` extra. Files are read by a few threads: numpy and file
+reads release the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from medrecon.errors import DicomError, MissingDependencyError
+from medrecon.io.dicom_scan import FrameHeader
+from medrecon.io.limits import check_alloc
+from medrecon.progress import ProgressFn, report
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _fix_bits(buf: np.ndarray, frame: FrameHeader) -> np.ndarray:
+    """Sign-extend or mask values when BitsStored < BitsAllocated and high bits are set."""
+    stored, allocated = frame.bits_stored, frame.bits_allocated
+    if not 0 < stored < allocated:
+        return buf
+    if frame.signed:
+        lo, hi = -(1 << (stored - 1)), (1 << (stored - 1)) - 1
+        if buf.min() >= lo and buf.max() <= hi:
+            return buf
+        shift = allocated - stored
+        native = buf.astype(buf.dtype.newbyteorder("="))
+        return (native << shift) >> shift
+    if buf.max() <= (1 << stored) - 1:
+        return buf
+    return buf & ((1 << stored) - 1)
+
+
+def _rescale_into(values: np.ndarray, frame: FrameHeader, dst: np.ndarray) -> None:
+    slope, intercept = np.float32(frame.slope), np.float32(frame.intercept)
+    if frame.slope == 1.0:
+        np.add(values, intercept, out=dst, casting="unsafe")
+    else:
+        np.multiply(values, slope, out=dst, casting="unsafe")
+        if frame.intercept != 0.0:
+            dst += intercept
+
+
+def check_native(frame: FrameHeader) -> None:
+    """Refuse a natively encoded frame whose pixel data is shorter than declared.
+
+    Raises
+    ------
+    DicomError
+        If the file is truncated or declares more pixels than it stores.
+    """
+    need = frame.frame_bytes * frame.n_frames
+    have = min(frame.pixel_length, max(0, frame.file_size - frame.pixel_offset))
+    if have < need:
+        raise DicomError(
+            f"{frame.path}: pixel data holds {have:,} bytes but the header declares "
+            f"{frame.rows}x{frame.cols}x{frame.n_frames} frames of {frame.bits_allocated} bits "
+            f"({need:,} bytes): the file is truncated or corrupt; re-export it"
+        )
+
+
+def _native_dtype(frame: FrameHeader) -> np.dtype:
+    kind = "i" if frame.signed else "u"
+    return np.dtype(f"{'<' if frame.little_endian else '>'}{kind}{frame.bits_allocated // 8}")
+
+
+def _read_native(frame: FrameHeader, dst: np.ndarray) -> None:
+    dtype = _native_dtype(frame)
+    count = frame.rows * frame.cols
+    with open(frame.path, "rb") as fh:
+        fh.seek(frame.pixel_offset + frame.frame * frame.frame_bytes)
+        buf = np.fromfile(fh, dtype=dtype, count=count)
+    if buf.size != count:
+        raise DicomError(f"{frame.path}: pixel data ends early; the file is truncated")
+    _rescale_into(_fix_bits(buf.reshape(frame.rows, frame.cols), frame), frame, dst)
+
+
+def _decoder_check(frame: FrameHeader) -> None:
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    tsyntax = UID(frame.transfer_syntax) if frame.transfer_syntax else None
+    if tsyntax is None or not tsyntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError as exc:
+        raise DicomError(
+            f"{frame.path}: transfer syntax {tsyntax.name} ({tsyntax}) has no decoder in pydicom"
+        ) from exc
+    if not decoder.is_available:
+        raise MissingDependencyError("pylibjpeg", "dicom-codecs", f"decoding {tsyntax.name} DICOM")
+
+
+def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
+    """Decode the frames of one file with pydicom, writing frame ``frames[n]`` into ``dsts[n]``."""
+    from pydicom.pixels import iter_pixels
+
+    _decoder_check(frames[0])
+    wanted = {f.frame: (f, d) for f, d in zip(frames, dsts, strict=True)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, arr in enumerate(iter_pixels(path, indices=sorted(wanted))):
+                frame, dst = wanted[sorted(wanted)[index]]
+                if arr.shape != (frame.rows, frame.cols):
+                    raise DicomError(
+                        f"{path}: decoded frame has shape {arr.shape}, expected "
+                        f"{(frame.rows, frame.cols)}"
+                    )
+                _rescale_into(arr, frame, dst)
+    except (MissingDependencyError, DicomError):
+        raise
+    except (RuntimeError, ValueError, EOFError, OSError, KeyError, AttributeError) as exc:
+        missing = "plugin" in str(exc).lower() or "missing" in str(exc).lower()
+        if missing:
+            raise MissingDependencyError(
+                "pylibjpeg", "dicom-codecs", f"decoding DICOM {frames[0].transfer_syntax}"
+            ) from exc
+        raise DicomError(
+            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); "
+            "the file may be truncated or corrupt"
+        ) from exc
+
+
+def read_frames(
+    frames: Sequence[FrameHeader],
+    *,
+    what: str = "DICOM series",
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Read frames of one size into a (N, rows, cols) float32 array, modality LUT applied.
+
+    Parameters
+    ----------
+    frames : sequence of FrameHeader
+        Frames in output order, all of one size.
+    what : str
+        Name used in error messages.
+    progress : ProgressFn, optional
+        Called with ``("reading DICOM", fraction)``.
+
+    Returns
+    -------
+    (N, rows, cols) ndarray of float32
+        Values after RescaleSlope/Intercept (Hounsfield units for CT).
+
+    Raises
+    ------
+    ResourceLimitError
+        If the declared size is over the limits of :mod:`medrecon.io.limits`.
+    DicomError
+        If pixel data is truncated or cannot be decoded.
+    MissingDependencyError
+        If a codec for a compressed transfer syntax is not installed.
+    """
+    first = frames[0]
+    shape = (len(frames), first.rows, first.cols)
+    check_alloc(shape, np.float32, what)
+    out = np.empty(shape, dtype=np.float32)
+    native = []
+    by_file: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
+    for k, frame in enumerate(frames):
+        if frame.pixel_offset >= 0 and frame.bits_allocated in (8, 16, 32) and frame.samples == 1:
+            check_native(frame)
+            native.append((frame, out[k]))
+        else:
+            fs, ds = by_file.setdefault(frame.path, ([], []))
+            fs.append(frame)
+            ds.append(out[k])
+    jobs = [(_read_native, f, d) for f, d in native]
+    jobs += [(_decode_file, path, fs, ds) for path, (fs, ds) in by_file.items()]
+    total = len(jobs)
+    # chunks keep the thread-pool overhead small for hundreds of small reads
+    chunk = max(1, total // (8 * _workers()))
+    batches = [jobs[i:i + chunk] for i in range(0, total, chunk)]
+
+    def run(batch: list) -> int:
+        for fn, *args in batch:
+            fn(*args)
+        return len(batch)
+
+    done = 0
+    if len(batches) == 1:
+        done = run(batches[0])
+        report(progress, "reading DICOM", 1.0)
+        return out
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        for n in pool.map(run, batches):
+            done += n
+            report(progress, "reading DICOM", done / total)
+    return out
