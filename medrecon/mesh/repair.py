@@ -1,0 +1,297 @@
+"""Checking and repairing triangle meshes for 3D printing.
+
+A printable part is *watertight* (every edge shared by exactly two triangles),
+*manifold* (no edge shared by more than two triangles and, around every vertex,
+one single fan of triangles), consistently wound with outward normals (positive
+signed volume per shell). :func:`check` measures these; :func:`repair` restores
+them where they were lost (degenerate or duplicate faces, holes, flipped
+triangles) and says honestly when it could not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass(frozen=True)
+class MeshCheck:
+    """Print-readiness of a mesh.
+
+    Attributes
+    ----------
+    watertight : bool
+        Every edge is shared by exactly two faces (closed, no holes).
+    manifold : bool
+        No non-manifold edge (more than two faces) and no non-manifold vertex
+        (faces around it forming more than one fan).
+    winding_consistent : bool
+        Neighbouring faces are wound the same way.
+    outward : bool
+        Normals point out of the solid: shells have a positive signed volume,
+        except cavities (shells nested in an odd number of others), negative.
+    shells : int
+        Connected components (by shared edges).
+    boundary_edges, nonmanifold_edges, nonmanifold_vertices : int
+        Counts of the defects above.
+    """
+
+    watertight: bool
+    manifold: bool
+    winding_consistent: bool
+    outward: bool
+    shells: int
+    boundary_edges: int
+    nonmanifold_edges: int
+    nonmanifold_vertices: int
+
+    @property
+    def printable(self) -> bool:
+        """Watertight, manifold, consistently wound and outward."""
+        return self.watertight and self.manifold and self.winding_consistent and self.outward
+
+
+def _edge_table(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected edge ids of the 3F half-edges, the unique edges and their face counts."""
+    half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
+    key = np.sort(half, axis=1)
+    unique, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    return inverse.ravel(), unique, counts
+
+
+def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int) -> int:
+    """Vertices whose incident faces form more than one edge-connected fan."""
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) == 0:
+        return 0
+    edge_of_half, _, counts = _edge_table(faces)
+    n_corner = faces.size
+    # half-edge h of face f goes from corner (f, h) to corner (f, h+1)
+    corner_a = np.arange(n_corner)
+    corner_b = (corner_a // 3) * 3 + (corner_a % 3 + 1) % 3
+    # link corners of the same vertex across each edge shared by exactly two faces
+    order = np.argsort(edge_of_half, kind="stable")
+    e_sorted = edge_of_half[order]
+    pair = np.flatnonzero((e_sorted[:-1] == e_sorted[1:]) & (counts[e_sorted[:-1]] == 2))
+    h1, h2 = order[pair], order[pair + 1]
+    vert = faces.ravel()
+    a1, b1, a2, b2 = corner_a[h1], corner_b[h1], corner_a[h2], corner_b[h2]
+    # consistently wound neighbours traverse the edge in opposite directions
+    opposite = vert[a1] == vert[b2]
+    rows_a = np.concatenate([a1, b1])
+    cols_a = np.concatenate([np.where(opposite, b2, a2), np.where(opposite, a2, b2)])
+    graph = sparse.coo_matrix((np.ones(len(rows_a)), (rows_a, cols_a)), shape=(n_corner, n_corner))
+    _, comp = connected_components(graph, directed=False)
+    vertex_of_corner = faces.ravel()
+    fans = np.unique(np.stack([vertex_of_corner, comp], axis=1), axis=0)[:, 0]
+    return int(np.count_nonzero(np.bincount(fans, minlength=n_vertices) > 1))
+
+
+def check(mesh: trimesh.Trimesh) -> MeshCheck:
+    """Measure watertightness, manifoldness, winding and shells of ``mesh``."""
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if len(faces) == 0:
+        return MeshCheck(False, False, False, False, 0, 0, 0, 0)
+    edge_of_half, _, counts = _edge_table(faces)
+    boundary = int(np.count_nonzero(counts == 1))
+    nm_edges = int(np.count_nonzero(counts > 2))
+    nm_verts = nonmanifold_vertex_count(faces, len(mesh.vertices))
+    # consistent winding: each manifold edge is traversed once in each direction
+    half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
+    forward = half[:, 0] < half[:, 1]
+    fwd_count = np.bincount(edge_of_half, weights=forward, minlength=len(counts))
+    manifold_edge = counts == 2
+    consistent = bool(np.all(fwd_count[manifold_edge] == 1))
+    n_shells, shell_of_face = _shells(faces, edge_of_half)
+    outward = False
+    if consistent and boundary == 0 and nm_edges == 0:
+        vertices = np.asarray(mesh.vertices)
+        signs = np.sign(_signed_volumes(vertices, faces, shell_of_face, n_shells))
+        outward = bool(np.all(signs == _expected_signs(vertices, faces, shell_of_face, n_shells)))
+    return MeshCheck(
+        watertight=boundary == 0 and nm_edges == 0,
+        manifold=nm_edges == 0 and nm_verts == 0,
+        winding_consistent=consistent,
+        outward=outward,
+        shells=n_shells,
+        boundary_edges=boundary,
+        nonmanifold_edges=nm_edges,
+        nonmanifold_vertices=nm_verts,
+    )
+
+
+def _shells(faces: np.ndarray, edge_of_half: np.ndarray) -> tuple[int, np.ndarray]:
+    n_faces = len(faces)
+    face_of_half = np.repeat(np.arange(n_faces), 3)
+    graph = sparse.coo_matrix(
+        (np.ones(len(face_of_half)), (face_of_half, edge_of_half + n_faces)),
+        shape=(n_faces + edge_of_half.max() + 1,) * 2,
+    )
+    _, comp = connected_components(graph, directed=False)
+    labels = np.unique(comp[:n_faces], return_inverse=True)[1].ravel()
+    return int(labels.max()) + 1, labels
+
+
+def _signed_volumes(vertices: np.ndarray, faces: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    tri = vertices[faces]
+    # centre first: the signed-tetrahedra sum is exact but loses digits far from the origin
+    tri = tri - vertices.mean(axis=0)
+    six_v = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
+    return np.bincount(group, weights=six_v, minlength=n) / 6.0
+
+
+def _solid_angle_sum(point: np.ndarray, tri: np.ndarray) -> float:
+    """Sum of signed solid angles of triangles ``tri`` seen from ``point`` (4 pi inside)."""
+    a, b, c = (tri[:, n] - point for n in range(3))
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    num = np.einsum("ij,ij->i", a, np.cross(b, c))
+    den = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", a, c) * lb
+           + np.einsum("ij,ij->i", b, c) * la)
+    return float(np.sum(2.0 * np.arctan2(num, den)))
+
+
+def _expected_signs(vertices: np.ndarray, faces: np.ndarray, shell_of_face: np.ndarray, n: int) -> np.ndarray:
+    """+1 for shells nested in an even number of others (solids), -1 for cavities."""
+    if n == 1:
+        return np.ones(1)
+    tri = vertices[faces]
+    lo = np.full((n, 3), np.inf)
+    hi = np.full((n, 3), -np.inf)
+    np.minimum.at(lo, shell_of_face, tri.min(axis=1))
+    np.maximum.at(hi, shell_of_face, tri.max(axis=1))
+    depth = np.zeros(n, dtype=int)
+    first_face = np.unique(shell_of_face, return_index=True)[1]
+    for a in range(n):
+        # a point of shell a: the centroid of one of its faces
+        p = tri[first_face[a]].mean(axis=0)
+        for b in range(n):
+            if a == b or np.any(lo[a] < lo[b]) or np.any(hi[a] > hi[b]):
+                continue
+            if abs(_solid_angle_sum(p, tri[shell_of_face == b])) > 2.0 * np.pi:
+                depth[a] += 1
+    return np.where(depth % 2 == 0, 1.0, -1.0)
+
+
+def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Merge coincident vertices; drop degenerate, duplicate and unused geometry.
+
+    Returns a new mesh; ``mesh`` is not modified.
+    """
+    out = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
+    out.merge_vertices(merge_tex=True, merge_norm=True)
+    faces = np.asarray(out.faces)
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
+    keep &= out.area_faces > 1e-12 * max(1.0, float(np.max(out.extents)) ** 2)
+    faces = faces[keep]
+    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    faces = faces[np.sort(first)]
+    out = trimesh.Trimesh(out.vertices, faces, process=False)
+    out.remove_unreferenced_vertices()
+    return out
+
+
+def fill_holes(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Close every boundary loop with a fan around its centroid (new mesh)."""
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    edge_of_half, _, counts = _edge_table(faces)
+    half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
+    border = half[counts[edge_of_half] == 1]
+    if len(border) == 0:
+        return mesh.copy()
+    nxt: dict[int, list[int]] = {}
+    for a, b in border:
+        nxt.setdefault(int(a), []).append(int(b))
+    vertices = [np.asarray(mesh.vertices)]
+    new_faces = [faces]
+    n_vert = len(mesh.vertices)
+    while nxt:
+        start = next(iter(nxt))
+        loop = [start]
+        cur = start
+        while True:
+            targets = nxt.get(cur)
+            if not targets:
+                break
+            b = targets.pop()
+            if not targets:
+                del nxt[cur]
+            if b == start:
+                break
+            loop.append(b)
+            cur = b
+        if len(loop) < 3:
+            continue
+        ring = np.asarray(loop)
+        centre = np.asarray(mesh.vertices)[ring].mean(axis=0)
+        vertices.append(centre[None])
+        # the hole's border runs opposite to the missing faces' edges: reverse it
+        fan = np.stack([np.roll(ring, -1), ring, np.full(len(ring), n_vert)], axis=1)
+        new_faces.append(fan)
+        n_vert += 1
+    return trimesh.Trimesh(np.vstack(vertices), np.vstack(new_faces), process=False)
+
+
+def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """Make the winding consistent and every shell face out of the solid (new mesh).
+
+    Shells nested inside an odd number of other shells are cavities: their
+    normals point into the cavity (negative signed volume).
+    """
+    out = mesh.copy()
+    trimesh.repair.fix_winding(out)
+    faces = np.asarray(out.faces, dtype=np.int64)
+    if len(faces) == 0:
+        return out
+    edge_of_half, _, _ = _edge_table(faces)
+    n, shell = _shells(faces, edge_of_half)
+    vertices = np.asarray(out.vertices)
+    sign = np.sign(_signed_volumes(vertices, faces, shell, n))
+    flip = (sign * _expected_signs(vertices, faces, shell, n))[shell] < 0
+    if np.any(flip):
+        faces = faces.copy()
+        faces[flip] = faces[flip][:, ::-1]
+        out = trimesh.Trimesh(out.vertices, faces, process=False)
+    return out
+
+
+def repair(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, MeshCheck]:
+    """Clean, fill holes, fix winding; fall back on pymeshfix if still broken.
+
+    Returns
+    -------
+    mesh : trimesh.Trimesh
+        The repaired mesh (a new object).
+    check : MeshCheck
+        Its state after repair; callers must look at it (repair can fail on
+        badly broken input, and then says so here rather than pretending).
+    """
+    out = fix_orientation(fill_holes(clean(mesh)))
+    state = check(out)
+    if state.printable:
+        return out, state
+    fixed = _pymeshfix(out)
+    if fixed is not None:
+        fixed_state = check(fixed)
+        if fixed_state.printable:
+            return fixed, fixed_state
+    return out, state
+
+
+def _pymeshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh | None:
+    try:
+        import pymeshfix
+    except ImportError:
+        return None
+    shells = mesh.split(only_watertight=False) if len(mesh.faces) else []
+    parts = []
+    for part in shells:
+        v, f = pymeshfix.clean_from_arrays(np.asarray(part.vertices), np.asarray(part.faces))
+        if len(f):
+            parts.append(trimesh.Trimesh(v, f, process=False))
+    if not parts:
+        return None
+    return fix_orientation(clean(trimesh.util.concatenate(parts)))
