@@ -106,7 +106,8 @@ def load_labels(
     """Load a label map with its names.
 
     Names come from ``names`` (a mapping or a JSON file path), else from the
-    sidecar ``<stem>.json`` beside the file, else ``label_<id>`` on use.
+    sidecar ``<stem>.json`` beside the file, else from names stored in the file
+    (3D Slicer segmentation NRRD fields), else ``label_<id>`` on use.
     """
     from medrecon.io.sidecar import names_for, read_names
 
@@ -118,7 +119,9 @@ def load_labels(
         labels = read_seg(p)
     else:
         array, affine, _meta = _read_array(p, fmt)
-        labels = LabelMap(array=array, affine=affine, names=names_for(p), source=str(p))
+        # A sidecar wins over names stored in the file (3D Slicer's Segment*_Name fields).
+        table = names_for(p) or dict(_meta.get("names") or {})
+        labels = LabelMap(array=array, affine=affine, names=table, source=str(p))
     if names is not None:
         table = read_names(names) if isinstance(names, str | os.PathLike) else dict(names)
         labels = labels.replace(names=table)
