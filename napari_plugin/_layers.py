@@ -224,3 +224,64 @@ def world_zyx(points_lps: Any) -> np.ndarray:
     """(N, 3) LPS ``(x, y, z)`` mm -> (N, 3) napari world ``(z, y, x)`` mm."""
     p = np.asarray(points_lps, dtype=np.float64)
     return p @ AXIS_SWAP[:3, :3].T
+
+
+def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: str = "organs") -> list:
+    """Add (or update) one Labels layer and one Surface layer per organ in ``viewer``.
+
+    Surface layers made earlier for the same label map (same ``name``) are
+    updated in place, so re-meshing with new options does not pile up layers.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    labels : LabelMap
+        Segmentation with names; shown as the Labels layer ``name``.
+    organ_meshes : list of medrecon.mesh.OrganMesh
+        Meshes in LPS mm; each becomes the Surface layer ``"<organ name>"``.
+    name : str
+        Name of the Labels layer, also recorded in the surfaces' metadata.
+
+    Returns
+    -------
+    list of napari layers
+        The Labels layer (``None`` if ``labels`` is ``None``) then the surfaces.
+    """
+    from napari.layers import Surface
+
+    added = []
+    if labels is not None:
+        data, kwargs, _ = labels_layer_data(labels, name=name)
+        kwargs["metadata"][META_KEY]["reports"] = [om.report for om in organ_meshes]
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+        added.append(viewer.add_labels(data, **kwargs))
+    else:
+        added.append(None)
+    colours = {}
+    if added[0] is not None:
+        colours = {om.label: added[0].get_color(om.label) for om in organ_meshes}
+    for om in organ_meshes:
+        (verts, faces), kwargs, _ = surface_layer_data(
+            om.mesh, name=om.name, label=om.label, colour=colours.get(om.label)
+        )
+        kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
+        existing = next(
+            (
+                layer for layer in viewer.layers
+                if isinstance(layer, Surface)
+                and layer.metadata.get(META_KEY, {}).get("source_labels") == name
+                and layer.metadata.get(META_KEY, {}).get("label") == om.label
+            ),
+            None,
+        )
+        layer = Surface((verts, faces), **kwargs)
+        if existing is not None:
+            # replace, not edit: vertex count and colours change together
+            index = viewer.layers.index(existing)
+            viewer.layers.remove(existing)
+            viewer.layers.insert(index, layer)
+        else:
+            viewer.layers.append(layer)
+        added.append(layer)
+    return added

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medrecon.errors import DicomError, MedreconError
+from medrecon.errors import MedreconError
 from medrecon.volume import LabelMap
 from napari_plugin._layers import image_layer_data, labels_layer_data
 
@@ -146,30 +146,25 @@ def looks_like_labels(array: np.ndarray) -> bool:
 
 
 def _read_dicom(p: Path) -> list[tuple]:
-    from medrecon.io.dicom import list_series, load_dicom
-
     from medrecon.io import load_labels
+    from medrecon.io.dicom import list_series, load_dicom
 
     if p.is_file() and _dicom_modality(p) == "SEG":
         return [labels_layer_data(load_labels(p), name=_stem(p))]
     series = list_series(p)
-    images = [s for s in series if s.volume_like and str(s.modality).upper() != "SEG"]
-    if not images:
-        listing = "; ".join(_describe(s) for s in series) or "no readable DICOM images"
-        raise DicomError(
-            f"{p} holds no series that forms a 3D volume ({listing}); "
-            "open a folder with a CT or MR series of several slices"
-        )
-    if len(images) == 1:
-        return [image_layer_data(load_dicom(p, series=images[0].uid), name=_describe(images[0]))]
+    images = [s for s in series if s.volume_like]
+    if len(images) <= 1:
+        # the loader picks the one volume (or a lone thin stack) and words any error
+        volume = load_dicom(p)
+        name = _describe(images[0]) if images else (volume.description or _stem(p))
+        return [image_layer_data(volume, name=name)]
     images.sort(key=lambda s: -int(s.n_slices))
     layers = []
     for n, info in enumerate(images):
-        data, kwargs, kind = image_layer_data(load_dicom(p, series=info.uid), name=_describe(info))
+        data, kwargs, kind = image_layer_data(load_dicom(p, series=info.key), name=_describe(info))
         kwargs["visible"] = n == 0
         layers.append((data, kwargs, kind))
-    skipped = [s for s in series if s not in images]
-    _notify_series(p, images, skipped)
+    _notify_series(p, images, [s for s in series if not s.volume_like])
     return layers
 
 

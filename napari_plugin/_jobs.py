@@ -1,0 +1,138 @@
+"""What the widgets ask medrecon to do, as plain functions (no Qt, no napari).
+
+Each function only chooses which medrecon entry point to call from the
+widget's settings; all the work lives in medrecon. They run in a napari
+``thread_worker`` and take a ``progress`` callback that may raise
+:class:`~medrecon.errors.Cancelled`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from medrecon.errors import InputError
+from medrecon.mesh import MeshOptions, OrganMesh, build_organ_meshes
+from medrecon.progress import ProgressFn, scaled
+from medrecon.volume import LabelMap, Volume
+
+#: Reconstruction methods offered by the Reconstruct widget.
+METHODS = ("model", "checkpoint", "preset", "labels")
+
+
+@dataclass(frozen=True)
+class ReconstructRequest:
+    """The Reconstruct widget's settings.
+
+    Attributes
+    ----------
+    method : {"model", "checkpoint", "preset", "labels"}
+        Default segmentation model, a checkpoint or bundle file, an HU preset,
+        or an existing label map (meshes only).
+    model : str
+        ``"default"`` or the checkpoint/bundle path (``method="checkpoint"``).
+    preset : str
+        HU preset name(s), comma-separated (``method="preset"``).
+    organs : tuple of str or int, optional
+        Organs to keep (names or label ids); ``None`` keeps all.
+    device : str
+        Torch device for the model (``"cpu"``, ``"cuda"``).
+    mesh : MeshOptions
+        How masks become meshes.
+    """
+
+    method: str = "model"
+    model: str = "default"
+    preset: str = "bone"
+    organs: tuple[str | int, ...] | None = None
+    device: str = "cpu"
+    mesh: MeshOptions = field(default_factory=MeshOptions)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+
+
+def reconstruct(
+    volume: Volume | None,
+    request: ReconstructRequest,
+    *,
+    labels: LabelMap | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[LabelMap, list[OrganMesh]]:
+    """Segment ``volume`` (or take ``labels``) and build one mesh per organ.
+
+    Parameters
+    ----------
+    volume : Volume or None
+        The image (CT in HU for presets); may be ``None`` with ``method="labels"``.
+    request : ReconstructRequest
+        The settings.
+    labels : LabelMap, optional
+        The label map to mesh when ``request.method == "labels"``.
+    progress : ProgressFn, optional
+        Called with (stage, fraction); may raise ``Cancelled``.
+
+    Returns
+    -------
+    labels : LabelMap
+        The segmentation on the image grid, with names.
+    organ_meshes : list of OrganMesh
+        Meshes in LPS mm with their print reports.
+    """
+    if request.method == "labels":
+        if labels is None:
+            raise InputError("choose a Labels layer to build meshes from")
+        return labels, build_organ_meshes(labels, request.mesh, organs=request.organs, progress=progress)
+    if volume is None:
+        raise InputError("choose an image layer to reconstruct")
+    result = _pipeline(volume, request, progress)
+    return result.labels, list(result.organ_meshes)
+
+
+def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn | None):
+    from medrecon.pipeline import ReconstructConfig
+    from medrecon.pipeline import reconstruct as run
+
+    if request.method == "preset":
+        config = ReconstructConfig(
+            preset=request.preset, organs=request.organs, mesh=request.mesh,
+        )
+    else:
+        model = request.model if request.method == "checkpoint" else "default"
+        config = ReconstructConfig(
+            model=model, organs=request.organs, device=request.device, mesh=request.mesh,
+        )
+    return run(volume, None, config=config, progress=progress)
+
+
+def remesh(
+    labels: LabelMap,
+    options: MeshOptions,
+    *,
+    organs: tuple[str | int, ...] | None = None,
+    progress: ProgressFn | None = None,
+) -> list[OrganMesh]:
+    """Build (or rebuild with new options) the meshes of ``labels``; see ``build_organ_meshes``."""
+    return build_organ_meshes(labels, options, organs=organs, progress=progress)
+
+
+def complete_slices(
+    sparse: LabelMap,
+    *,
+    image: Volume | None,
+    method: str,
+    axis: int,
+    progress: ProgressFn | None = None,
+) -> LabelMap:
+    """Fill organs drawn on a few slices; see :func:`medrecon.completion.complete`."""
+    from medrecon.completion import complete
+
+    return complete(sparse, image=image, method=method, axis=axis, progress=scaled(progress, 0, 1))
+
+
+def parse_organs(text: str) -> tuple[str | int, ...] | None:
+    """``"liver, 2, spleen"`` -> ``("liver", 2, "spleen")``; empty text -> ``None`` (all)."""
+    items = [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
+    if not items:
+        return None
+    return tuple(int(t) if t.lstrip("-").isdigit() else t for t in items)
