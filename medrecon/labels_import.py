@@ -1,0 +1,315 @@
+"""Import existing segmentations as a :class:`~medrecon.volume.LabelMap` on the image grid.
+
+Sources, told apart by :func:`detect_label_source`:
+
+- label images (NIfTI, NRRD, MetaImage) through :func:`medrecon.io.load_labels`,
+  names from ``names`` or the ``<stem>.json`` sidecar;
+- DICOM SEG through :func:`medrecon.io.dicom_seg.read_seg`;
+- DICOM RTSTRUCT: closed planar contours (LPS mm) rasterised slice by slice onto
+  the image grid, holes by the even-odd rule;
+- TotalSegmentator output folders: one binary ``<name>.nii.gz`` per structure,
+  ids from the TotalSegmentator ``total`` class map.
+
+Names that match the TotalSegmentator class map (case and spaces ignored) get
+its ids; other structures get ids from :data:`FIRST_NEW_LABEL` upward. When the
+grids differ, labels are resampled onto the image (nearest neighbour).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from medrecon.errors import EmptySegmentationError, GeometryError, InputError
+from medrecon.pipeline.phi import sanitize_text
+from medrecon.progress import ProgressFn, report
+from medrecon.volume import LabelMap, Volume
+
+#: Ids given to imported structures that TotalSegmentator's class map does not name.
+FIRST_NEW_LABEL = 300
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def totalseg_names() -> dict[int, str]:
+    """TotalSegmentator ``total`` task: label id -> structure name (117 classes)."""
+    text = resources.files("medrecon.data").joinpath("class_map_total.json").read_text(encoding="utf-8")
+    return {int(k): str(v) for k, v in json.loads(text).items()}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def _names_table(names: Mapping[int, str] | str | os.PathLike | None) -> dict[int, str]:
+    if names is None:
+        return totalseg_names()
+    if isinstance(names, str | os.PathLike):
+        from medrecon.io.sidecar import read_names
+
+        return read_names(names)
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def assign_ids(structure_names: list[str], names: Mapping[int, str]) -> dict[str, int]:
+    """Label id for each structure name: from ``names`` when it is there, else new ids.
+
+    New ids start at :data:`FIRST_NEW_LABEL` (or after the largest known id) and
+    follow the order of ``structure_names``.
+    """
+    by_name = {_key(v): k for k, v in names.items()}
+    nxt = max([FIRST_NEW_LABEL - 1, *names.keys()]) + 1
+    out: dict[str, int] = {}
+    for name in structure_names:
+        label = by_name.get(_key(name))
+        if label is None or label in out.values():
+            label, nxt = nxt, nxt + 1
+        out[name] = label
+    return out
+
+
+def _dicom_modality(path: Path) -> str | None:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # noqa: BLE001 - not DICOM: the caller tries other readers
+        return None
+    return str(ds.get("Modality", "")).upper() or None
+
+
+def _dicom_in_folder(folder: Path) -> list[tuple[Path, str]]:
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.lower().endswith(_NIFTI_SUFFIXES):
+            modality = _dicom_modality(p)
+            if modality:
+                found.append((p, modality))
+    return found
+
+
+def detect_label_source(path: str | os.PathLike) -> str:
+    """``"image"``, ``"seg"``, ``"rtstruct"`` or ``"totalseg_folder"`` for ``path``.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist or holds no segmentation medrecon can read.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p} does not exist")
+    if p.is_dir():
+        dicom = [(f, m) for f, m in _dicom_in_folder(p) if m in ("SEG", "RTSTRUCT")]
+        if dicom:
+            return dicom[0][1].lower()
+        if any(f.name.lower().endswith(_NIFTI_SUFFIXES) for f in p.iterdir()):
+            return "totalseg_folder"
+        raise InputError(f"{p}: a folder of labels must hold DICOM SEG/RTSTRUCT files or one "
+                         "<structure>.nii.gz per structure (TotalSegmentator output)")
+    if p.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
+        return "image"
+    modality = _dicom_modality(p)
+    if modality in ("SEG", "RTSTRUCT"):
+        return modality.lower()
+    if modality:
+        raise InputError(f"{p} is a DICOM {modality} image, not a segmentation: give it as the "
+                         "input image, or give a DICOM SEG / RTSTRUCT / label image as --labels")
+    return "image"
+
+
+def read_totalseg_folder(
+    folder: str | os.PathLike,
+    *,
+    names: Mapping[int, str] | str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> LabelMap:
+    """Combine TotalSegmentator's one-mask-per-structure output into one label map.
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder of binary masks ``<structure>.nii.gz`` on one grid.
+    names : mapping or JSON path, optional
+        Id -> name table; default TotalSegmentator's ``total`` class map.
+
+    Returns
+    -------
+    LabelMap
+        (I, J, K) uint16 labels on the masks' grid; empty masks are left out.
+    """
+    from medrecon.io import load_labels
+
+    files = sorted(f for f in Path(folder).iterdir() if f.name.lower().endswith(_NIFTI_SUFFIXES))
+    if not files:
+        raise InputError(f"{folder} holds no .nii.gz masks")
+    stems = [f.name[: -len(next(s for s in _NIFTI_SUFFIXES if f.name.lower().endswith(s)))] for f in files]
+    ids = assign_ids(stems, _names_table(names))
+    ref: LabelMap | None = None
+    masks: list[tuple[int, str, np.ndarray]] = []
+    for n, (f, stem) in enumerate(zip(files, stems, strict=True)):
+        lm = load_labels(f, names={})
+        if ref is None:
+            ref = lm
+        elif not lm.same_grid(ref):
+            lm = lm.resample_like(ref)
+        mask = np.asarray(lm.array) > 0
+        if mask.any():
+            masks.append((ids[stem], stem, mask))
+        report(progress, "import labels", (n + 1) / len(files))
+    return _paint(masks, ref.affine, ref.shape, source=str(folder))
+
+
+def _paint(masks: list[tuple[int, str, np.ndarray]], affine, shape, *, source: str) -> LabelMap:
+    # larger structures first, so that organs inside a body outline stay visible
+    out = np.zeros(shape, dtype=np.uint16)
+    table: dict[int, str] = {}
+    for label, name, mask in sorted(masks, key=lambda m: -int(m[2].sum())):
+        out[mask] = label
+        table[label] = name
+    return LabelMap(out, affine, names=table, source=source)
+
+
+def read_rtstruct(
+    path: str | os.PathLike,
+    image: Volume,
+    *,
+    names: Mapping[int, str] | str | os.PathLike | None = None,
+) -> LabelMap:
+    """Rasterise an RT Structure Set's closed planar contours onto ``image``'s grid.
+
+    Each contour is mapped to voxel indices of ``image``; it must lie in one
+    image plane (within half a voxel). Its interior, by voxel centres, is
+    filled with :func:`skimage.draw.polygon`; contours of one structure in one
+    plane combine by the even-odd rule, so inner contours cut holes.
+
+    Parameters
+    ----------
+    path : path-like
+        RTSTRUCT file.
+    image : Volume
+        The image the contours were drawn on (its LPS affine places them).
+    names : mapping or JSON path, optional
+        Id -> name table for the ROI names; default TotalSegmentator's.
+
+    Returns
+    -------
+    LabelMap
+        (I, J, K) uint16 labels on ``image``'s grid; names are the (sanitised) ROI
+        names, or the table's names where they match.
+
+    Raises
+    ------
+    GeometryError
+        If no contour lies in a plane of the image grid.
+    """
+    import pydicom
+    from skimage.draw import polygon
+
+    ds = pydicom.dcmread(path)
+    if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
+        raise InputError(f"{path} is not an RTSTRUCT (Modality {ds.get('Modality', '?')})")
+    roi_names = {int(r.ROINumber): sanitize_text(r.get("ROIName", "")) or f"roi_{int(r.ROINumber)}"
+                 for r in ds.get("StructureSetROISequence", [])}
+    table = _names_table(names)
+    ids = assign_ids(list(roi_names.values()), table)
+    shape = image.shape
+    inv = np.linalg.inv(image.affine)
+    masks: list[tuple[int, str, np.ndarray]] = []
+    placed = skipped = 0
+    for roi in ds.get("ROIContourSequence", []):
+        number = int(roi.ReferencedROINumber)
+        name = roi_names.get(number, f"roi_{number}")
+        mask = np.zeros(shape, dtype=bool)
+        for contour in roi.get("ContourSequence", []):
+            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
+                continue
+            pts = np.asarray(contour.ContourData, dtype=np.float64).reshape(-1, 3)
+            if len(pts) < 3:
+                continue
+            ijk = pts @ inv[:3, :3].T + inv[:3, 3]
+            axis = int(np.argmin(np.ptp(ijk, axis=0)))
+            index = float(np.mean(ijk[:, axis]))
+            if np.ptp(ijk[:, axis]) > 0.5 or abs(index - round(index)) > 0.5 - 1e-6 or index < -0.5:
+                skipped += 1
+                continue
+            index = int(round(index))
+            if index >= shape[axis]:
+                skipped += 1
+                continue
+            a, b = [ax for ax in range(3) if ax != axis]
+            rr, cc = polygon(ijk[:, a], ijk[:, b], shape=(shape[a], shape[b]))
+            sel = [slice(None)] * 3
+            sel[axis] = index
+            plane = mask[tuple(sel)]
+            plane[rr, cc] ^= True  # even-odd: an inner contour is a hole
+            placed += 1
+        if mask.any():
+            masks.append((ids[name], table.get(ids[name], name), mask))
+    if placed == 0:
+        raise GeometryError(
+            f"{path}: none of its {skipped} contours lies in a plane of the image grid; "
+            "was the structure set drawn on this series?"
+        )
+    if not masks:
+        raise EmptySegmentationError(f"{path}: its contours enclose no voxel centre of the image")
+    return _paint(masks, image.affine, shape, source=str(path))
+
+
+def import_labels(
+    path: str | os.PathLike,
+    *,
+    image: Volume | None = None,
+    names: Mapping[int, str] | str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> LabelMap:
+    """Read an existing segmentation and put it on ``image``'s grid.
+
+    Parameters
+    ----------
+    path : path-like
+        Label image, DICOM SEG, RTSTRUCT, or a TotalSegmentator output folder.
+    image : Volume, optional
+        The image the labels belong to. Needed for RTSTRUCT; when given, the
+        result is resampled onto its grid (nearest neighbour) if the grids differ.
+    names : mapping or JSON path, optional
+        Label id -> name table (e.g. TotalSegmentator's class map JSON).
+
+    Returns
+    -------
+    LabelMap
+        Integer labels with names, on ``image``'s grid when ``image`` is given.
+    """
+    p = Path(path)
+    kind = detect_label_source(p)
+    report(progress, "import labels", 0.0)
+    if kind == "rtstruct":
+        if image is None:
+            raise InputError(f"{p} is an RTSTRUCT: its contours need the image they were drawn on")
+        rt = p if p.is_file() else next(f for f, m in _dicom_in_folder(p) if m == "RTSTRUCT")
+        labels = read_rtstruct(rt, image, names=names)
+    elif kind == "totalseg_folder":
+        labels = read_totalseg_folder(p, names=names, progress=progress)
+    elif kind == "seg":
+        from medrecon.io.dicom_seg import read_seg
+
+        seg = p if p.is_file() else next(f for f, m in _dicom_in_folder(p) if m == "SEG")
+        labels = read_seg(seg)
+        if names is not None:
+            labels = labels.replace(names=_names_table(names))
+    else:
+        from medrecon.io import load_labels
+
+        table = None if names is None else _names_table(names)
+        labels = load_labels(p, names=table)
+    labels = labels.replace(names={k: sanitize_text(v) or f"label_{k}" for k, v in labels.names.items()})
+    if image is not None and not labels.same_grid(image):
+        labels = labels.resample_like(image)
+    report(progress, "import labels", 1.0)
+    return labels
