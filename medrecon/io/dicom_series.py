@@ -110,7 +110,7 @@ class SeriesInfo:
             "cols": self.cols, "volume_like": self.volume_like, "reason": self.reason,
             "part": self.part, "n_parts": self.n_parts, "slice_spacing": self.slice_spacing,
             "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
-            "orientation": list(self.orientation) if self.orientation else None,
+            "image_orientation": list(self.orientation) if self.orientation else None,
             "sop_class": self.sop_class,
         }
 
