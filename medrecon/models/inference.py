@@ -1,0 +1,231 @@
+"""Running a segmentation network over a volume, on the model grid and back.
+
+2D (2.5D) networks see stacks of ``context`` neighbouring slices as channels
+and label the centre slice; every slice of the model grid is labelled in
+batches and the results stacked. With ``planes="all"`` the axial, coronal and
+sagittal passes are fused by averaging their probabilities. 3D networks run
+with MONAI sliding windows. The label map is then mapped back onto the input
+grid exactly (:class:`~medrecon.models.grid.GridMap`).
+
+A CUDA out-of-memory error halves the batch; at a batch of one the work moves
+to the CPU with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from medrecon.errors import ModelError, ResourceLimitError
+from medrecon.models.checkpoint import ModelCard, SegModel
+from medrecon.progress import ProgressFn, report
+
+PLANES = ("axial", "coronal", "sagittal")
+_PLANE_CODES = {"axial": "SI", "coronal": "AP", "sagittal": "LR"}
+
+
+def plane_axis(plane: str, orientation: str) -> int:
+    """Model-grid axis normal to ``plane`` for a grid of ``orientation`` codes."""
+    if plane not in _PLANE_CODES:
+        raise ValueError(f"plane must be one of {PLANES}, got {plane!r}")
+    for axis, code in enumerate(orientation.upper()):
+        if code in _PLANE_CODES[plane]:
+            return axis
+    raise ValueError(f"orientation {orientation!r} has no axis normal to the {plane} plane")
+
+
+def resolve_planes(planes: str | Sequence[str]) -> tuple[str, ...]:
+    """``"axial"``, ``"all"`` or a list of plane names -> a tuple of plane names."""
+    if isinstance(planes, str):
+        planes = PLANES if planes == "all" else (planes,)
+    out = tuple(planes)
+    for p in out:
+        if p not in PLANES:
+            raise ValueError(f"planes must be 'all' or names from {PLANES}, got {p!r}")
+    return out
+
+
+def normalise(x, card: ModelCard):
+    """Clip to the card's window and scale linearly onto its value range (torch)."""
+    lo, hi = card.window
+    a, b = card.value_range
+    return (x.clamp(lo, hi) - lo) * ((b - a) / (hi - lo)) + a
+
+
+def resolve_device(device: str):
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` -> a ``torch.device``."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for but PyTorch sees no CUDA GPU; "
+                         "use --device cpu (or auto)")
+    return dev
+
+
+class _Runner:
+    """Calls the network on batches, shrinking them on CUDA out-of-memory errors."""
+
+    def __init__(self, network, device, batch_size: int) -> None:
+        self.network = network
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+
+    def _move(self, device) -> None:
+        import torch
+
+        self.device = device
+        self.network.to(device)
+        if device.type == "cuda":
+            self.network.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        """Logits for ``x`` (N, C, ...) as float32 on the CPU-or-device of the run."""
+        import torch
+
+        while True:
+            try:
+                with torch.inference_mode():
+                    parts = []
+                    for s in range(0, x.shape[0], self.batch_size):
+                        xb = x[s:s + self.batch_size].to(self.device, non_blocking=True)
+                        if self.device.type == "cuda" and xb.ndim == 4:
+                            xb = xb.contiguous(memory_format=torch.channels_last)
+                        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                            enabled=self.device.type == "cuda"):
+                            parts.append(self.network(xb).float())
+                    return torch.cat(parts)
+            except torch.OutOfMemoryError as exc:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.batch_size > 1:
+                    self.batch_size //= 2
+                    continue
+                if self.device.type == "cuda":
+                    warnings.warn("GPU out of memory at a batch of one slice: continuing on the "
+                                  "CPU (slower)", RuntimeWarning, stacklevel=3)
+                    self._move(__import__("torch").device("cpu"))
+                    continue
+                raise ResourceLimitError(
+                    "out of memory even with one slice per batch; use a coarser model "
+                    "spacing or free memory"
+                ) from exc
+
+
+def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
+                probabilities: bool, chunk: int, progress: ProgressFn | None, stage: str):
+    """One 2.5D pass over model-grid image ``x`` (I, J, K) with slices normal to ``axis``.
+
+    Returns (C, I, J, K) float32 softmax probabilities, or (I, J, K) int64 channels.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    xs = x.movedim(axis, 0)
+    n, h, w = xs.shape
+    half = card.context // 2
+    ph, pw = (-h) % divisor, (-w) % divisor
+    offsets = torch.arange(-half, half + 1)
+    n_out = len(card.channel_ids)
+    out = (torch.zeros((n_out, n, h, w), dtype=torch.float32) if probabilities
+           else torch.zeros((n, h, w), dtype=torch.int64))
+    for s in range(0, n, chunk):
+        idx = (torch.arange(s, min(n, s + chunk))[:, None] + offsets[None, :]).clamp(0, n - 1)
+        stack = xs[idx]  # (b, k, h, w)
+        if ph or pw:
+            stack = F.pad(stack, (0, pw, 0, ph), value=card.value_range[0])
+        logits = runner.forward(stack)[:, :, :h, :w].cpu()
+        if probabilities:
+            out[:, s:s + len(idx)] = torch.softmax(logits, dim=1).movedim(1, 0)
+        else:
+            out[s:s + len(idx)] = logits.argmax(1)
+        report(progress, stage, min(n, s + chunk) / n)
+    if probabilities:
+        return out.movedim(1, axis + 1)
+    return out.movedim(0, axis)
+
+
+def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axial",
+                       device: str = "cpu", batch_size: int | None = None,
+                       progress: ProgressFn | None = None):
+    """Label a normalised model-grid image with the network.
+
+    Parameters
+    ----------
+    model : SegModel
+        Loaded network and card.
+    x : (I, J, K) torch.Tensor of float32
+        Image on the model grid, already normalised (:func:`normalise`).
+    planes : str or sequence of str
+        ``"axial"``, ``"all"`` (fuse three planes) or plane names (2D networks).
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    batch_size : int, optional
+        Slices (2D) or windows (3D) per forward pass; default 16 on the CPU, 64 on a GPU.
+
+    Returns
+    -------
+    torch.Tensor
+        (I, J, K) int64 output-channel index per voxel (0 = background), on the CPU.
+    """
+    import torch
+
+    card = model.card
+    dev = resolve_device(device)
+    runner = _Runner(model.network, dev, batch_size or (64 if dev.type == "cuda" else 16))
+    runner._move(dev)
+    divisor = _divisor(model)
+    if card.spatial_dims == 3:
+        return _volume_pass(runner, x, card, divisor, progress)
+    chosen = resolve_planes(planes)
+    missing = [p for p in chosen if p not in card.planes]
+    if missing:
+        raise ModelError(f"this model was trained on {', '.join(card.planes)} slices only, not "
+                         f"{', '.join(missing)}; use planes='axial' or a model trained on all planes")
+    if len(chosen) == 1:
+        return _slice_pass(runner, x, plane_axis(chosen[0], card.orientation), card, divisor,
+                           probabilities=False, chunk=runner.batch_size * 4,
+                           progress=progress, stage=f"segmenting {chosen[0]} slices")
+    total = None
+    for plane in chosen:
+        p = _slice_pass(runner, x, plane_axis(plane, card.orientation), card, divisor,
+                        probabilities=True, chunk=runner.batch_size * 4,
+                        progress=progress, stage=f"segmenting {plane} slices")
+        total = p if total is None else total.add_(p)
+    return torch.argmax(total, dim=0)
+
+
+def _divisor(model: SegModel) -> int:
+    from medrecon.models.nets import NetSpec
+
+    if model.card.net.get("arch") == "bundle":
+        return 16
+    return NetSpec.from_dict(model.card.net).divisor
+
+
+def _volume_pass(runner: _Runner, x, card: ModelCard, divisor: int, progress):
+    from monai.inferers import sliding_window_inference
+
+    roi = [max(divisor, int(round(r / s / divisor)) * divisor)
+           for r, s in zip(card.roi_mm, card.spacing_mm, strict=True)]
+    report(progress, "segmenting volume", 0.0)
+    logits = sliding_window_inference(
+        x[None, None], roi_size=roi, sw_batch_size=max(1, runner.batch_size // 8),
+        predictor=runner.forward, overlap=0.25, mode="gaussian",
+        sw_device=runner.device, device="cpu",
+    )
+    report(progress, "segmenting volume", 1.0)
+    return logits[0].argmax(0)
+
+
+def ids_from_channels(channels, channel_ids: Sequence[int]) -> np.ndarray:
+    """Map output-channel indices to label ids in the smallest fitting integer dtype."""
+    import torch
+
+    lut_dtype = np.uint8 if max(channel_ids) < 256 else np.int16
+    lut = torch.as_tensor(np.asarray(channel_ids, dtype=np.int64))
+    return lut[channels.long()].numpy().astype(lut_dtype)

@@ -1,0 +1,236 @@
+"""Training data: labelled volumes brought onto a model grid, from any source.
+
+Sources: synthetic phantoms (:func:`medrecon.phantom.make_phantom`, one per
+seed; an endless stream of new seeds with :class:`PhantomStream`), the Medical
+Segmentation Decathlon layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``),
+the nnU-Net raw layout (``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz``)
+and a plain folder of pairs (``<case>_image.*`` + ``<case>_label.*``, or
+``images/`` + ``labels/`` with matching names).
+
+Every case goes through the same :class:`~medrecon.models.grid.GridMap` and
+intensity window as inference (MONAI ``ScaleIntensityRange``), so training and
+inference agree voxel for voxel. Label ids are mapped to output channels; ids
+the model does not predict become background.
+
+Tensors: image (I, J, K) float32 in the card's value range; labels (I, J, K)
+int64 channel indices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medrecon.errors import InputError
+from medrecon.models.grid import GridMap
+from medrecon.volume import LabelMap, Volume
+
+#: Training seeds start here; seeds 0-19 are the held-out evaluation phantoms.
+FIRST_TRAIN_SEED = 1000
+EVAL_SEEDS = tuple(range(20))
+_IMAGE_EXT = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One training volume on the model grid.
+
+    Attributes
+    ----------
+    image : torch.Tensor
+        (I, J, K) float32, normalised.
+    labels : torch.Tensor
+        (I, J, K) int64 output-channel indices.
+    name : str
+        Where it came from (seed or file).
+    """
+
+    image: object
+    labels: object
+    name: str
+
+
+def to_case(volume: Volume, labels: LabelMap, *, spacing, orientation: str,
+            window: tuple[float, float], value_range: tuple[float, float],
+            channel_ids: Sequence[int], name: str = "") -> Case:
+    """Bring an image and its label map onto the model grid.
+
+    The labels are first resampled onto the image grid if they differ.
+    """
+    import torch
+    from monai.transforms import ScaleIntensityRange
+
+    if not labels.same_grid(volume):
+        labels = labels.resample_like(volume)
+    grid = GridMap.build(volume.affine, volume.shape, spacing=spacing, orientation=orientation)
+    image = grid.image_to_model(volume.array, fill=window[0])
+    scale = ScaleIntensityRange(a_min=window[0], a_max=window[1], b_min=value_range[0],
+                                b_max=value_range[1], clip=True)
+    image = torch.as_tensor(scale(image)).float().contiguous()
+    ids = grid.labels_to_model(np.asarray(labels.array).astype(np.int64))
+    lut = np.zeros(int(max(int(ids.max()), max(channel_ids))) + 1, dtype=np.int64)
+    for channel, label in enumerate(channel_ids):
+        lut[label] = channel
+    return Case(image=image, labels=torch.from_numpy(lut[ids.numpy()]), name=name)
+
+
+def phantom_pair(seed: int, config=None) -> tuple[Volume, LabelMap]:
+    """Make the phantom of ``seed`` (CT in HU and its TotalSegmentator labels)."""
+    from medrecon.phantom import make_phantom
+
+    return make_phantom(int(seed), config=config)
+
+
+class PhantomStream:
+    """Endless new training phantoms, generated in background threads.
+
+    Parameters
+    ----------
+    start : int
+        First seed (>= :data:`FIRST_TRAIN_SEED` so evaluation seeds stay unseen).
+    convert : callable
+        ``(volume, labels, name) -> Case``.
+    workers : int
+        Background threads.
+    config : PhantomConfig, optional
+        Passed to ``make_phantom``.
+    """
+
+    def __init__(self, start: int, convert, *, workers: int = 1, config=None) -> None:
+        if start < FIRST_TRAIN_SEED:
+            raise ValueError(f"training seeds must be >= {FIRST_TRAIN_SEED} (0-19 are held out), "
+                             f"got {start}")
+        self._next = int(start)
+        self._convert = convert
+        self._config = config
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self._pending: list[Future] = [self._submit() for _ in range(max(1, workers))]
+
+    def _submit(self) -> Future:
+        seed = self._next
+        self._next += 1
+        return self._pool.submit(self._make, seed)
+
+    def _make(self, seed: int) -> Case:
+        volume, labels = phantom_pair(seed, self._config)
+        return self._convert(volume, labels, f"phantom seed {seed}")
+
+    def ready(self) -> Case | None:
+        """Return a finished new case if one is ready (never blocks), else None."""
+        for i, fut in enumerate(self._pending):
+            if fut.done():
+                self._pending[i] = self._submit()
+                return fut.result()
+        return None
+
+    def take(self) -> Case:
+        """Return the next case, waiting for it if needed."""
+        fut = self._pending.pop(0)
+        self._pending.append(self._submit())
+        return fut.result()
+
+    @property
+    def next_seed(self) -> int:
+        """The seed the stream will generate next (for resuming)."""
+        return self._next
+
+    def close(self) -> None:
+        """Stop the background threads (pending phantoms are dropped)."""
+        for fut in self._pending:
+            fut.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- file layouts
+def _strip(name: str) -> str:
+    for ext in _IMAGE_EXT:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(_IMAGE_EXT)
+                  and not p.name.startswith("."))
+
+
+def msd_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(image, label) paths of a Medical Segmentation Decathlon task folder."""
+    root = Path(root)
+    meta = root / "dataset.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{root}: cannot read dataset.json of the Decathlon layout: {exc}") from exc
+    pairs = []
+    for entry in data.get("training", []):
+        img, lab = root / entry["image"], root / entry["label"]
+        if not img.is_file():  # MSD 4D images are split into _0000 files by some tools
+            alt = img.with_name(_strip(img.name) + "_0000.nii.gz")
+            img = alt if alt.is_file() else img
+        pairs.append((img, lab))
+    return _checked(pairs, root, "dataset.json 'training'")
+
+
+def nnunet_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(image, label) paths of an nnU-Net raw dataset (first channel ``_0000`` only)."""
+    root = Path(root)
+    labels_dir = root / "labelsTr"
+    if not labels_dir.is_dir():
+        raise InputError(f"{root}: no labelsTr/ folder (nnU-Net raw layout)")
+    pairs = []
+    for lab in _images(labels_dir):
+        case = _strip(lab.name)
+        ext = lab.name[len(case):]
+        pairs.append((root / "imagesTr" / f"{case}_0000{ext}", lab))
+    return _checked(pairs, root, "labelsTr/")
+
+
+def folder_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(image, label) paths of a plain folder: ``X_image.*``/``X_label.*`` or ``images/``+``labels/``."""
+    root = Path(root)
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        labels = {_strip(p.name): p for p in _images(root / "labels")}
+        pairs = [(p, labels[_strip(p.name)]) for p in _images(root / "images")
+                 if _strip(p.name) in labels]
+    else:
+        files = _images(root)
+        labels = {_strip(p.name)[: -len("_label")]: p for p in files if _strip(p.name).endswith("_label")}
+        pairs = [(p, labels[_strip(p.name)[: -len("_image")]]) for p in files
+                 if _strip(p.name).endswith("_image") and _strip(p.name)[: -len("_image")] in labels]
+    return _checked(pairs, root, "image/label pairs")
+
+
+def _checked(pairs: list[tuple[Path, Path]], root: Path, what: str) -> list[tuple[Path, Path]]:
+    if not pairs:
+        raise InputError(f"{root}: found no {what}; see 'medrecon train --help' for the layouts")
+    for img, lab in pairs:
+        for p in (img, lab):
+            if not p.exists():
+                raise InputError(f"{root}: {p.name} listed in {what} does not exist")
+    return pairs
+
+
+def dataset_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Detect the layout of ``root`` (MSD, nnU-Net raw, plain pairs) and list its pairs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder of training data")
+    if (root / "dataset.json").is_file() and "training" in (root / "dataset.json").read_text(encoding="utf-8"):
+        return msd_pairs(root)
+    if (root / "labelsTr").is_dir():
+        return nnunet_pairs(root)
+    return folder_pairs(root)
+
+
+def load_pairs(pairs: Iterable[tuple[Path, Path]], convert) -> list[Case]:
+    """Load and convert each (image, label) pair with ``convert(volume, labels, name)``."""
+    from medrecon.io import load, load_labels
+
+    return [convert(load(img), load_labels(lab), img.name) for img, lab in pairs]
