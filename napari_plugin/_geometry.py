@@ -218,3 +218,29 @@ def surface_to_mesh(data: Sequence[Any], state: Mapping[str, Any] | None = None)
         process=False,
     )
     return mesh.apply_transform(to_lps)
+
+
+def array_axis_across(affine_lps: Any, world_axis: int) -> int:
+    """Return the (i, j, k) array axis closest to napari world axis ``world_axis``.
+
+    Used to turn the napari view a user draws in (slicing across world axis
+    0 = z for axial, 1 = y for coronal, 2 = x for sagittal) into the array axis
+    medrecon's slice-based functions take.
+
+    Parameters
+    ----------
+    affine_lps : (4, 4) array_like
+        Voxel-to-LPS affine of the array.
+    world_axis : {0, 1, 2}
+        napari world axis, in (z, y, x) order.
+
+    Returns
+    -------
+    int
+        0, 1 or 2: the array axis whose direction is most nearly along that world axis.
+    """
+    if world_axis not in (0, 1, 2):
+        raise ValueError(f"world_axis must be 0, 1 or 2 (z, y, x), got {world_axis}")
+    a = check_affine(affine_lps)
+    direction = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0)
+    return int(np.argmax(np.abs(direction[2 - world_axis])))

@@ -93,14 +93,16 @@ def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn 
     from medrecon.pipeline import ReconstructConfig
     from medrecon.pipeline import reconstruct as run
 
+    organs = tuple(str(o) for o in request.organs or ())
     if request.method == "preset":
-        config = ReconstructConfig(
-            preset=request.preset, organs=request.organs, mesh=request.mesh,
+        config = ReconstructConfig.for_preset(
+            request.preset, organs=organs, mesh=request.mesh, preview=False
         )
     else:
         model = request.model if request.method == "checkpoint" else "default"
         config = ReconstructConfig(
-            model=model, organs=request.organs, device=request.device, mesh=request.mesh,
+            method="model", model=model, organs=organs, device=request.device,
+            mesh=request.mesh, preview=False,
         )
     return run(volume, None, config=config, progress=progress)
 

@@ -107,11 +107,11 @@ def _read(p: Path) -> list[tuple]:
         raise UnsupportedFormatError(f"{p}: not a DICOM, NIfTI, NRRD or MetaImage file")
     if fmt == "dicom":
         return _read_dicom(p)
-    return [_read_file(p)]
+    return [read_file_layer(p)]
 
 
-def _read_file(p: Path) -> tuple:
-    """One NIfTI/NRRD/MetaImage file -> an Image or a Labels layer."""
+def read_file_layer(p: Path) -> tuple:
+    """Read one NIfTI/NRRD/MetaImage file as an Image or a Labels ``LayerDataTuple``."""
     from medrecon.io import load, load_labels
     from medrecon.io.sidecar import names_for, sidecar_path
 

@@ -1,0 +1,95 @@
+"""Complete from slices: organs drawn on a few slices -> whole 3D organs."""
+
+from __future__ import annotations
+
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout, QWidget
+
+from medrecon.errors import InputError, MedreconError
+from napari_plugin._geometry import array_axis_across
+from napari_plugin._jobs import complete_slices
+from napari_plugin._layers import labelmap_from_layer, labels_layer_data, volume_from_layer
+from napari_plugin._qt._layer_combo import LayerCombo
+from napari_plugin._qt._runner import JobRunner
+
+#: (label shown, napari world axis the slices are taken across)
+PLANES = (("Axial", 0), ("Coronal", 1), ("Sagittal", 2))
+#: (label shown, medrecon.completion method)
+METHODS = (("Image-to-shape network", "network"), ("Signed-distance interpolation", "sdf"))
+
+
+class CompleteWidget(QWidget):
+    """Fill in 3D organs from a Labels layer drawn on a few slices.
+
+    Draw each organ (its label id) on some slices of one plane, choose that
+    plane and Run: a new Labels layer ``"<layer> completed"`` holds the filled
+    organs; the drawn layer is left as it is. The plane follows the viewer's
+    2D view until it is chosen by hand.
+    """
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.image_combo = LayerCombo(napari_viewer, Image, optional=True)
+        self.plane_combo = QComboBox()
+        for text, axis in PLANES:
+            self.plane_combo.addItem(text, axis)
+        self.method_combo = QComboBox()
+        for text, key in METHODS:
+            self.method_combo.addItem(text, key)
+        self.runner = JobRunner("Complete", self)
+        self.runner.run_button.clicked.connect(self.run)
+        form = QFormLayout()
+        form.addRow("Drawn labels", self.labels_combo)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Drawn on", self.plane_combo)
+        form.addRow("Method", self.method_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.runner.widget)
+        layout.addStretch(1)
+        self._follow_view = True
+        self.plane_combo.activated.connect(self._plane_chosen)
+        napari_viewer.dims.events.order.connect(self._view_changed)
+        self._view_changed()
+
+    def _plane_chosen(self, *_args) -> None:
+        self._follow_view = False
+
+    def _view_changed(self, *_args) -> None:
+        if not self._follow_view:
+            return
+        try:
+            across = self.viewer.dims.order[-3] if self.viewer.dims.ndim >= 3 else 0
+            self.plane_combo.setCurrentIndex(self.plane_combo.findData(int(across)))
+        except RuntimeError:  # widget already deleted while the viewer closes
+            pass
+
+    def run(self):
+        """Start the completion in a worker; returns it (or ``None`` on a bad setting)."""
+        from napari.utils.notifications import show_error
+
+        try:
+            layer = self.labels_combo.layer()
+            if layer is None:
+                raise InputError("no Labels layer: draw the organ on a few slices in a Labels layer first")
+            sparse = labelmap_from_layer(layer)
+            image_layer = self.image_combo.layer()
+            image = volume_from_layer(image_layer) if image_layer is not None else None
+            method = str(self.method_combo.currentData())
+            axis = array_axis_across(sparse.affine, int(self.plane_combo.currentData()))
+            name = f"{layer.name} completed"
+            return self.runner.start(
+                complete_slices, lambda result: self._show(result, name),
+                sparse, image=image, method=method, axis=axis,
+            )
+        except MedreconError as exc:
+            show_error(str(exc))
+            return None
+
+    def _show(self, labels, name: str) -> None:
+        data, kwargs, _ = labels_layer_data(labels, name=name)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_labels(data, **kwargs)

@@ -1,0 +1,239 @@
+"""Mesh and export: mesh options, a live print-readiness table, export to files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari.layers import Labels
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from medrecon.errors import InputError, MedreconError
+from medrecon.mesh import MeshOptions
+from napari_plugin._jobs import parse_organs, remesh
+from napari_plugin._layers import labelmap_from_layer, show_reconstruction
+from napari_plugin._qt._layer_combo import LayerCombo
+from napari_plugin._qt._runner import JobRunner
+
+#: (header, report key, format) of the table's number columns.
+COLUMNS = (
+    ("Watertight", "watertight", None),
+    ("Volume (mL)", "mesh_volume_ml", "{:.1f}"),
+    ("Faces", "faces", "{:d}"),
+    ("HD95 (mm)", "hd95_mm", "{:.2f}"),
+)
+#: Milliseconds between the last option change and the automatic rebuild.
+LIVE_DELAY_MS = 600
+
+
+class MeshExportWidget(QWidget):
+    """Turn a Labels layer into printable meshes, report on them, and export them.
+
+    Changing an option rebuilds the meshes (after a short pause, cancelling a
+    build in progress) so that the table and the 3D view stay current. The
+    table has one row per organ; ticked rows are exported.
+    """
+
+    def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.organ_meshes: list = []
+        self._source = ""
+        self._pending = False
+        defaults = MeshOptions()
+        self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.organs_edit = QLineEdit()
+        self.organs_edit.setPlaceholderText("all (or e.g. liver, spleen, 2)")
+        self.smooth_spin = _spin(0.0, 1.0, 0.05, defaults.smooth, 2)
+        self.decimate_spin = _spin(0.0, 0.95, 0.05, defaults.decimate, 2)
+        self.keep_largest_check = QCheckBox("keep the largest piece only")
+        self.keep_largest_check.setChecked(defaults.keep_largest)
+        self.hollow_spin = _spin(0.0, 20.0, 0.5, defaults.hollow_mm, 1, suffix=" mm")
+        self.live_check = QCheckBox("rebuild when an option changes")
+        self.live_check.setChecked(True)
+        self.runner = JobRunner("Build meshes", self)
+        self.runner.run_button.clicked.connect(self.build)
+        self.runner.job_finished.connect(self._job_finished)
+
+        self.table = QTableWidget(0, 1 + len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(["Organ", *(c[0] for c in COLUMNS)])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+
+        self.folder_edit = QLineEdit(str(Path.home() / "medrecon_export"))
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit)
+        folder_row.addWidget(browse)
+        self.format_combo = QComboBox()
+        self.format_combo.addItems(["stl", "obj", "ply", "3mf"])
+        self.frame_combo = QComboBox()
+        self.frame_combo.addItems(["LPS", "RAS"])
+        self.export_button = QPushButton("Export ticked organs")
+        self.export_button.clicked.connect(self.export)
+
+        options = QFormLayout()
+        options.addRow("Labels", self.labels_combo)
+        options.addRow("Organs", self.organs_edit)
+        options.addRow("Smoothing", self.smooth_spin)
+        options.addRow("Decimation", self.decimate_spin)
+        options.addRow("", self.keep_largest_check)
+        options.addRow("Hollow wall", self.hollow_spin)
+        options.addRow("", self.live_check)
+        export = QFormLayout()
+        export.addRow("Folder", folder_row)
+        export.addRow("Format", self.format_combo)
+        export.addRow("Frame", self.frame_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(options)
+        layout.addWidget(self.runner.widget)
+        layout.addWidget(self.table)
+        layout.addLayout(export)
+        layout.addWidget(self.export_button)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(LIVE_DELAY_MS)
+        self._timer.timeout.connect(self._live_rebuild)
+        for spin in (self.smooth_spin, self.decimate_spin, self.hollow_spin):
+            spin.valueChanged.connect(self._option_changed)
+        self.keep_largest_check.toggled.connect(self._option_changed)
+
+    # --- options and building ---------------------------------------------------------
+    def options(self) -> MeshOptions:
+        """Return the mesh options set in the widget."""
+        try:
+            return MeshOptions(
+                smooth=self.smooth_spin.value(),
+                decimate=self.decimate_spin.value(),
+                keep_largest=self.keep_largest_check.isChecked(),
+                hollow_mm=self.hollow_spin.value(),
+            )
+        except ValueError as exc:  # out-of-range values are the user's to fix
+            raise InputError(str(exc)) from exc
+
+    def build(self):
+        """Build the meshes of the chosen Labels layer in a worker; returns it (or ``None``)."""
+        from napari.utils.notifications import show_error
+
+        try:
+            layer = self.labels_combo.layer()
+            if layer is None:
+                raise InputError("no Labels layer to mesh: reconstruct organs or open a label file first")
+            labels = labelmap_from_layer(layer)
+            name = layer.name
+            return self.runner.start(
+                remesh, lambda meshes: self._show(meshes, name),
+                labels, self.options(), organs=parse_organs(self.organs_edit.text()),
+            )
+        except MedreconError as exc:
+            show_error(str(exc))
+            return None
+
+    def _option_changed(self, *_args) -> None:
+        if self.live_check.isChecked() and self.labels_combo.layer() is not None:
+            self._timer.start()
+
+    def _live_rebuild(self) -> None:
+        if self.runner.running:
+            self._pending = True
+            self.runner.cancel()
+        else:
+            self.build()
+
+    def _job_finished(self, _outcome: str) -> None:
+        if self._pending:
+            self._pending = False
+            self.build()
+
+    def _show(self, organ_meshes: list, name: str) -> None:
+        self.organ_meshes = list(organ_meshes)
+        self._source = name
+        show_reconstruction(self.viewer, None, self.organ_meshes, name=name)
+        self._fill_table()
+
+    def _fill_table(self) -> None:
+        self.table.setRowCount(len(self.organ_meshes))
+        for row, om in enumerate(self.organ_meshes):
+            organ = QTableWidgetItem(om.name)
+            organ.setFlags(organ.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            organ.setCheckState(Qt.CheckState.Checked)
+            self.table.setItem(row, 0, organ)
+            for col, (_header, key, fmt) in enumerate(COLUMNS, start=1):
+                self.table.setItem(row, col, QTableWidgetItem(_cell(om.report.get(key), fmt)))
+
+    # --- export ------------------------------------------------------------------
+    def ticked(self) -> list:
+        """Return the organ meshes whose rows are ticked."""
+        return [
+            om for row, om in enumerate(self.organ_meshes)
+            if self.table.item(row, 0).checkState() == Qt.CheckState.Checked
+        ]
+
+    def export(self) -> dict | None:
+        """Write the ticked organs and ``report.json`` to the folder; returns the report."""
+        from napari.utils.notifications import show_error, show_info
+
+        from medrecon.io.mesh_export import export_organs
+
+        try:
+            chosen = self.ticked()
+            if not chosen:
+                raise InputError("no organ to export: build meshes and tick at least one row")
+            folder = self.folder_edit.text().strip()
+            if not folder:
+                raise InputError("choose an output folder")
+            report = export_organs(
+                chosen, folder, fmt=self.format_combo.currentText(),
+                frame=self.frame_combo.currentText(),
+                extra_report={"labels_layer": self._source, "options": _options_dict(self.options())},
+            )
+        except MedreconError as exc:
+            show_error(str(exc))
+            return None
+        show_info(f"medrecon: wrote {len(chosen)} mesh(es) and report.json to {folder}")
+        return report
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export folder", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+
+def _spin(lo: float, hi: float, step: float, value: float, decimals: int, *, suffix: str = ""):
+    spin = QDoubleSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setDecimals(decimals)
+    spin.setValue(value)
+    spin.setSuffix(suffix)
+    return spin
+
+
+def _cell(value, fmt: str | None) -> str:
+    if value is None:
+        return "-"
+    if fmt is None:
+        return "yes" if value is True else "no" if value is False else str(value)
+    return fmt.format(int(value) if fmt.endswith("d}") else float(value))
+
+
+def _options_dict(options: MeshOptions) -> dict:
+    from dataclasses import asdict
+
+    return asdict(options)

@@ -1,0 +1,118 @@
+"""The napari reader on real data: placement checked against the files' own headers."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+napari = pytest.importorskip("napari")
+nib = pytest.importorskip("nibabel")
+pydicom = pytest.importorskip("pydicom")
+
+from napari_plugin._reader import looks_like_labels, napari_get_reader  # noqa: E402
+
+pytestmark = pytest.mark.napari
+
+LIVER = 5
+
+
+def test_manifest_is_discovered_and_valid():
+    from pathlib import Path
+
+    import npe2
+
+    import napari_plugin
+
+    manifest = npe2.PluginManifest.from_file(Path(napari_plugin.__file__).with_name("napari.yaml"))
+    assert manifest.name == "medrecon"
+    manifest.validate_imports()  # every python_name resolves to a callable
+    pm = npe2.PluginManager.instance()
+    pm.discover()
+    assert "medrecon" in {m.name for m in pm.iter_manifests()}
+    contributions = pm.get_manifest("medrecon").contributions
+    assert {w.display_name for w in contributions.widgets} == {
+        "Reconstruct organs", "Mesh and export", "Complete from slices",
+    }
+    assert [s.key for s in contributions.sample_data] == ["abdominal_phantom"]
+
+
+def test_get_reader_declines_what_it_cannot_read(tmp_path, totalseg_dir):
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader(str(tmp_path)) is None  # a folder without DICOM
+    assert napari_get_reader(str(tmp_path / "missing.nii.gz")) is None
+    assert napari_get_reader(str(totalseg_dir / "class_map_total.json")) is None
+    two = [str(totalseg_dir / "example_seg.nii.gz"), str(totalseg_dir / "example_ct_sm.nii.gz")]
+    assert napari_get_reader(two) is None
+    assert napari_get_reader(str(totalseg_dir / "example_ct_dicom")) is not None
+    assert napari_get_reader(str(totalseg_dir / "example_seg.nii.gz")) is not None
+
+
+def test_read_error_becomes_a_notification(tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage that is not a NIfTI image")
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    reader = napari_get_reader(str(bad))
+    assert reader is not None
+    assert reader(str(bad)) == [(None,)]  # napari's "read fine, no layers" sentinel
+    assert len(shown) == 1 and "broken.nii.gz" in shown[0]
+
+
+def test_looks_like_labels():
+    assert looks_like_labels(np.array([[[0, 5], [5, 2]]], np.uint8))
+    assert not looks_like_labels(np.arange(1000, dtype=np.int16).reshape(10, 10, 10) - 500)
+    assert not looks_like_labels(np.zeros((2, 2, 2), np.float32))
+
+
+def _lps_zyx_from_ras(points_ras):
+    p = np.asarray(points_ras, dtype=float)
+    return np.c_[p[:, 2], -p[:, 1], -p[:, 0]]  # RAS -> LPS, then (z, y, x)
+
+
+def test_dicom_and_nifti_labels_line_up_in_world_mm(make_napari_viewer, totalseg_dir):
+    viewer = make_napari_viewer()
+    dicom_dir = totalseg_dir / "example_ct_dicom"
+    seg_path = totalseg_dir / "example_seg_dicom.nii.gz"
+    [ct] = viewer.open(str(dicom_dir), plugin="medrecon")
+    [seg] = viewer.open(str(seg_path), plugin="medrecon")
+    assert isinstance(ct, napari.layers.Image) and isinstance(seg, napari.layers.Labels)
+
+    # CT: the first pixel of the lowest slice sits at its ImagePositionPatient,
+    # rows run along ImageOrientationPatient's column cosines (posterior here)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(dicom_dir.iterdir())]
+    lowest = min(headers, key=lambda h: float(h.ImagePositionPatient[2]))
+    x, y, z = (float(v) for v in lowest.ImagePositionPatient)
+    np.testing.assert_allclose(ct.data_to_world((0, 0, 0)), (z, y, x), atol=1e-3)
+    row, col = (float(v) for v in lowest.PixelSpacing)
+    np.testing.assert_allclose(
+        np.subtract(ct.data_to_world((0, 1, 0)), ct.data_to_world((0, 0, 0))), (0, row, 0), atol=1e-4
+    )
+    np.testing.assert_allclose(
+        np.subtract(ct.data_to_world((0, 0, 1)), ct.data_to_world((0, 0, 0))), (0, 0, col), atol=1e-4
+    )
+    # the stored pixel at (row j, column i) is layer value [k, j, i] (HU = raw * slope + intercept)
+    ds = pydicom.dcmread(lowest.filename)
+    raw = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_allclose(np.asarray(ct.data[0]), raw, atol=1e-3)
+
+    # labels: the liver centroid lands where the NIfTI header (read by nibabel) puts it
+    img = nib.load(seg_path)
+    truth = np.asarray(img.dataobj)
+    ijk = np.argwhere(truth == LIVER).mean(axis=0)
+    expected = _lps_zyx_from_ras([img.affine[:3, :3] @ ijk + img.affine[:3, 3]])[0]
+    kji = np.argwhere(np.asarray(seg.data) == LIVER).mean(axis=0)
+    np.testing.assert_allclose(seg.data_to_world(kji), expected, atol=1e-3)
+
+    # image and labels line up: liver voxels sample liver-like HU in the CT layer
+    liver_kji = np.argwhere(np.asarray(seg.data) == LIVER)[::97]
+    world = np.array([seg.data_to_world(p) for p in liver_kji])
+    ct_idx = np.rint([ct.world_to_data(w) for w in world]).astype(int)
+    inside = np.all((ct_idx >= 0) & (ct_idx < ct.data.shape), axis=1)
+    assert inside.all()
+    hu = np.asarray(ct.data)[tuple(ct_idx.T)]
+    assert 30 < np.median(hu) < 120, np.median(hu)
