@@ -107,16 +107,29 @@ def _decoder_check(frame: FrameHeader) -> None:
         raise MissingDependencyError("pylibjpeg", "dicom-codecs", f"decoding {tsyntax.name} DICOM")
 
 
+def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
+    """Yield decoded (rows, cols) frames ``indices`` of one file, in that order."""
+    from pydicom.pixels import iter_pixels
+    from pydicom.uid import UID
+
+    if frame.transfer_syntax and UID(frame.transfer_syntax).is_deflated:
+        # iter_pixels reads the raw file and cannot inflate a deflated dataset
+        import pydicom
+
+        arr = pydicom.dcmread(path).pixel_array.reshape(-1, frame.rows, frame.cols)
+        yield from (arr[i] for i in indices)
+        return
+    yield from iter_pixels(path, indices=indices)
+
+
 def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
     """Decode the frames of one file with pydicom, writing frame ``frames[n]`` into ``dsts[n]``."""
-    from pydicom.pixels import iter_pixels
-
     _decoder_check(frames[0])
     wanted = {f.frame: (f, d) for f, d in zip(frames, dsts, strict=True)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for index, arr in enumerate(iter_pixels(path, indices=sorted(wanted))):
+            for index, arr in enumerate(_frames_of(path, frames[0], sorted(wanted))):
                 frame, dst = wanted[sorted(wanted)[index]]
                 if arr.shape != (frame.rows, frame.cols):
                     raise DicomError(

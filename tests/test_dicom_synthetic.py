@@ -1,0 +1,382 @@
+"""DICOM loading on small synthetic series written with pydicom: known geometry, known values.
+
+The helpers here (``write_slice``, ``write_series``) are also used by the other
+``test_dicom_*`` files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
+
+from medrecon.errors import DicomError, SeriesSelectionError
+from medrecon.io.dicom import list_series, load_dicom
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+ROWS, COLS = 12, 10
+DX, DY = 0.7, 0.9  # between columns, between rows (mm)
+
+
+def _base(modality="CT", series_uid=None, series_number=1, description="synthetic") -> Dataset:
+    ds = Dataset()
+    ds.PatientName = "Test^Phantom"
+    ds.PatientID = "P1"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.StudyID = "1"
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", ""
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.Modality = modality
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    return ds
+
+
+def _save(ds: Dataset, path: Path, sop_class: str, syntax: str) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = syntax
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big = syntax == ExplicitVRBigEndian
+    ds.save_as(path, enforce_file_format=True, little_endian=not big, implicit_vr=False)
+    return path
+
+
+def write_slice(
+    path: Path,
+    pixels: np.ndarray,
+    position,
+    *,
+    orientation=AXIAL,
+    spacing=(DY, DX),
+    series_uid: str,
+    sop_uid: str | None = None,
+    instance: int = 1,
+    modality: str = "CT",
+    series_number: int = 1,
+    description: str = "synthetic",
+    image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
+    syntax: str = ExplicitVRLittleEndian,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+) -> Path:
+    """Write one single-frame slice; ``pixels`` is (rows, cols) int16 raw values."""
+    ds = _base(modality, series_uid, series_number, description)
+    ds.SOPInstanceUID = sop_uid or generate_uid()
+    ds.InstanceNumber = instance
+    ds.ImageType = list(image_type)
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in orientation]
+    ds.PixelSpacing = [f"{v:g}" for v in spacing]
+    ds.SliceThickness = "1.5"
+    ds.RescaleSlope = f"{slope:g}"
+    ds.RescaleIntercept = f"{intercept:g}"
+    pixels = np.asarray(pixels, dtype=np.int16)
+    ds.Rows, ds.Columns = pixels.shape
+    if syntax == RLELossless:
+        ds.compress(RLELossless, pixels, encoding_plugin="pydicom")
+        return _save(ds, path, CTImageStorage, RLELossless)
+    order = ">i2" if syntax == ExplicitVRBigEndian else "<i2"
+    ds.PixelData = pixels.astype(order).tobytes()
+    return _save(ds, path, CTImageStorage, syntax)
+
+
+def slice_values(k: int, rows: int = ROWS, cols: int = COLS) -> np.ndarray:
+    """Raw values of slice k: every voxel unique, encodes (row, col, k)."""
+    r, c = np.mgrid[:rows, :cols]
+    return (1000 + 100 * k + 10 * r + c).astype(np.int16)
+
+
+def write_series(
+    folder: Path,
+    positions,
+    *,
+    values=None,
+    names=None,
+    instances=None,
+    series_uid: str | None = None,
+    **kwargs,
+) -> tuple[str, list[Path]]:
+    """Write one slice per position (slice k gets ``values(k)``); returns (uid, paths)."""
+    uid = series_uid or generate_uid()
+    values = values or slice_values
+    paths = []
+    for k, pos in enumerate(positions):
+        name = names[k] if names else f"s{k:03d}.dcm"
+        inst = instances[k] if instances else k + 1
+        paths.append(write_slice(folder / name, values(k), pos, series_uid=uid, instance=inst,
+                                 **kwargs))
+    return uid, paths
+
+
+def z_positions(n: int, dz: float = 1.5, z0: float = -20.0, x0=-3.0, y0=4.0):
+    return [(x0, y0, z0 + dz * k) for k in range(n)]
+
+
+# --- ordering and plain geometry ---------------------------------------------------------------
+
+def test_shuffled_names_and_instances_sorted_by_position(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 6
+    perm = rng.permutation(n)
+    # file k written at position perm[k]; names and InstanceNumbers both lie
+    positions = [z_positions(n)[p] for p in perm]
+    write_series(tmp_path, positions, names=[f"z{9 - k}.dcm" for k in range(n)],
+                 instances=list(range(n, 0, -1)))
+    vol = load_dicom(tmp_path)
+    assert vol.shape == (COLS, ROWS, n)
+    assert vol.units == "HU" and vol.array.dtype == np.float32
+    expected = np.diag([DX, DY, 1.5, 1.0])
+    expected[:3, 3] = (-3.0, 4.0, -20.0)
+    np.testing.assert_allclose(vol.affine, expected, atol=1e-6)
+    for k in range(n):
+        src = int(np.flatnonzero(perm == k)[0])  # file written at position k
+        np.testing.assert_array_equal(vol.array[:, :, k], slice_values(src).T - 1024.0)
+
+
+def test_oblique_keeps_full_affine(tmp_path):
+    a = np.radians(25)
+    row = np.array([np.cos(a), np.sin(a), 0.0])
+    col = np.array([0.0, np.cos(0.3) * 1.0, -np.sin(0.3)])
+    col -= row * (row @ col)
+    col /= np.linalg.norm(col)
+    normal = np.cross(row, col)
+    origin = np.array([10.0, -5.0, 30.0])
+    positions = [origin + normal * 2.0 * k for k in (3, 0, 2, 1)]
+    write_series(tmp_path, positions, orientation=(*row, *col))
+    vol = load_dicom(tmp_path)
+    assert vol.is_oblique
+    np.testing.assert_allclose(vol.affine[:3, 0], row * DX, atol=1e-6)
+    np.testing.assert_allclose(vol.affine[:3, 1], col * DY, atol=1e-6)
+    np.testing.assert_allclose(vol.affine[:3, 2], normal * 2.0, atol=1e-6)
+    np.testing.assert_allclose(vol.origin, origin, atol=1e-5)
+    # voxel (i, j, k) = pixel (row j, column i) of the slice at origin + k * 2 mm * normal
+    np.testing.assert_array_equal(vol.array[4, 7, 0], slice_values(1)[7, 4] - 1024.0)
+    np.testing.assert_array_equal(vol.array[4, 7, 3], slice_values(0)[7, 4] - 1024.0)
+
+
+# --- hard geometry -------------------------------------------------------------------------------
+
+def test_gantry_tilt_resampled_to_orthogonal_grid(tmp_path):
+    n, dz = 8, 2.0
+    x0, y0 = 1.0, 2.0
+    shift = DY  # each slice's origin moves one row in y: a tilt of atan(DY / dz)
+    positions = [(x0, y0 + shift * k, 10.0 + dz * k) for k in range(n)]
+    target = np.array([x0 + 4 * DX, y0 + 8 * DY])  # a vertical line in the world
+
+    def values(k):
+        v = np.zeros((ROWS, COLS), np.int16)
+        j = int(round((target[1] - positions[k][1]) / DY))
+        v[j, 4] = 2000
+        return v
+
+    write_series(tmp_path, positions, values=values)
+    with pytest.warns(UserWarning, match="gantry tilt"):
+        vol = load_dicom(tmp_path)
+    assert vol.meta["gantry_tilt_deg"] == pytest.approx(np.degrees(np.arctan(DY / dz)), abs=1e-3)
+    assert not vol.is_oblique
+    np.testing.assert_allclose(vol.affine[:3, 2], [0, 0, dz], atol=1e-9)
+    # after resampling, the bright line sits at the same world (x, y) in every inner slice:
+    # its value-weighted centroid (exact under linear interpolation) and its total are kept
+    ijk = np.stack(np.meshgrid(np.arange(COLS), np.arange(ROWS), indexing="ij"), -1)
+    for k in range(2, n - 2):
+        weight = vol.array[:, :, k] + 1024.0
+        assert weight.sum() == pytest.approx(2000.0, rel=1e-5)
+        centre = (ijk * weight[..., None]).sum((0, 1)) / weight.sum()
+        xyz = vol.voxel_to_world([[*centre, k]])[0]
+        np.testing.assert_allclose(xyz[:2], target, atol=1e-4)
+
+
+def test_missing_slice_resampled_to_even_spacing(tmp_path):
+    zs = [0.0, 2.0, 4.0, 8.0, 10.0, 12.0]  # 6.0 is missing
+    positions = [(0.0, 0.0, z) for z in zs]
+    write_series(tmp_path, positions,
+                 values=lambda k: np.full((ROWS, COLS), 10 * zs[k], np.int16), intercept=0)
+    with pytest.warns(UserWarning, match="uneven slice spacing"):
+        vol = load_dicom(tmp_path)
+    assert vol.shape[2] == 7
+    np.testing.assert_allclose(vol.spacing, [DX, DY, 2.0])
+    # value = 10 * z is linear in z, so interpolation reproduces it exactly
+    np.testing.assert_allclose(vol.array[0, 0, :], 10 * np.arange(0.0, 13.0, 2.0), atol=1e-4)
+    assert "geometry_warnings" in vol.meta
+
+
+def test_absurd_gap_refused(tmp_path):
+    positions = [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 3.0, 9.0, 10.0)]
+    write_series(tmp_path, positions)
+    with pytest.raises(DicomError, match="gap of 6.00 mm"):
+        load_dicom(tmp_path)
+
+
+def test_duplicate_file_dropped(tmp_path):
+    _, paths = write_series(tmp_path, z_positions(4))
+    shutil.copy(paths[2], tmp_path / "copy_of_s002.dcm")
+    with pytest.warns(UserWarning, match="duplicate"):
+        vol = load_dicom(tmp_path)
+    assert vol.shape[2] == 4
+    np.testing.assert_array_equal(vol.array[:, :, 2], slice_values(2).T - 1024.0)
+
+
+def test_conflicting_duplicate_refused(tmp_path):
+    uid, _ = write_series(tmp_path, z_positions(4))
+    write_slice(tmp_path / "other.dcm", slice_values(7), z_positions(4)[1], series_uid=uid)
+    with pytest.raises(DicomError, match="two different slices at the same position"):
+        load_dicom(tmp_path)
+
+
+def test_identical_pixels_under_new_uid_dropped(tmp_path):
+    uid, _ = write_series(tmp_path, z_positions(4))
+    write_slice(tmp_path / "again.dcm", slice_values(1), z_positions(4)[1], series_uid=uid)
+    with pytest.warns(UserWarning, match="duplicate"):
+        assert load_dicom(tmp_path).shape[2] == 4
+
+
+# --- several series, localizers, mixed sizes -----------------------------------------------------
+
+def test_two_series_need_a_choice(tmp_path):
+    ct_uid, _ = write_series(tmp_path / "a", z_positions(5, dz=2.0), series_number=3,
+                             description="thick")
+    mr_uid, _ = write_series(tmp_path / "b", z_positions(4, dz=1.0), series_number=7,
+                             modality="MR", description="mr")
+    thin_uid, _ = write_series(tmp_path / "c", z_positions(4, dz=1.0), series_number=9,
+                               description="thin")
+    with pytest.raises(SeriesSelectionError, match="3 volume-like") as err:
+        load_dicom(tmp_path)
+    assert "#3 CT 'thick'" in str(err.value) and "#7 MR 'mr'" in str(err.value)
+    assert len(err.value.series) == 3
+    assert load_dicom(tmp_path, series="7").series_uid == mr_uid
+    assert load_dicom(tmp_path, series=ct_uid).shape[2] == 5
+    auto = load_dicom(tmp_path, series="auto")
+    # CT first, then the thinnest slices
+    assert auto.series_uid == thin_uid and auto.modality == "CT"
+    assert auto.meta["series_choice"]["candidates"][-1] == mr_uid
+    with pytest.raises(SeriesSelectionError, match="matches no series"):
+        load_dicom(tmp_path, series="42")
+
+
+def test_localizer_ignored(tmp_path):
+    uid, _ = write_series(tmp_path, z_positions(4))
+    sagittal = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    write_slice(tmp_path / "loc.dcm", slice_values(0), (0, -50, 50), orientation=sagittal,
+                series_uid=uid, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    write_slice(tmp_path / "scout" / "x.dcm", slice_values(0), (0, -50, 50),
+                orientation=sagittal, series_uid=generate_uid(), series_number=99,
+                image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+    infos = list_series(tmp_path)
+    assert [s.volume_like for s in infos] == [True, False, False]
+    assert {s.reason for s in infos[1:]} == {"localizer"}
+    vol = load_dicom(tmp_path)
+    assert vol.shape == (COLS, ROWS, 4)
+
+
+def test_mixed_sizes_split_into_parts(tmp_path):
+    uid, _ = write_series(tmp_path / "a", z_positions(4))
+    write_series(tmp_path / "b", z_positions(3, z0=100.0), series_uid=uid,
+                 values=lambda k: slice_values(k, rows=8, cols=8))
+    infos = list_series(tmp_path)
+    assert [(s.n_slices, s.rows, s.part, s.n_parts) for s in infos] == [(4, 12, 0, 2), (3, 8, 1, 2)]
+    with pytest.raises(SeriesSelectionError):
+        load_dicom(tmp_path)
+    assert load_dicom(tmp_path, series=f"{uid}:1").shape == (8, 8, 3)
+    assert load_dicom(tmp_path, series="1:0").shape == (COLS, ROWS, 4)
+
+
+# --- encodings and containers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("syntax", [ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian, RLELossless])
+def test_encodings_give_identical_volumes(tmp_path, syntax):
+    positions = z_positions(3)
+    write_series(tmp_path / "ref", positions, series_uid="1.2.3.4")
+    write_series(tmp_path / "enc", positions, series_uid="1.2.3.4", syntax=syntax)
+    ref, enc = load_dicom(tmp_path / "ref"), load_dicom(tmp_path / "enc")
+    assert enc.meta["transfer_syntax"] == syntax
+    assert enc.same_grid(ref, atol=1e-9)
+    np.testing.assert_array_equal(enc.array, ref.array)
+
+
+def _enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0) -> None:
+    ds = _base()
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.NumberOfFrames = len(positions)
+    ds.Rows, ds.Columns = values(0).shape
+    shared = Dataset()
+    orient, measures, lut = Dataset(), Dataset(), Dataset()
+    orient.ImageOrientationPatient = list(AXIAL)
+    measures.PixelSpacing = [DY, DX]
+    measures.SliceThickness = 1.5
+    lut.RescaleSlope, lut.RescaleIntercept, lut.RescaleType = slope, intercept, "HU"
+    shared.PlaneOrientationSequence = Sequence([orient])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PixelValueTransformationSequence = Sequence([lut])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for pos in positions:
+        item, plane = Dataset(), Dataset()
+        plane.ImagePositionPatient = list(pos)
+        item.PlanePositionSequence = Sequence([plane])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.stack([values(k) for k in range(len(positions))]).astype("<i2").tobytes()
+    _save(ds, path, "1.2.840.10008.5.1.4.1.1.2.1", ExplicitVRLittleEndian)
+
+
+def test_enhanced_multiframe_ct(tmp_path):
+    positions = z_positions(5, dz=1.25)
+    order = [3, 1, 4, 0, 2]  # frames stored out of order
+    _enhanced_ct(tmp_path / "mf.dcm", [positions[o] for o in order],
+                 lambda f: slice_values(order[f]))
+    vol = load_dicom(tmp_path / "mf.dcm")
+    assert vol.shape == (COLS, ROWS, 5)
+    np.testing.assert_allclose(vol.spacing, [DX, DY, 1.25])
+    for k in range(5):
+        np.testing.assert_array_equal(vol.array[:, :, k], 2.0 * slice_values(k).T - 1000.0)
+
+
+def test_dicomdir(tmp_path):
+    from pydicom.fileset import FileSet
+
+    write_series(tmp_path / "src", z_positions(4))
+    fs = FileSet()
+    for f in sorted((tmp_path / "src").iterdir()):
+        fs.add(pydicom.dcmread(f))
+    fs.write(tmp_path / "media")
+    vol = load_dicom(tmp_path / "media" / "DICOMDIR")
+    ref = load_dicom(tmp_path / "src")
+    assert vol.same_grid(ref, atol=1e-9)
+    np.testing.assert_array_equal(vol.array, ref.array)
+
+
+def test_single_file_is_a_one_slice_volume(tmp_path):
+    _, paths = write_series(tmp_path, z_positions(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = load_dicom(paths[1])
+    assert vol.shape == (COLS, ROWS, 1)
+    np.testing.assert_allclose(vol.origin, z_positions(3)[1])
+    np.testing.assert_array_equal(vol.array[:, :, 0], slice_values(1).T - 1024.0)
