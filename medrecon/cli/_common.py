@@ -1,0 +1,114 @@
+"""Command-line options shared by ``reconstruct``, ``demo`` and ``batch``.
+
+Mesh options have the same names, defaults and meaning as in ``medrecon mesh``.
+No heavy imports here: ``medrecon --help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def organ_list(text: str) -> list[str]:
+    """Parse ``liver,spleen`` / ``1,5`` into a list of organ names or ids."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("give organ names or label ids separated by commas, e.g. liver,spleen")
+    return items
+
+
+def add_mesh_options(p: argparse.ArgumentParser) -> None:
+    """Add ``medrecon mesh``'s mesh options (smoothing, decimation, clean-up, format, frame)."""
+    g = p.add_argument_group("meshes")
+    g.add_argument("--smooth", type=float, default=0.5, metavar="S",
+                   help="smoothing factor on 3D Slicer's scale 0..1 (default 0.5, Slicer's default)")
+    g.add_argument("--decimate", type=float, default=0.0, metavar="R",
+                   help="fraction of triangles to remove, 0..<1 (default 0)")
+    g.add_argument("--target-faces", type=int, metavar="N", help="aim for N triangles per organ instead")
+    g.add_argument("--keep-largest", action="store_true", help="keep only the largest piece of each organ")
+    g.add_argument("--min-component", type=float, default=0.0, metavar="MM3",
+                   help="drop pieces smaller than this volume in mm^3")
+    g.add_argument("--hollow", type=float, default=0.0, metavar="MM", help="hollow shell wall thickness in mm")
+    g.add_argument("--iso-spacing", type=float, metavar="MM", help="resample masks to cubic voxels first")
+    g.add_argument("--mesh-workers", type=int, default=1, metavar="N",
+                   help="organs meshed in parallel threads (0: all cores; default 1)")
+    g.add_argument("--format", dest="fmt", choices=("stl", "obj", "ply", "3mf"), default="stl",
+                   help="mesh file format (default stl)")
+    g.add_argument("--frame", choices=("LPS", "RAS"), default="LPS", type=str.upper,
+                   help="coordinate frame of the files (default LPS, the DICOM patient frame)")
+
+
+def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """Add the label-source, organ, device, privacy and mesh options of ``reconstruct``."""
+    src = p.add_argument_group("labels (choose one; default: --model default)")
+    one = src.add_mutually_exclusive_group()
+    one.add_argument("--model", metavar="MODEL",
+                     help="segmentation network: 'default', a checkpoint path or a MONAI bundle folder")
+    one.add_argument("--preset", metavar="NAME[,NAME]",
+                     help="HU-threshold preset(s) instead of a network: bone, skin, lung, airway, ... "
+                          "(see 'medrecon presets')")
+    if labels:
+        one.add_argument("--labels", metavar="FILE",
+                         help="existing segmentation: NIfTI/NRRD label map, DICOM SEG, RTSTRUCT, "
+                              "or a TotalSegmentator output folder")
+        src.add_argument("--names", metavar="JSON", help="flat JSON id -> name map for --labels")
+    src.add_argument("--organs", type=organ_list, default=[], metavar="LIST",
+                     help="organs to keep, names or ids, e.g. liver,spleen (default: all)")
+    src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    src.add_argument("--planes", default="axial", choices=("axial", "all"),
+                     help="model planes: axial, or fuse axial+coronal+sagittal")
+    src.add_argument("--series", default="auto",
+                     help="DICOM series UID or number when a folder holds several (default auto)")
+    src.add_argument("--trust-bundle", action="store_true",
+                     help="allow a MONAI bundle's own code to run (only bundles you trust)")
+    add_mesh_options(p)
+    out = p.add_argument_group("outputs")
+    out.add_argument("--keep-phi", action="store_true",
+                     help="keep patient/study identifiers (UIDs, input paths) in the outputs")
+    out.add_argument("--no-preview", action="store_true", help="do not write preview.png")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Build a :class:`~medrecon.pipeline.ReconstructConfig` from parsed options.
+
+    Raises
+    ------
+    InputError
+        If an option value is out of range (the message says which).
+    """
+    from medrecon.errors import InputError
+    from medrecon.mesh import MeshOptions
+    from medrecon.pipeline import ReconstructConfig
+
+    labels = getattr(args, "labels", None)
+    if getattr(args, "names", None) and not labels:
+        raise InputError("--names goes with --labels FILE")
+    method = "labels" if labels else "preset" if args.preset else "model"
+    try:
+        mesh = MeshOptions(
+            smooth=args.smooth, decimate=args.decimate, target_faces=args.target_faces,
+            keep_largest=args.keep_largest, min_component_mm3=args.min_component,
+            hollow_mm=args.hollow, iso_spacing=args.iso_spacing, workers=args.mesh_workers,
+        )
+        return ReconstructConfig(
+            method=method, model=args.model or "default", preset=args.preset or "bone",
+            labels=labels, names=getattr(args, "names", None), organs=tuple(args.organs or ()),
+            mesh=mesh, fmt=args.fmt, frame=args.frame, device=args.device, planes=args.planes,
+            series=args.series, keep_phi=args.keep_phi, trust_bundle=args.trust_bundle,
+            preview=not args.no_preview,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def print_summary(report: dict, outdir) -> None:
+    """Print where the meshes are, one line per organ, and the disclaimer."""
+    from pathlib import Path
+
+    out = Path(outdir)
+    for organ in report["organs"]:
+        ok = "ok" if organ.get("watertight") and organ.get("manifold") else "NOT PRINTABLE"
+        print(f"{out / organ['file']}: {organ['mesh_volume_ml']:.1f} mL, {organ['faces']} faces, {ok}")
+    print(f"report: {out / 'report.json'}")
+    if report.get("disclaimer"):
+        print(f"note: {report['disclaimer']}")
