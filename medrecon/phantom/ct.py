@@ -1,0 +1,153 @@
+"""Tissue attenuation table and the CT image model (texture, blur, noise).
+
+Each voxel of the phantom first gets a *tissue* (an index into :data:`TISSUES`);
+the image is then ``mean HU + texture + noise``, blurred by the scanner's point
+spread function, as a reconstructed CT slice would be.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from medrecon.phantom.shapes import Grid
+
+
+class Tissue(NamedTuple):
+    """Attenuation of one tissue class in Hounsfield units."""
+
+    name: str
+    plain: float  # mean HU without contrast
+    enhanced: float  # mean HU in the portal-venous phase
+    texture: float  # standard deviation of its smooth texture, HU
+
+
+#: Tissue classes; a tissue's id is its index here.
+TISSUES: tuple[Tissue, ...] = (
+    Tissue("air", -1000, -1000, 0),
+    Tissue("subcutaneous_fat", -105, -105, 12),
+    Tissue("muscle", 50, 58, 8),
+    Tissue("visceral_fat", -95, -95, 15),
+    Tissue("bowel", 30, 85, 18),
+    Tissue("bowel_gas", -880, -880, 60),
+    Tissue("lung", -860, -855, 25),
+    Tissue("mediastinal_fat", -90, -90, 12),
+    Tissue("liver", 58, 110, 7),
+    Tissue("spleen", 48, 120, 7),
+    Tissue("kidney_cortex", 35, 175, 10),
+    Tissue("kidney_medulla", 30, 120, 10),
+    Tissue("renal_sinus", -60, -55, 20),
+    Tissue("aorta", 42, 190, 5),
+    Tissue("vein", 42, 145, 5),
+    Tissue("pancreas", 42, 100, 10),
+    Tissue("stomach_wall", 40, 95, 8),
+    Tissue("fluid", 8, 12, 4),
+    Tissue("gas", -990, -990, 8),
+    Tissue("gallbladder", 12, 14, 4),
+    Tissue("heart", 42, 160, 8),
+    Tissue("cancellous_bone", 230, 230, 35),
+    Tissue("cortical_bone", 750, 750, 90),
+    Tissue("disc", 85, 90, 8),
+    Tissue("csf", 12, 14, 4),
+    Tissue("spinal_cord", 35, 38, 4),
+    Tissue("cartilage", 120, 125, 15),
+)
+
+#: Tissue name -> id.
+T = {t.name: i for i, t in enumerate(TISSUES)}
+
+
+def tissue_tables(rng: np.random.Generator, *, contrast: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tissue mean HU (jittered per patient) and texture amplitude, float32 (n_tissues,)."""
+    mean = np.array([t.enhanced if contrast else t.plain for t in TISSUES], np.float32)
+    # Patients differ: enhancement by a few percent, soft tissue by a few HU.
+    jitter = rng.normal(0.0, 1.0, size=len(TISSUES)).astype(np.float32)
+    spread = np.where(np.abs(mean) < 300, 5.0, 0.02 * np.abs(mean)).astype(np.float32)
+    spread[[T["air"], T["gas"]]] = 0.0
+    mean = mean + jitter * spread
+    texture = np.array([t.texture for t in TISSUES], np.float32)
+    return mean, texture
+
+
+def smooth_field(rng: np.random.Generator, grid: Grid, length_mm: float) -> np.ndarray:
+    """A smooth Gaussian random field on ``grid`` with correlation length ~``length_mm``.
+
+    Random values on a coarse lattice of pitch ``length_mm`` are spread to the
+    voxels with Gaussian weights, one axis at a time (three small matrix
+    products instead of a 3D filter). Returns float32 ``grid.shape`` with zero
+    mean and unit standard deviation.
+    """
+    mats = []
+    for axis in (grid.x, grid.y, grid.z):
+        nodes = np.arange(np.floor(axis[0] / length_mm) - 1, np.ceil(axis[-1] / length_mm) + 2) * length_mm
+        w = np.exp(-0.5 * ((axis[:, None] - nodes[None, :]) / (0.6 * length_mm)) ** 2)
+        mats.append((w / w.sum(axis=1, keepdims=True)).astype(np.float32))
+    coarse = rng.normal(size=tuple(m.shape[1] for m in mats)).astype(np.float32)
+    f = np.tensordot(coarse, mats[2], axes=([2], [1]))  # (cx, cy, nz)
+    f = np.tensordot(mats[1], f, axes=([1], [1]))  # (ny, cx, nz)
+    f = np.tensordot(mats[0], f, axes=([1], [1]))  # (nx, ny, nz)
+    f -= f.mean()
+    f /= max(float(f.std()), 1e-6)
+    return np.ascontiguousarray(f, dtype=np.float32)
+
+
+def render_ct(
+    tissue: np.ndarray,
+    grid: Grid,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    contrast: bool,
+    noise_sd: float,
+    psf_mm: float,
+    slice_mm: float,
+) -> np.ndarray:
+    """Turn a tissue map into a CT image in HU.
+
+    Parameters
+    ----------
+    tissue : (nx, ny, nz) ndarray of uint8
+        Tissue ids (indices into :data:`TISSUES`).
+    grid : Grid
+        World coordinates of the voxels, mm (texture is a function of them).
+    spacing : (3,) ndarray
+        Voxel size along x, y, z, mm.
+    rng : numpy.random.Generator
+        Source of the texture, the per-patient HU jitter and the noise.
+    contrast : bool
+        Portal-venous enhancement.
+    noise_sd : float
+        Standard deviation of the image noise after blurring, HU.
+    psf_mm, slice_mm : float
+        In-plane and through-plane blur, full width at half maximum, mm.
+
+    Returns
+    -------
+    (nx, ny, nz) ndarray of float32
+        Integer-valued Hounsfield units in [-1024, 3071].
+    """
+    from scipy import ndimage
+
+    mean, texture = tissue_tables(rng, contrast=contrast)
+    hu = mean[tissue]
+    hu += texture[tissue] * smooth_field(rng, grid, 6.0)
+    sigma = np.array([psf_mm, psf_mm, slice_mm], float) / 2.3548 / np.asarray(spacing, float)
+    noise = rng.standard_normal(size=tissue.shape, dtype=np.float32)
+    # The noise is blurred with the image (CT noise is correlated); pre-scale it so
+    # that its standard deviation after the blur is noise_sd.
+    hu += noise * np.float32(noise_sd / _blur_gain(sigma))
+    hu = ndimage.gaussian_filter(hu, sigma, mode="nearest", truncate=3.0)
+    np.clip(np.rint(hu, out=hu), -1024, 3071, out=hu)
+    return hu
+
+
+def _blur_gain(sigma: np.ndarray) -> float:
+    """Factor by which the Gaussian blur of ``sigma`` voxels shrinks white noise."""
+    from scipy import ndimage
+
+    size = 2 * int(np.ceil(3 * max(sigma.max(), 0.5))) + 1
+    delta = np.zeros((size,) * 3, np.float64)
+    delta[(size // 2,) * 3] = 1.0
+    kernel = ndimage.gaussian_filter(delta, sigma, mode="constant", truncate=3.0)
+    return float(np.sqrt(np.sum(kernel**2)))
