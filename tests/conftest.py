@@ -25,3 +25,17 @@ def totalseg_dir() -> Path:
 @pytest.fixture(scope="session")
 def dcmqi_dir() -> Path:
     return DATA / "dcmqi_ct3"
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    """A small synthetic CT and its exact labels, ``(Volume, LabelMap)`` (96 x 96 x 32, seed 0)."""
+    from medrecon.phantom import PhantomConfig, make_phantom
+
+    return make_phantom(0, config=PhantomConfig(small=True))
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The committed synthetic sample study (``sample_data/``: dicom/, labels.nii.gz, labels.json)."""
+    return Path(__file__).parent.parent / "sample_data"
