@@ -1,0 +1,184 @@
+"""napari widgets and writers, headless under Xvfb, on the real TotalSegmentator example."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+QtCore = pytest.importorskip("qtpy.QtCore")
+Qt = QtCore.Qt
+
+napari = pytest.importorskip("napari")
+nib = pytest.importorskip("nibabel")
+trimesh = pytest.importorskip("trimesh")
+
+from napari_plugin._qt._complete_widget import CompleteWidget  # noqa: E402
+from napari_plugin._qt._mesh_widget import MeshExportWidget  # noqa: E402
+from napari_plugin._qt._reconstruct_widget import ReconstructWidget  # noqa: E402
+
+pytestmark = pytest.mark.napari
+
+LIVER, SPLEEN = 5, 1
+JOB_TIMEOUT_MS = 120_000
+
+
+def _start_and_wait(qtbot, runner, start):
+    with qtbot.waitSignal(runner.job_finished, timeout=JOB_TIMEOUT_MS) as blocker:
+        worker = start()
+        assert worker is not None
+    return blocker.args[0]
+
+
+def _names_in_seg(totalseg_dir):
+    import json
+
+    table = json.loads((totalseg_dir / "class_map_total.json").read_text())
+    return {int(k): v for k, v in table.items()}
+
+
+@pytest.fixture
+def seg_layer(make_napari_viewer, totalseg_dir, tmp_path):
+    """The 3 mm TotalSegmentator labels opened through the plugin, with a names sidecar."""
+    import json
+    import shutil
+
+    viewer = make_napari_viewer(show=True)
+    seg = tmp_path / "example_seg.nii.gz"
+    shutil.copy(totalseg_dir / "example_seg.nii.gz", seg)
+    names = _names_in_seg(totalseg_dir)
+    (tmp_path / "example_seg.json").write_text(json.dumps({str(k): v for k, v in names.items()}))
+    [layer] = viewer.open(str(seg), plugin="medrecon")
+    return viewer, layer
+
+
+def test_mesh_widget_builds_table_and_exports_watertight_meshes(qtbot, seg_layer, tmp_path, totalseg_dir):
+    viewer, layer = seg_layer
+    assert isinstance(layer, napari.layers.Labels)
+    widget = MeshExportWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.labels_combo.setCurrentText(layer.name)
+    widget.organs_edit.setText("liver, spleen")
+    widget.live_check.setChecked(False)
+    assert _start_and_wait(qtbot, widget.runner, widget.build) == "done"
+
+    assert widget.table.rowCount() == 2
+    assert [widget.table.item(r, 0).text() for r in range(2)] == ["spleen", "liver"]
+    assert {widget.table.item(r, 1).text() for r in range(2)} == {"yes"}
+    surfaces = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
+    assert sorted(s.name for s in surfaces) == ["liver", "spleen"]
+
+    widget.folder_edit.setText(str(tmp_path / "out"))
+    widget.table.item(0, 0).setCheckState(Qt.CheckState.Unchecked)
+    report = widget.export()
+    assert report is not None and [o["name"] for o in report["organs"]] == ["liver"]
+    liver = trimesh.load(tmp_path / "out" / "meshes" / "liver.stl")
+    assert liver.is_watertight
+    # ground truth from nibabel: voxel count x voxel volume, in LPS world mm
+    img = nib.load(totalseg_dir / "example_seg.nii.gz")
+    truth = np.asarray(img.dataobj) == LIVER
+    voxel_ml = truth.sum() * abs(np.linalg.det(img.affine[:3, :3])) / 1000
+    assert liver.volume / 1000 == pytest.approx(voxel_ml, rel=0.1)
+    ijk = np.argwhere(truth).mean(axis=0)
+    ras = img.affine[:3, :3] @ ijk + img.affine[:3, 3]
+    lps = ras * [-1, -1, 1]
+    np.testing.assert_allclose(liver.center_mass, lps, atol=3.0)  # within one voxel
+
+
+def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari_viewer, totalseg_dir):
+    viewer = make_napari_viewer(show=True)
+    [ct] = viewer.open(str(totalseg_dir / "example_ct_sm.nii.gz"), plugin="medrecon")
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image_combo.setCurrentText(ct.name)
+    widget.set_method("preset")
+    widget.preset_combo.setCurrentText("bone")
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+
+    labels = viewer.layers[f"{ct.name} organs"]
+    assert isinstance(labels, napari.layers.Labels)
+    assert labels.metadata["medrecon"]["names"] == {200: "bone"}
+    [bone] = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
+    assert bone.name == "bone"
+    # bone voxels hold bone HU in the image layer (both layers in world mm)
+    kji = np.argwhere(np.asarray(labels.data) == 200)[::50]
+    values = np.asarray(ct.data)[tuple(kji.T)]
+    assert np.median(values) > 300
+
+    # 3D view with the meshes over a hidden CT: the mesh is drawn (not a blank canvas)
+    ct.visible = False
+    labels.visible = False
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    background = shot[0, 0]
+    drawn = np.any(np.abs(shot[..., :3].astype(int) - background[:3]) > 30, axis=-1)
+    assert drawn.mean() > 0.02, drawn.mean()
+    bone.visible = False
+    empty = viewer.screenshot(canvas_only=True, flash=False)
+    assert np.any(np.abs(empty[..., :3].astype(int) - background[:3]) > 30, axis=-1).mean() < 0.001
+
+
+def test_cancel_stops_a_running_job_and_adds_nothing(qtbot, seg_layer):
+    viewer, layer = seg_layer
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.set_method("labels")
+    widget.labels_combo.setCurrentText(layer.name)  # all 41 structures: many seconds of work
+    before = [lyr.name for lyr in viewer.layers]
+    with qtbot.waitSignal(widget.runner.job_finished, timeout=JOB_TIMEOUT_MS) as blocker:
+        worker = widget.run()
+        qtbot.waitUntil(lambda: widget.runner.status.text() != "starting...", timeout=30_000)
+        widget.runner.cancel_button.click()
+    assert blocker.args == ["cancelled"]
+    assert worker.is_running is False
+    assert [lyr.name for lyr in viewer.layers] == before
+    assert widget.runner.run_button.isEnabled()
+
+
+def test_complete_widget_fills_organ_between_drawn_slices(qtbot, seg_layer):
+    viewer, layer = seg_layer
+    full = np.asarray(layer.data) == LIVER
+    sparse = np.zeros(full.shape, np.uint8)
+    drawn = np.flatnonzero(full.any(axis=(1, 2)))[::3]  # every third axial slice (layer axis 0 = k)
+    sparse[drawn] = np.where(full[drawn], LIVER, 0)
+    viewer.add_labels(sparse, name="drawn", affine=layer.affine, metadata={"medrecon": {"names": {5: "liver"}}})
+    widget = CompleteWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.labels_combo.setCurrentText("drawn")
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData("sdf"))
+    assert widget.plane_combo.currentText() == "Axial"  # follows the viewer's 2D view
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+    done = np.asarray(viewer.layers["drawn completed"].data) == LIVER
+    dice = 2 * (done & full).sum() / (done.sum() + full.sum())
+    assert dice > 0.85, dice
+    np.testing.assert_array_equal(np.asarray(viewer.layers["drawn"].data), sparse)  # untouched
+
+
+def test_writers_keep_the_layer_and_write_world_geometry(seg_layer, tmp_path, totalseg_dir):
+    viewer, layer = seg_layer
+    data_before = np.array(layer.data, copy=True)
+    affine_before = np.array(layer.affine.affine_matrix, copy=True)
+    [written, sidecar] = layer.save(str(tmp_path / "saved.nii.gz"), plugin="medrecon")
+    np.testing.assert_array_equal(np.asarray(layer.data), data_before)
+    np.testing.assert_array_equal(layer.affine.affine_matrix, affine_before)
+    src = nib.load(totalseg_dir / "example_seg.nii.gz")
+    out = nib.load(written)
+    np.testing.assert_allclose(out.affine, src.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(out.dataobj), np.asarray(src.dataobj))
+    assert '"liver"' in open(sidecar).read()
+
+    # a surface made by "another plugin": vertices in voxel units, placed by scale + translate
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=4.0)
+    surface = viewer.add_surface(
+        (sphere.vertices, sphere.faces), scale=(2.0, 3.0, 1.0), translate=(-50.0, 10.0, 20.0)
+    )
+    verts_before = np.array(surface.data[0], copy=True)
+    [path] = surface.save(str(tmp_path / "ball.stl"), plugin="medrecon")
+    np.testing.assert_array_equal(surface.data[0], verts_before)
+    mesh = trimesh.load(path)
+    zyx = sphere.vertices * [2.0, 3.0, 1.0] + [-50.0, 10.0, 20.0]
+    np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(zyx[:, ::-1], axis=0), atol=1e-3)
+    assert mesh.is_watertight and mesh.volume > 0
+    assert mesh.volume == pytest.approx(sphere.volume * 6.0, rel=1e-3)
