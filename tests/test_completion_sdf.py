@@ -12,8 +12,8 @@ SPACING = (1.5, 1.2, 2.5)
 
 def ellipsoid(shape, centre_mm, radii_mm, spacing=SPACING):
     """Analytic ellipsoid sampled at voxel centres: ground truth independent of the code under test."""
-    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
-    r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre_mm, radii_mm))
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=False)], indexing="ij")
+    r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre_mm, radii_mm, strict=False))
     return r2 <= 1.0
 
 

@@ -72,7 +72,7 @@ def label_box(
     margin: float = 0.0,
     min_margin: int = 1,
 ) -> tuple[slice, slice, slice]:
-    """The box that holds a label's completion in an (I, J, K) array.
+    """Return the box that holds a label's completion in an (I, J, K) array.
 
     In plane: the bounding box of everything drawn for the label, grown by
     ``margin`` times its size (at least ``min_margin`` pixels). Along K: from the

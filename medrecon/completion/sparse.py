@@ -56,7 +56,7 @@ class Annotation:
 
 
 def annotated_slices(array: np.ndarray, *, axis: int = 2) -> tuple[int, ...]:
-    """Indices of the slices along ``axis`` that hold any non-zero label."""
+    """Return the indices of the slices along ``axis`` that hold any non-zero label."""
     other = tuple(a for a in range(3) if a != axis % 3)
     return tuple(int(k) for k in np.flatnonzero(np.any(np.asarray(array) != 0, axis=other)))
 
