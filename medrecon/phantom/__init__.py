@@ -8,5 +8,6 @@
 
 from medrecon.phantom.config import PhantomConfig
 from medrecon.phantom.generate import make_phantom
+from medrecon.phantom.write import write_phantom
 
-__all__ = ["PhantomConfig", "make_phantom"]
+__all__ = ["PhantomConfig", "make_phantom", "write_phantom"]
