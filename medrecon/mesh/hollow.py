@@ -1,8 +1,8 @@
 """Hollow shells of a given wall thickness (saves resin when printing).
 
 The cavity is the set of points deeper than the wall thickness inside the
-mask. Its surface is contoured from the mask's Euclidean distance map on a
-cubic grid (fine enough for the wall), smoothed like the outer surface, and
+mask. Its surface is contoured from the mask's signed distance map,
+interpolated onto a cubic grid fine enough for the wall, smoothed like the outer surface, and
 subtracted from the outer mesh with manifold3d's exact Boolean difference, so
 the result is a valid closed 2-manifold even where the smoothed surfaces would
 touch. Where the organ is thinner than two walls no cavity forms and the part
@@ -63,9 +63,7 @@ def cavity_surface(
         Smoothing factor applied to the cavity (Slicer's scale, see
         :mod:`medrecon.mesh.smooth`).
     """
-    from scipy import ndimage
-
-    from medrecon.surface.extract import _iso_resample, _mesh_from_field, _padded_crop, bounding_box
+    from medrecon.surface.extract import _mesh_from_field, _padded_crop, bounding_box, iso_resample
 
     box = bounding_box(np.asarray(mask, dtype=bool))
     if box is None:
@@ -75,11 +73,8 @@ def cavity_surface(
     shift[:3, 3] = lo
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
     step = float(min(spacing.min(), thickness_mm / 2.0))
-    field, grid_affine = _iso_resample(crop, np.asarray(affine, dtype=np.float64) @ shift, step)
-    inside = field > 0.5
-    # distance from inside grid points to the nearest outside one; the boundary lies half a step out
-    depth = ndimage.distance_transform_edt(inside, sampling=step).astype(np.float32)
-    level = thickness_mm + 0.5 * step
+    depth, grid_affine = iso_resample(crop, np.asarray(affine, dtype=np.float64) @ shift, step)
+    level = float(thickness_mm)
     if depth.max() <= level:
         return None
     cavity = _mesh_from_field(depth, level, np.zeros(3), grid_affine, "skimage")

@@ -56,11 +56,18 @@ class MeshCheck:
 
 
 def _edge_table(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected edge ids of the 3F half-edges, the unique edges and their face counts."""
+    """Undirected edge ids of the 3F half-edges, the unique edge keys and their face counts."""
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
-    key = np.sort(half, axis=1)
-    unique, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    key = pair_keys(half)
+    unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     return inverse.ravel(), unique, counts
+
+
+def pair_keys(pairs: np.ndarray) -> np.ndarray:
+    """One int64 per unordered pair of non-negative ints (rows of an (N, 2) array)."""
+    lo = np.minimum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
+    hi = np.maximum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
+    return lo * (int(hi.max(initial=0)) + 1) + hi
 
 
 def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int) -> int:
@@ -87,7 +94,8 @@ def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int) -> int:
     graph = sparse.coo_matrix((np.ones(len(rows_a)), (rows_a, cols_a)), shape=(n_corner, n_corner))
     _, comp = connected_components(graph, directed=False)
     vertex_of_corner = faces.ravel()
-    fans = np.unique(np.stack([vertex_of_corner, comp], axis=1), axis=0)[:, 0]
+    fan_key = vertex_of_corner.astype(np.int64) * (int(comp.max()) + 1) + comp
+    fans = np.unique(fan_key) // (int(comp.max()) + 1)
     return int(np.count_nonzero(np.bincount(fans, minlength=n_vertices) > 1))
 
 
@@ -187,7 +195,9 @@ def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
     keep &= out.area_faces > 1e-12 * max(1.0, float(np.max(out.extents)) ** 2)
     faces = faces[keep]
-    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    tri = np.sort(faces, axis=1).astype(np.int64)
+    n = int(tri.max(initial=0)) + 1
+    _, first = np.unique((tri[:, 0] * n + tri[:, 1]) * n + tri[:, 2], return_index=True)
     faces = faces[np.sort(first)]
     out = trimesh.Trimesh(out.vertices, faces, process=False)
     out.remove_unreferenced_vertices()

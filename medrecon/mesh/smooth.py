@@ -27,6 +27,8 @@ from scipy.sparse.csgraph import connected_components
 SLICER_DEFAULT_SMOOTHING = 0.5
 #: Iterations of the Chebyshev recurrence (Slicer's choice).
 ITERATIONS = 20
+#: How close to 1 the response at the pass band must be (as in VTK, hence Slicer).
+TOLERANCE = 1e-3
 
 
 def pass_band(factor: float) -> float:
@@ -66,7 +68,7 @@ def sinc_coefficients(band: float, iterations: int = ITERATIONS) -> np.ndarray:
     for _ in range(100):
         c = coeffs(theta + sigma)
         f = c[0] + np.dot(c[1:], cos_at)
-        if abs(f - 1.0) < 1e-9:
+        if abs(f - 1.0) < TOLERANCE:
             break
         # derivative of f with respect to sigma
         dc = np.r_[w[0] / np.pi, 2.0 * w[1:] * np.cos(i * (theta + sigma)) / np.pi]
@@ -77,10 +79,10 @@ def sinc_coefficients(band: float, iterations: int = ITERATIONS) -> np.ndarray:
 
 def _umbrella(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, axis=1), axis=0)
     rows = np.r_[edges[:, 0], edges[:, 1]]
     cols = np.r_[edges[:, 1], edges[:, 0]]
     adj = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
+    adj.data[:] = 1.0  # an edge shared by several faces counts once
     degree = np.asarray(adj.sum(axis=1)).ravel()
     inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
     return sparse.diags(inv) @ adj

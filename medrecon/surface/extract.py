@@ -141,24 +141,56 @@ def _mesh_from_field(
     return mesh
 
 
-def _iso_resample(crop: np.ndarray, affine: np.ndarray, iso: float) -> tuple[np.ndarray, np.ndarray]:
-    """Linearly resample a 0/1 crop to ``iso`` mm voxels; returns (field, affine).
+def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Signed distance (mm) to the boundary of a 0/1 crop: > 0 inside, < 0 outside.
 
-    The new grid spans the same physical box; its border stays background so the
-    surface stays closed.
+    The boundary lies halfway between inside and outside voxel centres.
+    Distances are measured between voxel centres and corrected by half the
+    finest voxel size, so they are exact across the finest axis and
+    overestimate by at most half the difference of spacings across others.
+
+    Returns a (I, J, K) float32 array.
+    """
+    from scipy import ndimage
+
+    inside = mask.astype(bool)
+    sampling = np.asarray(spacing, dtype=np.float64)
+    d_in = ndimage.distance_transform_edt(inside, sampling=sampling)
+    d_out = ndimage.distance_transform_edt(~inside, sampling=sampling)
+    half = 0.5 * float(sampling.min())
+    return (np.where(inside, d_in - half, half - d_out)).astype(np.float32)
+
+
+def iso_resample(crop: np.ndarray, affine: np.ndarray, iso: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shape-based interpolation of a 0/1 crop onto cubic ``iso`` mm voxels.
+
+    The signed distance map of the mask (not the mask itself, whose linear
+    interpolation keeps the staircase) is interpolated linearly; its zero level
+    is the interpolated boundary. The new grid spans the same physical box and
+    its faces are kept outside, so the surface stays closed.
+
+    Returns
+    -------
+    field : ndarray of float32
+        Signed distance in mm on the new grid (contour it at 0).
+    affine : (4, 4) ndarray
+        Voxel index to LPS mm of the new grid.
     """
     from scipy import ndimage
 
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    sdf = signed_distance(crop, spacing)
     extent = (np.asarray(crop.shape) - 1) * spacing
     shape = np.maximum(2, np.round(extent / iso).astype(int) + 1)
     step = (np.asarray(crop.shape) - 1) / (shape - 1)  # old voxels per new voxel
-    scale = np.diag(np.r_[step, 1.0])
-    field = ndimage.affine_transform(
-        crop.astype(np.float32), step, output_shape=tuple(shape), order=1, mode="constant", cval=0.0
-    )
-    field[0], field[-1], field[:, 0], field[:, -1], field[:, :, 0], field[:, :, -1] = 0, 0, 0, 0, 0, 0
-    return field, affine @ scale
+    field = ndimage.affine_transform(sdf, step, output_shape=tuple(shape), order=1, mode="nearest")
+    outside = -float(iso)
+    for axis in range(3):
+        index = [slice(None)] * 3
+        for end in (0, -1):
+            index[axis] = end
+            field[tuple(index)] = np.minimum(field[tuple(index)], outside)
+    return field, affine @ np.diag(np.r_[step, 1.0])
 
 
 def mask_surface(
@@ -177,8 +209,9 @@ def mask_surface(
     affine : (4, 4) ndarray of float64
         Voxel index to LPS mm.
     iso_spacing : float, optional
-        Resample the mask (linearly, then contour at 0.5) to cubic voxels of this
-        size in mm first; smooths the staircase of thick slices.
+        Resample the mask to cubic voxels of this size in mm first, by
+        shape-based interpolation (:func:`iso_resample`); removes the staircase
+        of thick slices.
     engine : {"skimage", "vtk", "auto"}
         Marching-cubes implementation (same surface, see module docstring).
 
@@ -206,13 +239,13 @@ def mask_surface(
             raise ValueError(f"iso_spacing must be a positive number of mm, got {iso_spacing}")
         shift = np.eye(4)
         shift[:3, 3] = lo
-        field, crop_affine = _iso_resample(crop, affine @ shift, float(iso_spacing))
-        offset = np.zeros(3)
-        if field.max() < 0.5:  # a structure thinner than the new voxels: keep the original grid
-            field, crop_affine, offset = crop, affine, lo.astype(np.float64)
+        field, crop_affine = iso_resample(crop, affine @ shift, float(iso_spacing))
+        offset, level = np.zeros(3), 0.0
+        if field.max() <= 0:  # a structure thinner than the new voxels: keep the original grid
+            field, crop_affine, offset, level = crop, affine, lo.astype(np.float64), 0.5
     else:
-        field, crop_affine, offset = crop, affine, lo.astype(np.float64)
-    mesh = _mesh_from_field(field, 0.5, offset, crop_affine, engine)
+        field, crop_affine, offset, level = crop, affine, lo.astype(np.float64), 0.5
+    mesh = _mesh_from_field(field, level, offset, crop_affine, engine)
     if mesh is None:  # cannot happen for a non-empty padded mask; be explicit anyway
         raise EmptySegmentationError("marching cubes found no surface in a non-empty mask")
     return mesh

@@ -1,0 +1,171 @@
+"""Marching-cubes surfaces against analytic shapes and known geometry."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from medrecon.errors import EmptySegmentationError, InputError
+from medrecon.surface import iso_surface, label_surfaces, mask_surface
+from medrecon.surface.extract import resolve_engine
+from medrecon.volume import LabelMap, Volume
+
+CENTRE = np.array([12.0, -40.0, 100.0])
+OBLIQUE = Rotation.from_rotvec(np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0) * 0.5).as_matrix()
+
+
+def oblique_grid(spacing, extent_mm, *, flip=True):
+    """An oblique, reflected affine (det < 0) whose grid covers +-extent_mm around CENTRE."""
+    lin = OBLIQUE @ np.diag(spacing) @ (np.diag([-1.0, 1.0, 1.0]) if flip else np.eye(3))
+    shape = (2 * extent_mm / np.asarray(spacing)).astype(int) + 4
+    affine = np.eye(4)
+    affine[:3, :3] = lin
+    # an off-grid centre: the shape is not symmetric in voxel space
+    affine[:3, 3] = CENTRE - lin @ ((shape - 1) / 2) + np.array([0.31, -0.22, 0.13])
+    return affine, tuple(int(s) for s in shape)
+
+
+def world_points(affine, shape):
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def ellipsoid_mask(axes, spacing):
+    affine, shape = oblique_grid(spacing, 1.3 * max(axes))
+    xyz = world_points(affine, shape) - CENTRE
+    inside = ((xyz / np.asarray(axes, float)) ** 2).sum(axis=1) <= 1.0
+    return inside.reshape(shape), affine
+
+
+def ellipsoid_area(a, b, c):
+    # Knud Thomsen's approximation, relative error < 1.1 %; exact for a sphere
+    p = 1.6075
+    return 4 * np.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
+
+
+@pytest.mark.parametrize("engine", ["skimage", "vtk"])
+@pytest.mark.parametrize(
+    ("axes", "spacing"),
+    [((20.0, 20.0, 20.0), (0.9, 1.1, 1.6)), ((25.0, 18.0, 14.0), (0.8, 1.0, 1.5))],
+)
+def test_raw_surface_matches_analytic_shape_under_oblique_flipped_affine(axes, spacing, engine):
+    mask, affine = ellipsoid_mask(axes, spacing)
+    assert np.linalg.det(affine[:3, :3]) < 0
+    mesh = mask_surface(mask, affine, engine=engine)
+    volume = 4.0 / 3.0 * np.pi * np.prod(axes)
+    assert mesh.is_watertight
+    assert mesh.volume > 0  # outward winding despite the reflection
+    assert abs(mesh.volume / volume - 1) < 0.01
+    assert np.linalg.norm(mesh.center_mass - CENTRE) < 0.5
+    # every face normal points away from the centre of the convex shape
+    outward = np.einsum("ij,ij->i", mesh.face_normals, mesh.triangles_center - CENTRE)
+    assert np.all(outward > 0)
+
+
+def test_winding_is_outward_for_every_axis_flip():
+    g = np.mgrid[:12, :12, :12]
+    mask = ((g - 5.5) ** 2).sum(0) <= 16
+    for signs in [(1, 1, 1), (-1, 1, 1), (1, -1, 1), (-1, -1, 1), (-1, -1, -1)]:
+        mesh = mask_surface(mask, np.diag([*signs, 1.0]) @ np.diag([0.7, 0.8, 2.5, 1.0]))
+        assert mesh.volume > 0, signs
+
+
+def test_single_voxel_gives_closed_mesh_even_at_the_border():
+    for index in [(1, 1, 1), (0, 0, 0), (2, 0, 2)]:
+        mask = np.zeros((3, 3, 3), bool)
+        mask[index] = True
+        mesh = mask_surface(mask, np.diag([-0.5, -0.5, 3.0, 1.0]))
+        assert mesh.is_watertight
+        # marching cubes cuts the voxel into an octahedron of 1/6 of its volume
+        assert mesh.volume == pytest.approx(0.5 * 0.5 * 3.0 / 6.0)
+
+
+def test_mask_touching_the_field_of_view_is_closed():
+    mask = np.ones((6, 5, 4), bool)
+    mesh = mask_surface(mask, np.eye(4))
+    assert mesh.is_watertight and mesh.volume > 0
+
+
+def test_vtk_engine_gives_the_same_surface_as_skimage():
+    mask, affine = ellipsoid_mask((15.0, 11.0, 9.0), (1.0, 1.2, 2.0))
+    a = mask_surface(mask, affine, engine="skimage")
+    b = mask_surface(mask, affine, engine="vtk")
+    # both place vertices on the voxel-edge midpoints: the same vertex set
+    va = np.unique(np.round(a.vertices, 6), axis=0)
+    vb = np.unique(np.round(b.vertices, 6), axis=0)
+    assert va.shape == vb.shape and np.allclose(va, vb)
+    assert b.volume == pytest.approx(a.volume, rel=1e-3)
+    assert b.area == pytest.approx(a.area, rel=1e-3)
+
+
+def test_auto_engine_resolves():
+    assert resolve_engine("auto") in ("skimage", "vtk")
+    with pytest.raises(ValueError, match="engine"):
+        resolve_engine("gpu")
+
+
+def test_iso_spacing_reduces_the_staircase_of_thick_slices():
+    axes = (20.0, 20.0, 20.0)
+    mask, affine = ellipsoid_mask(axes, (1.0, 1.0, 5.0))
+    area = ellipsoid_area(*axes)
+    coarse = mask_surface(mask, affine)
+    fine = mask_surface(mask, affine, iso_spacing=1.0)
+    assert fine.is_watertight and fine.volume > 0
+    assert abs(fine.area / area - 1) < abs(coarse.area / area - 1)
+    assert abs(fine.volume / (4 / 3 * np.pi * 8000) - 1) < 0.03
+
+
+def test_label_surfaces_per_label_with_names_and_threads():
+    g = np.mgrid[:30, :30, :20]
+    array = np.zeros((30, 30, 20), np.uint8)
+    array[((g[0] - 8) ** 2 + (g[1] - 8) ** 2 + (g[2] - 8) ** 2) <= 25] = 5
+    array[18:25, 18:26, 5:12] = 1
+    array[0, 29, 19] = 52  # one voxel in a corner of the field of view
+    labels = LabelMap(array, np.diag([-0.8, -0.8, 2.0, 1.0]), names={5: "liver", 1: "spleen", 52: "aorta"})
+    serial = label_surfaces(labels, workers=1)
+    threaded = label_surfaces(labels, workers=3)
+    assert sorted(serial) == [1, 5, 52]
+    for k in serial:
+        assert serial[k].is_watertight and serial[k].volume > 0
+        assert np.allclose(serial[k].vertices, threaded[k].vertices)
+    box = serial[1]
+    # a 7 x 8 x 7 voxel box: marching cubes bevels its 12 edges and 8 corners
+    assert box.bounds[1, 2] - box.bounds[0, 2] == pytest.approx(7 * 2.0)
+    only = label_surfaces(labels, organs=["liver", 52])
+    assert sorted(only) == [5, 52]
+
+
+def test_label_surfaces_errors():
+    labels = LabelMap(np.zeros((4, 4, 4), np.uint8), np.eye(4), names={5: "liver"})
+    with pytest.raises(EmptySegmentationError, match="no labelled voxels"):
+        label_surfaces(labels)
+    labels = labels.replace(array=np.pad(np.ones((2, 2, 2), np.uint8), 1))
+    with pytest.raises(EmptySegmentationError, match="liver"):
+        label_surfaces(labels, organs=["liver"])
+    with pytest.raises(InputError, match="no label named"):
+        label_surfaces(labels, organs=["pancreas"])
+
+
+def test_iso_surface_of_a_distance_field_is_the_analytic_sphere():
+    radius = 18.0
+    affine, shape = oblique_grid((1.0, 1.3, 2.0), 25.0)
+    field = radius - np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1)
+    volume = Volume(field.reshape(shape).astype(np.float32), affine, units="mm")
+    mesh = iso_surface(volume, 0.0)
+    assert mesh.is_watertight and mesh.volume > 0
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * radius**3, rel=0.01)
+    assert np.allclose(np.linalg.norm(mesh.vertices - CENTRE, axis=1), radius, atol=0.1)
+    with pytest.raises(EmptySegmentationError, match="lower threshold"):
+        iso_surface(volume, 1000.0)
+
+
+def test_bone_iso_surface_lies_on_300_hu_of_real_ct(totalseg_dir):
+    from medrecon.io import load
+
+    ct = load(totalseg_dir / "example_ct_sm.nii.gz")
+    mesh = iso_surface(ct, 300.0)
+    assert mesh.volume > 0
+    # trilinear interpolation of the CT at the vertices gives the threshold back
+    ijk = ct.world_to_voxel(mesh.vertices)
+    hu = ndimage.map_coordinates(np.asarray(ct.array, np.float32), ijk.T, order=1)
+    assert np.median(np.abs(hu - 300.0)) < 1.0
