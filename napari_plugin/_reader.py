@@ -62,7 +62,7 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[tuple]:
 
     p = Path(path[0] if isinstance(path, list | tuple) else path)
     try:
-        return _read(p)
+        return read_path(p)
     except MedreconError as exc:
         show_error(str(exc))
         return [(None,)]
@@ -99,7 +99,14 @@ def _folder_has_dicom(folder: Path) -> bool:
     return False
 
 
-def _read(p: Path) -> list[tuple]:
+def read_path(p: Path) -> list[tuple]:
+    """Read a DICOM folder or file, NIfTI, NRRD or MetaImage into ``LayerDataTuple``s.
+
+    Raises
+    ------
+    MedreconError
+        Anything that makes the path unreadable, with the CLI's message.
+    """
     fmt = _format_of(p)
     if fmt is None:
         from medrecon.errors import UnsupportedFormatError

@@ -1,7 +1,7 @@
 """npe2 sample data: the bundled abdominal CT phantom with its organ labels.
 
-The files committed under ``sample_data/`` (the NIfTI image and label map
-``medrecon phantom --small`` writes) are opened with the plugin's own reader,
+The files committed under ``sample_data/`` (the DICOM series ``dicom/`` and the
+label map ``labels.nii.gz`` + ``labels.json`` that ``make sample-data`` writes) are opened with the plugin's own reader,
 so the sample is placed exactly as a user's files would be. Where they are
 not installed (a wheel without the repository's ``sample_data/``), the same
 phantom is generated in memory from its fixed seed.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_plugin._layers import image_layer_data, labels_layer_data
-from napari_plugin._reader import read_file_layer
+from napari_plugin._reader import read_path
 
 #: Where the repository keeps the committed sample study.
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
@@ -21,15 +21,16 @@ SAMPLE_SEED = 0
 
 
 def bundled_files(folder: Path = SAMPLE_DIR) -> list[Path]:
-    """Return the sample's NIfTI files, image first then labels (empty if absent)."""
+    """Return the sample's image (``dicom/`` folder or NIfTI) and label file, or ``[]``."""
     if not folder.is_dir():
         return []
-    files = sorted(folder.rglob("*.nii.gz")) + sorted(folder.rglob("*.nii"))
 
     def is_label(p: Path) -> bool:
         return any(w in p.name.lower() for w in ("label", "seg"))
 
-    images = [p for p in files if not is_label(p)]
+    files = sorted(folder.glob("*.nii.gz")) + sorted(folder.glob("*.nii"))
+    images = [folder / "dicom"] if (folder / "dicom").is_dir() else []
+    images += [p for p in files if not is_label(p)]
     labels = [p for p in files if is_label(p)]
     return images[:1] + labels[:1] if images and labels else []
 
@@ -38,7 +39,7 @@ def abdominal_phantom() -> list[tuple]:
     """Return the phantom CT as an Image layer and its organs as a Labels layer."""
     files = bundled_files()
     if files:
-        return [read_file_layer(p) for p in files]
+        return [layer for p in files for layer in read_path(p)]
     from medrecon.phantom import PhantomConfig, make_phantom
 
     volume, labels = make_phantom(SAMPLE_SEED, config=PhantomConfig(small=True))

@@ -116,3 +116,21 @@ def test_dicom_and_nifti_labels_line_up_in_world_mm(make_napari_viewer, totalseg
     assert inside.all()
     hu = np.asarray(ct.data)[tuple(ct_idx.T)]
     assert 30 < np.median(hu) < 120, np.median(hu)
+
+
+def test_sample_data_is_the_seeded_phantom_and_lines_up(make_napari_viewer, small_phantom):
+    volume, truth = small_phantom  # generated in memory; the sample went through files
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("medrecon", "abdominal_phantom")
+    [image] = [lyr for lyr in layers if isinstance(lyr, napari.layers.Image)]
+    [labels] = [lyr for lyr in layers if isinstance(lyr, napari.layers.Labels)]
+    assert labels.metadata["medrecon"]["names"][LIVER] == "liver"
+    kji = np.argwhere(np.asarray(labels.data) == LIVER).mean(axis=0)
+    expected = truth.voxel_to_world([np.argwhere(truth.mask(LIVER)).mean(axis=0)])[0][::-1]
+    np.testing.assert_allclose(labels.data_to_world(kji), expected, atol=0.5)
+    # the image layer samples the same liver HU at the labels' world positions
+    liver_kji = np.argwhere(np.asarray(labels.data) == LIVER)[::7]
+    idx = np.rint([image.world_to_data(labels.data_to_world(p)) for p in liver_kji]).astype(int)
+    hu = np.asarray(image.data)[tuple(idx.T)]
+    expected_hu = np.median(np.asarray(volume.array)[truth.mask(LIVER)])
+    assert abs(np.median(hu) - expected_hu) < 5, (np.median(hu), expected_hu)
