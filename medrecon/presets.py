@@ -159,6 +159,21 @@ def _fill_axial(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
+def _morph(mask: np.ndarray, ball: np.ndarray, *, opening: bool) -> np.ndarray:
+    """Binary opening/closing that treats the image as continuing past its border.
+
+    Edge padding keeps a thin slab (a 3-slice series) from being eroded away
+    from its ends, and keeps closing from gluing structures to the border.
+    """
+    from scipy import ndimage
+
+    pad = tuple((n // 2 + 1,) * 2 for n in ball.shape)
+    padded = np.pad(mask, pad, mode="edge")
+    fn = ndimage.binary_opening if opening else ndimage.binary_closing
+    out = fn(padded, structure=ball)
+    return out[tuple(slice(p[0], -p[0]) for p in pad)]
+
+
 def body_mask(volume: Volume, *, body_hu: float = -200.0) -> np.ndarray:
     """(I, J, K) bool mask of the patient: tissue regions, holes filled slice-wise.
 
@@ -166,12 +181,10 @@ def body_mask(volume: Volume, *, body_hu: float = -200.0) -> np.ndarray:
     5 % the size of the largest is kept, so arms beside the trunk stay in while
     the thin table falls away.
     """
-    from scipy import ndimage
-
     tissue = np.asarray(volume.array) > body_hu
     ball = _ball(2.0, volume.spacing)
     if ball.size > 1:
-        tissue = ndimage.binary_opening(tissue, structure=ball)
+        tissue = _morph(tissue, ball, opening=True)
     lab, sizes = _components(tissue)
     if sizes.max(initial=0) == 0:
         return tissue
@@ -192,11 +205,7 @@ def _step(mask: np.ndarray, step: Mapping[str, Any], volume: Volume) -> np.ndarr
         ball = _ball(float(params["radius_mm"]), volume.spacing)
         if ball.size == 1:
             return mask
-        fn = ndimage.binary_opening if op == "open" else ndimage.binary_closing
-        # pad so that closing does not glue the mask to the array border
-        pad = max(ball.shape) // 2 + 1
-        padded = np.pad(mask, pad)
-        return fn(padded, structure=ball)[(slice(pad, -pad),) * 3]
+        return _morph(mask, ball, opening=op == "open")
     if op == "keep_largest":
         lab, sizes = _components(mask)
         keep = np.argsort(sizes)[::-1][: int(params["n"])]
