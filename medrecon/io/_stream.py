@@ -19,6 +19,7 @@ import numpy as np
 from medrecon.errors import InputError
 
 CHUNK = 1 << 20  # compressed bytes read per step
+OUT_CHUNK = 1 << 23  # most bytes inflated per step: bounds the temporary copy
 
 #: zlib ``wbits`` values: gzip container, zlib container, either (auto-detected).
 GZIP, ZLIB, AUTO = 31, 15, 47
@@ -92,9 +93,10 @@ class Inflater:
                 self._pending = self._fh.read(CHUNK)
                 if not self._pending:
                     break
-            data = self._decompress(self._pending, len(view) - pos)
+            data = self._decompress(self._pending, min(len(view) - pos, OUT_CHUNK))
             view[pos : pos + len(data)] = data
             pos += len(data)
+            del data  # free before the next step allocates its output
         return pos
 
 
