@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medrecon.errors import DicomError, InputError
+from medrecon.errors import DicomError, InputError, ResourceLimitError
+from medrecon.io.limits import check_alloc
 
 #: SOP class of a DICOMDIR (Media Storage Directory Storage).
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -221,6 +222,11 @@ def _headers(path: Path, ds, offset: int, length: int, size: int) -> list[FrameH
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     implicit, little = getattr(ds, "original_encoding", (True, True))
     n_frames = _int(ds.get("NumberOfFrames")) or 1
+    if "Rows" in ds:
+        # a header is untrusted: refuse absurd sizes before making per-frame records
+        bits = _int(ds.get("BitsAllocated")) or 8
+        check_alloc((n_frames, _int(ds.get("Rows")) or 1, _int(ds.get("Columns")) or 1,
+                     _int(ds.get("SamplesPerPixel")) or 1), f"u{max(1, bits // 8)}", str(path))
     image_type = tuple(str(t).upper() for t in (ds.get("ImageType") or ()))
     common = dict(
         path=str(path),
@@ -282,6 +288,25 @@ def _headers(path: Path, ds, offset: int, length: int, size: int) -> list[FrameH
     ) for f in range(n_frames)]
 
 
+#: SOP classes whose instances always carry pixel data (CT, MR, PET, NM, SC, SEG, RT dose).
+_IMAGE_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4",
+                  "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130",
+                  "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.7",
+                  "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.2")
+
+
+def _incomplete(ds) -> str:
+    """Why a parsed header is unusable ("" when it is fine)."""
+    if len(ds) == 0:
+        return "no DICOM data elements after the file meta header"
+    meta = getattr(ds, "file_meta", None)
+    sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    is_image = any(sop == c or sop.startswith(c + ".") for c in _IMAGE_CLASSES)
+    if is_image and "Rows" not in ds:
+        return "the header ends before the image description (Rows, Columns)"
+    return ""
+
+
 def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
     """Parse one file's header; return its frames and the pydicom dataset (no pixels).
 
@@ -304,7 +329,13 @@ def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
                 ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
                 tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
                 offset, length = _pixel_element(fh, ds, tsyntax)
+            problem = _incomplete(ds)
+            if problem:
+                raise DicomError(f"{p}: {problem}; the file is truncated or corrupt: "
+                                 "re-export it or remove it from the folder")
             frames = _headers(p, ds, offset, length, size)
+    except (DicomError, ResourceLimitError):
+        raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
             struct.error, AttributeError, IndexError) as exc:
         raise DicomError(
