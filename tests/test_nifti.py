@@ -109,7 +109,8 @@ def test_qform_only_and_no_transform(tmp_path):
     raw_nifti(tmp_path / "q.nii", qform=ras, pixdim=[1, 1.5, 1.5, 2.0, 1, 1, 1, 1])
     _, affine, meta = read_nifti(tmp_path / "q.nii")
     assert meta["affine_source"] == "qform"
-    np.testing.assert_allclose(affine, LPS_TO_RAS @ ras, atol=1e-5)
+    np.testing.assert_allclose(affine, LPS_TO_RAS @ ras, atol=1e-5)  # det < 0: qfac = -1
+    np.testing.assert_allclose(affine, sitk_lps(sitk.ReadImage(str(tmp_path / "q.nii")))[1], atol=1e-5)
 
     raw_nifti(tmp_path / "none.nii", pixdim=[1, 0.5, 0.75, 3.0, 1, 1, 1, 1])
     with pytest.warns(UserWarning, match="neither sform nor qform"):
@@ -142,6 +143,33 @@ def test_big_endian_and_singleton_4d(tmp_path):
     stored = raw_nifti(tmp_path / "s4.nii.gz", shape=(3, 4, 5, 1), sform=np.eye(4))
     array, _, _ = read_nifti(tmp_path / "s4.nii.gz")
     assert array.shape == (3, 4, 5) and np.array_equal(array, stored[..., 0])
+
+
+def test_nifti2_and_long_axes(tmp_path):
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    ras = np.diag([-2.0, 1.0, 3.0, 1.0])
+    nib.save(nib.Nifti2Image(data, ras), tmp_path / "two.nii.gz")
+    array, affine, _ = read_nifti(tmp_path / "two.nii.gz")
+    assert np.array_equal(array, data)
+    np.testing.assert_allclose(affine, LPS_TO_RAS @ ras)
+    # More than 32767 voxels along an axis needs NIfTI-2.
+    write_nifti(np.ones((40000, 1, 2), np.uint8), np.eye(4), tmp_path / "long.nii.gz", is_label=True)
+    assert isinstance(nib.load(tmp_path / "long.nii.gz"), nib.Nifti2Image)
+    assert read_nifti(tmp_path / "long.nii.gz")[0].shape == (40000, 1, 2)
+
+
+def test_highly_compressible_file_needs_no_second_buffer(tmp_path):
+    labels = np.zeros((256, 256, 256), np.uint8)
+    labels[100:120, 100:120, 100:120] = 5
+    write_nifti(labels, np.eye(4), tmp_path / "lab.nii.gz", is_label=True)
+    tracemalloc.start()
+    try:
+        array, _, _ = read_nifti(tmp_path / "lab.nii.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(array, labels)
+    assert peak - array.nbytes < 12 * 1024**2
 
 
 def test_real_4d_is_refused(tmp_path):
