@@ -165,7 +165,9 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
     affine : (4, 4) ndarray of float64
         Voxel index to LPS millimetres: the sform if ``sform_code > 0``, else
         the qform if ``qform_code > 0``, else the voxel spacing alone (with a
-        warning). Metre and micron ``xyzt_units`` are converted to mm.
+        warning). Metre and micron ``xyzt_units`` are converted to mm. With an
+        sform, ``pixdim`` is not used (the sform alone is validated); otherwise
+        ``pixdim[1:4]`` must be positive and finite.
     meta : dict
         ``format``, ``affine_source`` (``"sform"``, ``"qform"``, ``"pixdim"``),
         ``sform_code``, ``qform_code``, ``description``, ``scaling``
