@@ -234,6 +234,16 @@ def test_truncated_data_is_a_clean_error(tmp_path, suffix):
         read_nifti(path)
 
 
+def test_zero_or_negative_dimension(tmp_path):
+    path = tmp_path / "z.nii"
+    raw_nifti(path, shape=(4, 5, 6), sform=np.eye(4))
+    body = bytearray(path.read_bytes())
+    body[44:46] = np.int16(-5).tobytes()  # dim[2]
+    path.write_bytes(bytes(body))
+    with pytest.raises(InputError, match="positive"):
+        read_nifti(path)
+
+
 def test_not_nifti_and_corrupt_gzip(tmp_path):
     (tmp_path / "a.nii").write_text("this is a text file, not an image\n" * 20)
     with pytest.raises(InputError, match="not a NIfTI"):

@@ -1,5 +1,6 @@
 """NRRD and MetaImage readers against SimpleITK and hand-written headers."""
 
+import bz2
 import gzip
 import tracemalloc
 import zlib
@@ -160,6 +161,22 @@ def test_nrrd_huge_truncated_bomb(tmp_path):
     assert np.array_equal(read_nrrd(tmp_path / "b.nrrd")[0], data)
 
 
+def test_nrrd_bzip2_and_ascii_encodings(tmp_path):
+    data = np.random.default_rng(5).integers(-500, 500, size=(9, 7, 3)).astype(np.int16)
+    head = "NRRD0004\ntype: short\ndimension: 3\nsizes: 9 7 3\nendian: little\nencoding: {}\n\n"
+    # bzip2 in small pieces of two streams, then zero padding: exercises the member loop.
+    raw = data.tobytes(order="F")
+    body = bz2.compress(raw[:100]) + bz2.compress(raw[100:]) + b"\0" * 8
+    (tmp_path / "b.nrrd").write_bytes(head.format("bzip2").encode() + body)
+    assert np.array_equal(read_nrrd(tmp_path / "b.nrrd")[0], data)
+    text = "\n".join(" ".join(map(str, row)) for row in data.ravel(order="F").reshape(-1, 9))
+    (tmp_path / "a.nrrd").write_bytes(head.format("ascii").encode() + text.encode() + b"\n")
+    assert np.array_equal(read_nrrd(tmp_path / "a.nrrd")[0], data)
+    (tmp_path / "c.nrrd").write_bytes(head.format("bzip2").encode() + bz2.compress(raw)[:-40])
+    with pytest.raises(InputError):
+        read_nrrd(tmp_path / "c.nrrd")
+
+
 def test_not_nrrd(tmp_path):
     (tmp_path / "x.nrrd").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(InputError):
@@ -196,6 +213,18 @@ def test_metaimage_big_endian_and_detached_raw(tmp_path):
     ref_array, ref_affine = sitk_lps(sitk.ReadImage(str(tmp_path / "b.mhd")))
     assert np.array_equal(array, data) and np.array_equal(ref_array, data)
     np.testing.assert_allclose(affine, ref_affine)
+
+
+def test_metaimage_singleton_4d(tmp_path):
+    image = sitk.Image([3, 4, 5, 1], sitk.sitkInt16)
+    image.SetSpacing((0.5, 0.6, 0.7, 1.0))
+    image.SetOrigin((1.0, 2.0, 3.0, 0.0))
+    sitk.WriteImage(image, str(tmp_path / "f.mha"))
+    array, affine, _ = read_metaimage(tmp_path / "f.mha")
+    assert array.shape == (3, 4, 5)
+    expected = np.diag([0.5, 0.6, 0.7, 1.0])
+    expected[:3, 3] = [1.0, 2.0, 3.0]
+    np.testing.assert_allclose(affine, expected)
 
 
 def test_metaimage_errors(tmp_path):

@@ -86,10 +86,12 @@ def _affine(fields: dict[str, str], ndims: int, path: Path) -> np.ndarray:
         raise GeometryError(f"{path}: ElementSpacing {spacing.tolist()} must be positive and finite")
     origin = _numbers(fields, "offset", ndims, path, default=[0.0] * ndims)
     matrix = _numbers(fields, "transformmatrix", ndims * ndims, path, default=np.eye(ndims).ravel().tolist())
-    affine = np.eye(4)
     # TransformMatrix lists the direction of axis 0, then axis 1, ...: those are columns.
-    affine[:ndims, :ndims] = matrix.reshape(ndims, ndims).T * spacing
-    affine[:ndims, 3] = origin
+    columns = matrix.reshape(ndims, ndims).T
+    n = min(ndims, 3)  # a 4th (singleton) axis is dropped; a 2D image gets k = +z, 1 mm
+    affine = np.eye(4)
+    affine[:n, :n] = columns[:n, :n] * spacing[:n]
+    affine[:n, 3] = origin[:n]
     return check_affine(affine)
 
 
@@ -149,7 +151,7 @@ def read_metaimage(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dic
             raise InputError(f"{p}: {channels} channels per voxel; medrecon reads scalar images")
         if ndims == 4 and sizes[3] != 1:
             raise InputError(f"{p}: a 4D image of {sizes[3]} volumes; medrecon reads one 3D image")
-        affine3 = _affine(fields, min(ndims, 3), p)
+        affine3 = _affine(fields, ndims, p)
         if not _flag(fields, "binarydata") and "binarydata" in fields:
             raise UnsupportedFormatError(f"{p}: ASCII MetaImage data is not supported; re-save it as binary")
         raw = _read_data(fields, fh, nbytes, p)
