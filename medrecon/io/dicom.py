@@ -22,8 +22,9 @@ import numpy as np
 
 from medrecon.errors import DicomError
 from medrecon.io.dicom_geometry import StackPlan, plan_stack, resample_even
+from medrecon.io.dicom_header import FrameHeader, looks_like_dicom
 from medrecon.io.dicom_pixels import read_frames
-from medrecon.io.dicom_scan import FrameHeader, looks_like_dicom, scan
+from medrecon.io.dicom_scan import scan
 from medrecon.io.dicom_series import AUTO_RULE, SeriesInfo, group_series, select_series
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.volume import Volume
@@ -56,7 +57,7 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
 
 
 def plan_series(info: SeriesInfo) -> StackPlan:
-    """The output grid (shape, affine) of one series, from its headers only."""
+    """Work out the output grid (shape, affine) of one series from its headers only."""
     if info.reason and not info.reason.startswith("only "):
         raise DicomError(f"series {info.key} cannot be loaded as a volume: {info.reason}")
     return plan_stack(info.frames)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medrecon.errors import DicomError
-from medrecon.io.dicom_scan import FrameHeader
+from medrecon.io.dicom_header import FrameHeader
 
 DUPLICATE_MM = 0.01
 EVEN_TOLERANCE = 0.05

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from medrecon.errors import DicomError, MissingDependencyError
-from medrecon.io.dicom_scan import FrameHeader
+from medrecon.io.dicom_header import FrameHeader
 from medrecon.io.limits import check_alloc
 from medrecon.progress import ProgressFn, report
 

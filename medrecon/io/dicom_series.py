@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from medrecon.errors import DicomError, SeriesSelectionError
-from medrecon.io.dicom_scan import FrameHeader
+from medrecon.io.dicom_header import FrameHeader
 
 #: SOP classes that carry pixels but are never volumes (prefix match).
 _NOT_VOLUME_CLASSES = {
@@ -159,7 +159,7 @@ def _parts(frames: list[FrameHeader]) -> list[tuple[list[FrameHeader], str]]:
     groups: list[tuple[tuple, list[FrameHeader], str]] = []
     for f in frames:
         reason = _non_volume_reason(f) or ("localizer" if f.is_localizer else "")
-        for key, members, why in groups:
+        for key, members, _why in groups:
             rows, cols, orient, group_reason = key
             if (rows, cols, group_reason) == (f.rows, f.cols, reason) and (
                 orient is None and f.orientation is None
