@@ -264,6 +264,15 @@ def test_bad_spacing_is_a_geometry_error(tmp_path, pix):
         read_nifti(tmp_path / "p.nii")
 
 
+def test_bad_quaternion_is_a_geometry_error(tmp_path):
+    raw_nifti(tmp_path / "q.nii", qform=np.eye(4))
+    body = bytearray((tmp_path / "q.nii").read_bytes())
+    body[256:268] = np.array([0.9, 0.9, 0.9], dtype="<f4").tobytes()  # quatern_b, c, d
+    (tmp_path / "q.nii").write_bytes(bytes(body))
+    with pytest.raises(GeometryError, match="quaternion"):
+        read_nifti(tmp_path / "q.nii")
+
+
 @pytest.mark.parametrize("bad", ["nan", "singular"])
 def test_bad_sform_is_a_geometry_error(tmp_path, bad):
     sform = np.eye(4)

@@ -107,9 +107,14 @@ def _affine_ras(hdr: Any, ndim: int, path: Path) -> tuple[np.ndarray, str]:
         source = "sform"
     elif int(hdr["qform_code"]) > 0:
         pix = _spacing(hdr, ndim, path)
-        quat = hdr.get_qform_quaternion()
+        try:
+            quat = hdr.get_qform_quaternion()
+        except ValueError:  # b^2 + c^2 + d^2 > 1: not a rotation
+            quat = np.array([np.nan])
         if not np.all(np.isfinite(quat)):
-            raise GeometryError(f"{path}: the qform quaternion is not finite; the header is corrupt")
+            raise GeometryError(
+                f"{path}: the qform quaternion (quatern_b/c/d) is not a rotation; the header is corrupt"
+            )
         # NIfTI C library rule: qfac is -1 when pixdim[0] < 0, else 1 (0 included).
         pix[2] *= -1.0 if float(hdr["pixdim"][0]) < 0 else 1.0
         ras = np.eye(4)
