@@ -77,6 +77,8 @@ def _read_header(fh: Any, path: Path) -> dict:
 
 def _spatial_axes(header: dict, sizes: list[int], directions: np.ndarray | None, path: Path) -> list[int]:
     kinds = header.get("kinds")
+    if kinds is not None and len(kinds) != len(sizes):
+        raise InputError(f"{path}: {len(kinds)} kinds for {len(sizes)} axes; the header is corrupt")
     spatial = []
     for axis, size in enumerate(sizes):
         if kinds is not None:
