@@ -139,7 +139,7 @@ def _ribs(rng: np.random.Generator, s: float, vertebrae: tuple[Vertebra, ...]) -
 def draw_patient(
     rng: np.random.Generator,
     *,
-    body_scale: tuple[float, float] = (0.9, 1.1),
+    body_scale: tuple[float, float] = (0.92, 1.08),
     stomach: bool = True,
     pancreas: bool = True,
 ) -> Patient:
@@ -163,17 +163,17 @@ def draw_patient(
     vertebrae = _spine(rng, s)
     ribs = _ribs(rng, s, vertebrae)
 
-    liver_r = _blob(rng, (-60, -5, 42), (72, 66, 78), (0.0, 0.1, -0.15), scale=s, warp_mm=9.0)
-    liver_l = _blob(rng, (8, -50, 62), (52, 26, 36), (0.0, -0.2, -0.25), scale=s, warp_mm=6.0)
+    liver_r = _blob(rng, (-60, -5, 42), (80, 72, 86), (0.0, 0.1, -0.15), scale=s, warp_mm=9.0)
+    liver_l = _blob(rng, (8, -50, 62), (56, 28, 38), (0.0, -0.2, -0.25), scale=s, warp_mm=6.0)
     dome_right = float(liver_r.center[2] + liver_r.radii[2] - 8 * s)
     dome_left = dome_right - float(rng.uniform(8.0, 22.0) * s)
 
     gallbladder = _blob(rng, (-48, -55, 0), (14, 14, 32), (0.5, 0.0, 0.3), scale=s, jitter_mm=4, warp_mm=2.0)
-    spleen = _blob(rng, (95, 42, 52), (24, 44, 52), (0.0, 0.15, -0.6), scale=s, warp_mm=5.0)
+    spleen = _blob(rng, (84, 28, 55), (26, 48, 54), (0.0, 0.15, -0.6), scale=s, warp_mm=5.0)
     # Kidneys sit beside the spine at the depth of the vertebral bodies; the right one lower.
     kidney_y = spine_y / s + 8
-    kidney_right = _blob(rng, (-72, kidney_y, -30), (26, 22, 54), (0.2, -0.25, 0.5), scale=s, jitter_mm=4, warp_mm=3.0)
-    kidney_left = _blob(rng, (72, kidney_y, -12), (26, 22, 54), (0.2, 0.25, -0.5), scale=s, jitter_mm=4, warp_mm=3.0)
+    kidney_right = _blob(rng, (-72, kidney_y, -30), (28, 24, 56), (0.2, -0.25, 0.5), scale=s, jitter_mm=4, warp_mm=3.0)
+    kidney_left = _blob(rng, (72, kidney_y, -12), (28, 24, 56), (0.2, 0.25, -0.5), scale=s, jitter_mm=4, warp_mm=3.0)
 
     stomach_blob = None
     if stomach:
@@ -184,7 +184,7 @@ def draw_patient(
             -45.0 * s, 88.0 * s,  # x extent: head (right) to tail (left, at the splenic hilum)
             float(spine_y - 58 * s), 0.38,  # y at x = x0 and dy/dx (the tail runs posterior)
             float(-8 * s + rng.normal(0, 4 * s)), 0.18,  # z at x = x0 and dz/dx (the tail rises)
-            16.0 * s * rng.uniform(0.9, 1.1), 9.0 * s * rng.uniform(0.9, 1.1),
+            20.0 * s * rng.uniform(0.9, 1.1), 11.0 * s * rng.uniform(0.9, 1.1),
         )
 
     heart = _blob(rng, (22, -42, dome_left / s + 38), (62, 48, 55), (0.3, 0.0, -0.5), scale=s, jitter_mm=3, warp_mm=3.0)

@@ -15,7 +15,7 @@ _PRESETS: dict[str, dict[str, object]] = {
         "matrix": 256,
         "spacing_xy": (1.25, 1.6),
         "slice_thickness": (2.5, 5.0),
-        "coverage_mm": (200.0, 300.0),
+        "coverage_mm": (220.0, 300.0),
         "slices": None,
     },
     "small": {
@@ -83,7 +83,7 @@ class PhantomConfig:
     orientation: str = "axial"
     contrast: bool | None = None
     noise_hu: tuple[float, float] = (10.0, 20.0)
-    body_scale: tuple[float, float] = (0.9, 1.1)
+    body_scale: tuple[float, float] = (0.92, 1.08)
     psf_mm: float = 1.2
     stomach: bool = True
     pancreas: bool = True

@@ -54,7 +54,7 @@ class _Canvas:
         dx = (np.abs(x) - 62.0 * s) / (110.0 * s)
         dy = (y + 10.0 * s) / (110.0 * s)
         # Posterior recesses reach lower than the front.
-        return (dome - 60.0 * s * (dx**2 + dy**2) - 35.0 * s * np.clip(dy, 0, None)).astype(np.float32)
+        return (dome - 45.0 * s * (dx**2 + dy**2) - 30.0 * s * np.clip(dy, 0, None)).astype(np.float32)
 
     def region(self, lo, hi):
         """(slices, sub-grid, 2D slices) for the world box [lo, hi], or None when outside."""
@@ -206,7 +206,7 @@ def _organs(c: _Canvas) -> None:
         c.paint(sl, inside & (level < 0.72), T["kidney_medulla"], kid)
         # The renal sinus opens medially (towards the spine) at the hilum.
         medial = -np.sign(blob.center[0]) * (sub.x[:, None, None] - blob.center[0])
-        c.paint(sl, inside & (level < 0.5) & (medial > -4 * s), T["renal_sinus"], kid)
+        c.paint(sl, inside & (level < 0.42) & (medial > -4 * s), T["renal_sinus"], kid)
 
 
 def _pancreas(c: _Canvas, params: tuple[float, ...]) -> None:
@@ -224,7 +224,7 @@ def _pancreas(c: _Canvas, params: tuple[float, ...]) -> None:
     yc = y0 + dydx * (x - x0)
     zc = z0 + dzdx * (x - x0)
     # Flattened tube: thinner antero-posteriorly than cranio-caudally.
-    inside = (((y - yc) / (0.7 * radius)) ** 2 + ((z - zc) / radius) ** 2 < 1) & (x >= x0) & (x <= x1)
+    inside = (((y - yc) / (0.8 * radius)) ** 2 + ((z - zc) / radius) ** 2 < 1) & (x >= x0) & (x <= x1)
     inside &= (c.r_cavity[sl2][:, :, None] < 1) & (z < c.diaphragm[sl2][:, :, None])
     c.paint(sl, inside, T["pancreas"], total_id("pancreas"))
 
