@@ -19,10 +19,10 @@ from scipy.spatial import cKDTree
 from medrecon.mesh.repair import MeshCheck, check
 
 #: Points sampled on each surface for the distance measures.
-SAMPLES = 20_000
-MIN_SAMPLES = 1_000
+SAMPLES = 5_000
+MIN_SAMPLES = 500
 #: Candidate triangles (nearest centroids) searched per point.
-CANDIDATES = 8
+CANDIDATES = 6
 
 
 def point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

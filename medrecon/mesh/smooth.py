@@ -11,7 +11,10 @@ shape, are kept; the voxel staircase is removed.
 Strength mapping (Slicer's "smoothing factor" ``s`` in [0, 1]):
 ``pass_band = 10 ** (-4 * s)`` with 20 iterations, as Slicer's closed-surface
 conversion does. Slicer's default ``s = 0.5`` (pass band 0.01) is our default.
-``s = 0`` leaves the mesh unchanged.
+``s = 0`` leaves the mesh unchanged. One deliberate difference: the filter's
+unit response at the pass band is solved to :data:`TOLERANCE` instead of VTK's
+1e-3, which keeps the volume of thin structures better; with
+``tolerance=VTK_TOLERANCE`` :func:`windowed_sinc` reproduces VTK's output.
 """
 
 from __future__ import annotations
@@ -27,8 +30,12 @@ from scipy.sparse.csgraph import connected_components
 SLICER_DEFAULT_SMOOTHING = 0.5
 #: Iterations of the Chebyshev recurrence (Slicer's choice).
 ITERATIONS = 20
-#: How close to 1 the response at the pass band must be (as in VTK, hence Slicer).
-TOLERANCE = 1e-3
+#: How close to 1 the response at the pass band is solved. VTK (hence Slicer)
+#: stops at 1e-3; that small error in the pass band shrinks thin structures
+#: visibly (a 3 mm-voxel rib: -21 % volume instead of -9 %), so we solve it tightly.
+TOLERANCE = 1e-9
+#: VTK's tolerance, to reproduce Slicer's output exactly.
+VTK_TOLERANCE = 1e-3
 
 
 def pass_band(factor: float) -> float:
@@ -41,7 +48,9 @@ def _nuttall(n: int) -> np.ndarray:
     return 0.355768 + 0.487396 * np.cos(t) + 0.144232 * np.cos(2 * t) + 0.012604 * np.cos(3 * t)
 
 
-def sinc_coefficients(band: float, iterations: int = ITERATIONS) -> np.ndarray:
+def sinc_coefficients(
+    band: float, iterations: int = ITERATIONS, *, tolerance: float = TOLERANCE
+) -> np.ndarray:
     """Chebyshev coefficients of the windowed-sinc filter for pass band ``band``.
 
     The cut-off is shifted (Newton's method) so that the filter's response at
@@ -68,7 +77,7 @@ def sinc_coefficients(band: float, iterations: int = ITERATIONS) -> np.ndarray:
     for _ in range(100):
         c = coeffs(theta + sigma)
         f = c[0] + np.dot(c[1:], cos_at)
-        if abs(f - 1.0) < TOLERANCE:
+        if abs(f - 1.0) < tolerance:
             break
         # derivative of f with respect to sigma
         dc = np.r_[w[0] / np.pi, 2.0 * w[1:] * np.cos(i * (theta + sigma)) / np.pi]
@@ -89,7 +98,12 @@ def _umbrella(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
 
 
 def windowed_sinc(
-    vertices: np.ndarray, faces: np.ndarray, *, band: float, iterations: int = ITERATIONS
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    *,
+    band: float,
+    iterations: int = ITERATIONS,
+    tolerance: float = TOLERANCE,
 ) -> np.ndarray:
     """Smoothed copy of ``vertices``.
 
@@ -103,6 +117,9 @@ def windowed_sinc(
         Pass band in (0, 2); smaller smooths more.
     iterations : int
         Order of the filter polynomial.
+    tolerance : float
+        Accuracy of the unit response at the pass band (:data:`VTK_TOLERANCE`
+        reproduces VTK and Slicer).
 
     Returns
     -------
@@ -111,7 +128,7 @@ def windowed_sinc(
     x0 = np.asarray(vertices, dtype=np.float64)
     w = _umbrella(np.asarray(faces, dtype=np.int64), len(x0))
     isolated = np.asarray(w.sum(axis=1)).ravel() == 0
-    c = sinc_coefficients(band, iterations)
+    c = sinc_coefficients(band, iterations, tolerance=tolerance)
     # centre the coordinates: the recurrence is linear, so this only helps rounding
     centre = x0.mean(axis=0)
     x0 = x0 - centre
