@@ -70,9 +70,9 @@ def _values(value: Any) -> list[str]:
     if isinstance(value, str | bytes):
         value = value.decode("latin-1") if isinstance(value, bytes) else value
         return [value]
-    if isinstance(value, Iterable):
+    if isinstance(value, list | tuple | set | frozenset):  # also pydicom's MultiValue (a list)
         return [str(v) for v in value]
-    return [str(value)]
+    return [str(value)]  # PersonName, numbers, ...
 
 
 def collect_identifiers(
