@@ -62,7 +62,8 @@ def _save(ds: Dataset, path: Path, sop_class: str, syntax: str) -> Path:
     ds.SOPClassUID = sop_class
     path.parent.mkdir(parents=True, exist_ok=True)
     big = syntax == ExplicitVRBigEndian
-    ds.save_as(path, enforce_file_format=True, little_endian=not big, implicit_vr=False)
+    implicit = syntax == "1.2.840.10008.1.2"
+    ds.save_as(path, enforce_file_format=True, little_endian=not big, implicit_vr=implicit)
     return path
 
 

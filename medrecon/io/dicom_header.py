@@ -219,9 +219,9 @@ def _group_value(groups: list, f: int, seq: str, attr: str) -> Any:
     return None
 
 
-def _headers(path: Path, ds, offset: int, length: int, size: int) -> list[FrameHeader]:
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    implicit, little = getattr(ds, "original_encoding", (True, True))
+def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: int,
+             size: int) -> list[FrameHeader]:
+    """Frame records from a parsed header (a pydicom dataset or a FlatHeader)."""
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     if "Rows" in ds:
         # a header is untrusted: refuse absurd sizes before making per-frame records
@@ -246,11 +246,11 @@ def _headers(path: Path, ds, offset: int, length: int, size: int) -> list[FrameH
         bits_allocated=_int(ds.get("BitsAllocated")) or 0,
         bits_stored=_int(ds.get("BitsStored")) or _int(ds.get("BitsAllocated")) or 0,
         signed=_int(ds.get("PixelRepresentation")) == 1,
-        transfer_syntax=str(tsyntax or ""),
+        transfer_syntax=tsyntax,
         pixel_offset=offset,
         pixel_length=length,
         file_size=size,
-        little_endian=bool(little if little is not None else True),
+        little_endian=little,
         tilt=_float(ds.get("GantryDetectorTilt")),
     )
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
@@ -308,20 +308,45 @@ def _incomplete(ds) -> str:
     return ""
 
 
+class NotDicomFile(DicomError):
+    """The file is not DICOM at all (folder scans skip these silently)."""
+
+
 def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
-    """Parse one file's header; return its frames and the pydicom dataset (no pixels).
+    """Parse one file's header; return its frames and the parsed header (no pixels).
+
+    Ordinary single-frame images go through the fast flat parser of
+    :mod:`medrecon.io.dicom_fast`; everything else through pydicom.
 
     Raises
     ------
+    NotDicomFile
+        If the file is not DICOM.
     DicomError
-        If the file is not DICOM, is corrupt or is truncated inside its header.
+        If the file is corrupt or truncated inside its header.
+    ResourceLimitError
+        If it declares an image over the size limits.
     """
+    from medrecon.io.dicom_fast import read_flat_header
+
+    p = Path(path)
+    flat = read_flat_header(str(p))
+    if flat is not None and "Rows" in flat:
+        try:
+            size = p.stat().st_size
+            return _headers(p, flat, flat.transfer_syntax, True, flat.pixel_offset,
+                            flat.pixel_length, size), flat
+        except OSError as exc:
+            raise DicomError(f"{p} cannot be read: {exc.strerror or exc}") from exc
+    if not looks_like_dicom(p):
+        raise NotDicomFile(f"{p} is not a DICOM file (no DICM marker and no DICOM header)")
+    return _read_with_pydicom(p)
+
+
+def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    p = Path(path)
-    if not looks_like_dicom(p):
-        raise DicomError(f"{p} is not a DICOM file (no DICM marker and no DICOM header)")
     try:
         size = p.stat().st_size
         with warnings.catch_warnings():
@@ -334,7 +359,9 @@ def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
             if problem:
                 raise DicomError(f"{p}: {problem}; the file is truncated or corrupt: "
                                  "re-export it or remove it from the folder")
-            frames = _headers(p, ds, offset, length, size)
+            _implicit, little = getattr(ds, "original_encoding", (True, True))
+            frames = _headers(p, ds, str(tsyntax or ""), little is not False, offset, length,
+                              size)
     except (DicomError, ResourceLimitError):
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,

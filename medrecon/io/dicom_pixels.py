@@ -79,13 +79,18 @@ def _native_dtype(frame: FrameHeader) -> np.dtype:
     return np.dtype(f"{'<' if frame.little_endian else '>'}{kind}{frame.bits_allocated // 8}")
 
 
-def _read_native(frame: FrameHeader, dst: np.ndarray) -> None:
+def _read_native(frame: FrameHeader, dst: np.ndarray, scratch: dict) -> None:
+    """Read one native frame into ``dst`` through a per-thread buffer reused across frames."""
     dtype = _native_dtype(frame)
     count = frame.rows * frame.cols
-    with open(frame.path, "rb") as fh:
+    key = (dtype.str, count)
+    buf = scratch.get(key)
+    if buf is None:
+        buf = scratch[key] = np.empty(count, dtype=dtype)
+    with open(frame.path, "rb", buffering=0) as fh:
         fh.seek(frame.pixel_offset + frame.frame * frame.frame_bytes)
-        buf = np.fromfile(fh, dtype=dtype, count=count)
-    if buf.size != count:
+        got = fh.readinto(memoryview(buf).cast("B"))
+    if got != buf.nbytes:
         raise DicomError(f"{frame.path}: pixel data ends early; the file is truncated")
     _rescale_into(_fix_bits(buf.reshape(frame.rows, frame.cols), frame), frame, dst)
 
@@ -204,8 +209,12 @@ def read_frames(
     batches = [jobs[i:i + chunk] for i in range(0, total, chunk)]
 
     def run(batch: list) -> int:
+        scratch: dict = {}
         for fn, *args in batch:
-            fn(*args)
+            if fn is _read_native:
+                fn(*args, scratch)
+            else:
+                fn(*args)
         return len(batch)
 
     done = 0

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medrecon.errors import DicomError, InputError
-from medrecon.io.dicom_header import DICOMDIR_CLASS, FrameHeader, looks_like_dicom, read_headers
+from medrecon.io.dicom_header import (
+    DICOMDIR_CLASS,
+    FrameHeader,
+    NotDicomFile,
+    looks_like_dicom,
+    read_headers,
+)
 
 __all__ = ["FrameHeader", "ScanResult", "looks_like_dicom", "scan"]
 
@@ -80,7 +86,7 @@ def scan(path: str | os.PathLike) -> ScanResult:
         if not files:
             raise DicomError(f"DICOMDIR {p} references no image files")
     else:
-        files = [f for f in _candidate_files(p) if looks_like_dicom(f)]
+        files = _candidate_files(p)
     frames: list[FrameHeader] = []
     skipped: list[str] = []
     for f in files:
@@ -89,6 +95,8 @@ def scan(path: str | os.PathLike) -> ScanResult:
             continue
         try:
             found, ds = read_headers(f)
+        except NotDicomFile:
+            continue  # README, thumbnails and other files beside the images
         except DicomError as exc:
             skipped.append(f"{f}: {exc}")
             continue

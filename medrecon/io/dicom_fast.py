@@ -1,0 +1,176 @@
+"""A fast reader for the flat header of an ordinary single-frame DICOM image.
+
+pydicom parses every element into Python objects; for a 300-file CT series that
+costs more than reading the pixels. Classic single-frame images keep every
+geometry tag at the top level before Pixel Data, so this module walks the
+elements of the first block of the file with :mod:`struct`, skips sequences
+without parsing them, keeps the raw bytes of the tags
+:mod:`medrecon.io.dicom_header` needs, and records where the pixel values start.
+
+It handles the little-endian transfer syntaxes with a ``DICM`` preamble
+(implicit and explicit VR, native or encapsulated pixel data). Anything else
+(big endian, deflate, multi-frame functional groups, a header over
+:data:`BLOCK` bytes, anything odd) returns ``None`` and the caller falls back
+to pydicom, which stays the reference.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+BLOCK = 65536
+_PIXEL_DATA = 0x7FE00010
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_IMPLICIT_LE, _EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
+_NOT_FLAT = "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"  # deflate, big endian
+_FUNCTIONAL_GROUPS = {0x52009229, 0x52009230}
+
+#: Tags read here: keyword -> (tag, kind); kind "US" is binary, "str" text, "multi" text list.
+TAGS: dict[str, tuple[int, str]] = {
+    "SOPClassUID": (0x00080016, "str"), "SOPInstanceUID": (0x00080018, "str"),
+    "ImageType": (0x00080008, "multi"), "Modality": (0x00080060, "str"),
+    "SeriesDescription": (0x0008103E, "str"), "SliceThickness": (0x00180050, "str"),
+    "SpacingBetweenSlices": (0x00180088, "str"), "GantryDetectorTilt": (0x00181120, "str"),
+    "SeriesInstanceUID": (0x0020000E, "str"), "SeriesNumber": (0x00200011, "str"),
+    "InstanceNumber": (0x00200013, "str"), "ImagePositionPatient": (0x00200032, "multi"),
+    "ImageOrientationPatient": (0x00200037, "multi"), "SamplesPerPixel": (0x00280002, "US"),
+    "NumberOfFrames": (0x00280008, "str"), "Rows": (0x00280010, "US"),
+    "Columns": (0x00280011, "US"), "PixelSpacing": (0x00280030, "multi"),
+    "BitsAllocated": (0x00280100, "US"), "BitsStored": (0x00280101, "US"),
+    "PixelRepresentation": (0x00280103, "US"), "RescaleIntercept": (0x00281052, "str"),
+    "RescaleSlope": (0x00281053, "str"),
+}
+_BY_TAG = {tag: (kw, kind) for kw, (tag, kind) in TAGS.items()}
+
+
+class _Odd(Exception):
+    """The file is not of the simple kind this parser handles."""
+
+
+class FlatHeader:
+    """Decoded values of :data:`TAGS`, with a pydicom-like ``get``.
+
+    Attributes
+    ----------
+    transfer_syntax : str
+        Transfer syntax UID from the file meta group.
+    implicit : bool
+        Implicit VR encoding.
+    pixel_offset, pixel_length : int
+        Byte offset and length of the Pixel Data value (length -1 when undefined,
+        i.e. encapsulated).
+    """
+
+    def __init__(self, raw: dict[int, bytes], tsyntax: str, implicit: bool,
+                 offset: int, length: int) -> None:
+        self._raw = raw
+        self.transfer_syntax = tsyntax
+        self.implicit = implicit
+        self.pixel_offset = offset
+        self.pixel_length = length
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword in TAGS and TAGS[keyword][0] in self._raw
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        """Value of ``keyword``: str, list of str, or int for binary US tags."""
+        tag, kind = TAGS[keyword]
+        data = self._raw.get(tag)
+        if data is None:
+            return default
+        if kind == "US":
+            return struct.unpack("<H", data[:2])[0] if len(data) >= 2 else default
+        text = data.decode("latin-1").strip(" \x00")
+        return [v.strip() for v in text.split("\\")] if kind == "multi" else text
+
+
+def _element(buf: bytes, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
+    """(tag, VR or None, value length, value start) of the element at ``pos``."""
+    if pos + 8 > len(buf):
+        raise _Odd
+    group, elem = struct.unpack_from("<HH", buf, pos)
+    tag = group << 16 | elem
+    if implicit or group == 0xFFFE:
+        return tag, None, struct.unpack_from("<I", buf, pos + 4)[0], pos + 8
+    vr = buf[pos + 4:pos + 6]
+    if vr in _LONG_VRS:
+        if pos + 12 > len(buf):
+            raise _Odd
+        return tag, vr, struct.unpack_from("<I", buf, pos + 8)[0], pos + 12
+    return tag, vr, struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
+
+
+def _skip_sequence(buf: bytes, pos: int, implicit: bool, depth: int = 0) -> int:
+    """Skip the items of an undefined-length sequence starting at ``pos``; return the end."""
+    if depth > 16:
+        raise _Odd
+    while True:
+        tag, _vr, length, start = _element(buf, pos, True)
+        if tag == _SEQ_END:
+            return start
+        if tag != _ITEM:
+            raise _Odd
+        if length != 0xFFFFFFFF:
+            pos = start + length
+            continue
+        pos = start
+        while True:  # elements of an undefined-length item
+            tag, vr, length, start = _element(buf, pos, implicit)
+            if tag == _ITEM_END:
+                pos = start
+                break
+            if length == 0xFFFFFFFF:
+                if vr is not None and vr != b"SQ":
+                    raise _Odd
+                pos = _skip_sequence(buf, start, implicit, depth + 1)
+            else:
+                pos = start + length
+
+
+def read_flat_header(path: str) -> FlatHeader | None:
+    """Parse the header of ``path`` if it is a simple single-frame image, else ``None``."""
+    try:
+        with open(path, "rb") as fh:
+            buf = fh.read(BLOCK)
+        if len(buf) < 144 or buf[128:132] != b"DICM":
+            return None
+        return _parse(buf)
+    except (OSError, _Odd, struct.error, UnicodeDecodeError):
+        return None
+
+
+def _parse(buf: bytes) -> FlatHeader | None:
+    pos, tsyntax = 132, ""
+    while True:  # file meta group: always explicit VR little endian
+        tag, _vr, length, start = _element(buf, pos, False)
+        if tag >> 16 != 0x0002:
+            break
+        if tag == 0x00020010:
+            tsyntax = buf[start:start + length].decode("ascii").strip(" \x00")
+        pos = start + length
+    if not tsyntax or tsyntax in _NOT_FLAT or not tsyntax.startswith("1.2.840.10008.1.2"):
+        return None
+    implicit = tsyntax == _IMPLICIT_LE
+    raw: dict[int, bytes] = {}
+    while True:
+        tag, vr, length, start = _element(buf, pos, implicit)
+        if tag == _PIXEL_DATA:
+            if length == 0xFFFFFFFF:
+                return FlatHeader(raw, tsyntax, implicit, -1, -1)
+            return FlatHeader(raw, tsyntax, implicit, start, length)
+        if tag in _FUNCTIONAL_GROUPS or tag > _PIXEL_DATA:
+            return None
+        if length == 0xFFFFFFFF:
+            if vr is not None and vr != b"SQ":
+                return None  # e.g. UN of undefined length: leave it to pydicom
+            pos = _skip_sequence(buf, start, implicit)
+            continue
+        if tag in _BY_TAG:
+            if start + length > len(buf):
+                return None
+            raw[tag] = buf[start:start + length]
+        pos = start + length
+        if tag == 0x00280008 and raw[tag].strip(b" \x00") not in (b"", b"1"):
+            return None  # multi-frame: per-frame geometry needs pydicom
