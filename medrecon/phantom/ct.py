@@ -52,6 +52,7 @@ TISSUES: tuple[Tissue, ...] = (
     Tissue("csf", 12, 14, 4),
     Tissue("spinal_cord", 35, 38, 4),
     Tissue("cartilage", 120, 125, 15),
+    Tissue("table", 160, 160, 25),
 )
 
 #: Tissue name -> id.
@@ -78,15 +79,20 @@ def smooth_field(rng: np.random.Generator, grid: Grid, length_mm: float) -> np.n
     products instead of a 3D filter). Returns float32 ``grid.shape`` with zero
     mean and unit standard deviation.
     """
+    from scipy import sparse
+
     mats = []
     for axis in (grid.x, grid.y, grid.z):
         nodes = np.arange(np.floor(axis[0] / length_mm) - 1, np.ceil(axis[-1] / length_mm) + 2) * length_mm
         w = np.exp(-0.5 * ((axis[:, None] - nodes[None, :]) / (0.6 * length_mm)) ** 2)
-        mats.append((w / w.sum(axis=1, keepdims=True)).astype(np.float32))
-    coarse = rng.normal(size=tuple(m.shape[1] for m in mats)).astype(np.float32)
-    f = np.tensordot(coarse, mats[2], axes=([2], [1]))  # (cx, cy, nz)
-    f = np.tensordot(mats[1], f, axes=([1], [1]))  # (ny, cx, nz)
-    f = np.tensordot(mats[0], f, axes=([1], [1]))  # (nx, ny, nz)
+        w /= w.sum(axis=1, keepdims=True)
+        w[w < 1e-4] = 0.0  # each voxel feels a few nodes: keep the products sparse
+        mats.append(sparse.csr_matrix(w.astype(np.float32)))
+    (nx, cx), (ny, cy), (nz, cz) = (m.shape for m in mats)
+    coarse = rng.normal(size=(cx, cy, cz)).astype(np.float32)
+    f = (mats[2] @ coarse.reshape(cx * cy, cz).T).T.reshape(cx, cy, nz)
+    f = (mats[1] @ np.moveaxis(f, 1, 0).reshape(cy, cx * nz)).reshape(ny, cx, nz)
+    f = (mats[0] @ np.moveaxis(f, 1, 0).reshape(cx, ny * nz)).reshape(nx, ny, nz)
     f -= f.mean()
     f /= max(float(f.std()), 1e-6)
     return np.ascontiguousarray(f, dtype=np.float32)

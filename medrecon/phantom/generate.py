@@ -109,7 +109,7 @@ def _draw_grid(
     cx = float(rng.uniform(-0.5, 0.5) * margin_x)
     # The table sits under the patient: the body is usually centred a bit anteriorly.
     cy = float(rng.uniform(-0.5, 0.3) * margin_y)
-    top = patient.top + float(rng.uniform(10.0, 35.0)) * s
+    top = patient.top + float(rng.uniform(0.0, 20.0)) * s
     ramp = np.arange(n) - (n - 1) / 2
     grid = Grid(
         x=cx + ramp * spacing_xy,

@@ -100,7 +100,7 @@ def rasterise(patient: Patient, grid: Grid, rng: np.random.Generator) -> tuple[n
     c = _Canvas(patient, grid)
     _body(c, rng)
     _muscles(c)
-    _organs(c)
+    _organs(c, rng)
     _vessels(c)
     _spine(c)
     _ribs(c)
@@ -122,6 +122,13 @@ def _body(c: _Canvas, rng: np.random.Generator) -> None:
     t[abdomen & bowel] = T["bowel"]
     t[abdomen & bowel & gas] = T["bowel_gas"]
     t[cavity & (z >= h)] = T["muscle"]  # the diaphragm itself
+    # The scanner table: a plate under the patient's back.
+    body_rows = np.any(c.r_body < 1, axis=0)
+    if body_rows.any():
+        back = float(c.grid.y[body_rows].max())
+        x_mask = np.abs(c.grid.x) < 0.8 * p.body_a
+        y_mask = (c.grid.y > back + 6 * s) & (c.grid.y < back + 11 * s)
+        t[np.ix_(x_mask, y_mask)] = T["table"]
     thorax = cavity & (z > h + 4 * s)
     t[thorax] = T["mediastinal_fat"]
     x, y = c.grid.x[:, None, None], c.grid.y[None, :, None]
@@ -169,13 +176,14 @@ def _muscles(c: _Canvas) -> None:
         c.paint(sl, m, T["muscle"], total_id(name))
 
 
-def _organs(c: _Canvas) -> None:
+def _organs(c: _Canvas, rng: np.random.Generator) -> None:
     p, s = c.p, c.p.scale
     for lobe in p.liver:
         found = c.blob_mask(lobe)
         if found is not None:
             sl, _, _, inside = found
             c.paint(sl, inside, T["liver"], total_id("liver"))
+    _liver_vessels(c, rng)
     found = c.blob_mask(p.gallbladder)
     if found is not None:
         sl, _, _, inside = found
@@ -207,6 +215,24 @@ def _organs(c: _Canvas) -> None:
         # The renal sinus opens medially (towards the spine) at the hilum.
         medial = -np.sign(blob.center[0]) * (sub.x[:, None, None] - blob.center[0])
         c.paint(sl, inside & (level < 0.42) & (medial > -4 * s), T["renal_sinus"], kid)
+
+
+def _liver_vessels(c: _Canvas, rng: np.random.Generator) -> None:
+    """Branching veins inside the liver (still labelled liver, as TotalSegmentator does).
+
+    Where two independent smooth random fields are both near zero, their zero
+    surfaces intersect along curves: a network of tubes.
+    """
+    lo = np.min([lobe.bounds()[0] for lobe in c.p.liver], axis=0)
+    hi = np.max([lobe.bounds()[1] for lobe in c.p.liver], axis=0)
+    found = c.region(lo, hi)
+    if found is None:
+        return
+    sl, sub, _ = found
+    band = 0.11
+    tubes = np.abs(smooth_field(rng, sub, 20.0)) < band
+    tubes &= np.abs(smooth_field(rng, sub, 20.0)) < band
+    c.paint(sl, tubes & (c.labels[sl] == total_id("liver")), T["vein"], total_id("liver"))
 
 
 def _pancreas(c: _Canvas, params: tuple[float, ...]) -> None:
