@@ -4,6 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("monai")
 
+from medrecon.completion import complete, every_nth  # noqa: E402
 from medrecon.completion.shape_net import (  # noqa: E402
     batch_inputs,
     build_shape_net,
