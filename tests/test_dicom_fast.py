@@ -43,7 +43,14 @@ def _with_sequences(path: Path, syntax: str) -> None:
     outer.ReferencedSOPInstanceUID = "1.2.3.4.5"
     ds.ReferencedImageSequence = Sequence([outer, Dataset()])
     ds.ProcedureCodeSequence = Sequence([])
+    # undefined lengths (delimiters), as many scanners write them
+    for keyword in ("ReferencedImageSequence", "ProcedureCodeSequence"):
+        ds[keyword].is_undefined_length = True
+    outer["AnatomicRegionSequence"].is_undefined_length = True
+    for item in (outer, inner):
+        item.is_undefined_length_sequence_item = True
     ds.save_as(path, enforce_file_format=True)
+    assert b"\xfe\xff\xdd\xe0" in path.read_bytes()  # a sequence delimitation item
 
 
 @pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, "1.2.840.10008.1.2.1"])
