@@ -94,10 +94,15 @@ def test_options_formats_and_sidecar_names(tmp_path, capsys):
 def test_default_names_without_sidecar(tmp_path, capsys):
     path = small_labels(tmp_path, sidecar=False)
     out = tmp_path / "out"
-    assert main(["mesh", str(path), "-o", str(out), "--hollow", "1", "--keep-largest"]) == 0
+    assert main(["mesh", str(path), "-o", str(out), "--hollow", "1", "--keep-largest", "--preview"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [o["name"] for o in report["organs"]] == ["label_1", "label_5"]
     assert "label_5.stl" in capsys.readouterr().out
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(out / "meshes.png")
+    # something was drawn: many distinct colours, not a blank canvas
+    assert picture.shape[2] in (3, 4) and len(np.unique(picture[..., :3].reshape(-1, 3), axis=0)) > 50
 
 
 def test_errors_are_one_line_with_exit_1(tmp_path, capsys):

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iso-spacing", type=float, metavar="MM", help="resample masks to cubic voxels first")
     p.add_argument("--merged", action="store_true", help="also write all organs into one scene file")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="organs in parallel (0: all cores)")
+    p.add_argument("--preview", action="store_true",
+                   help="also draw the exported meshes into OUTDIR/meshes.png (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -82,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
                 },
             },
         )
+    if args.preview:
+        from medrecon.mesh.render import render_export
+
+        render_export(args.output, title=f"{Path(args.labels).name}: {len(report['organs'])} structures, "
+                      f"{report['frame']} mm")
     if args.json:
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")
