@@ -121,6 +121,10 @@ def test_orientation_changes_the_array_not_the_anatomy():
     assert {"RAI", "SLA"} <= seen
     axial = {make_phantom(s, config=TINY)[0].orientation for s in range(6)}
     assert len(axial) > 1 and all(code[2] in "SI" for code in axial)
+    # axial layouts are right-handed: slices follow the row x column normal, as DICOM readers sort them
+    for s in range(6):
+        v = make_phantom(s, config=TINY)[0]
+        assert np.linalg.det(v.direction) > 0
 
 
 def test_default_size_has_adult_organ_volumes():
@@ -194,3 +198,29 @@ def test_cli_phantom(tmp_path, capsys):
     assert main(["phantom", str(tmp_path), "--small", "--orientation", "XYZ"]) == 1
     with pytest.raises(SystemExit):
         main(["phantom", str(tmp_path), "--seed", "-2"])
+
+
+def test_sample_data_is_what_its_readme_command_makes(sample_dir):
+    # sample_data/README.md: medrecon phantom sample_data --seed 0 --format dicom --slices 72 --thickness 3
+    from medrecon.io import load_labels
+
+    sitk = pytest.importorskip("SimpleITK")
+    size = sum(p.stat().st_size for p in sample_dir.rglob("*") if p.is_file())
+    assert size < 10_000_000
+    stored = load_labels(sample_dir / "labels.nii.gz")
+    volume, labels = make_phantom(0, config=PhantomConfig(slice_thickness=(3.0, 3.0), slices=72))
+    # Bit-identical here; another CPU's vectorised sin/exp may move a boundary voxel.
+    assert np.mean(np.asarray(stored.array) != np.asarray(labels.array)) < 1e-4
+    np.testing.assert_allclose(stored.affine, labels.affine, atol=1e-4)
+    assert dict(stored.names) == dict(labels.names)
+    # The series, read by SimpleITK/GDCM, lies on the same grid and holds the same HU.
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(sample_dir / "dicom")))
+    image = reader.Execute()
+    affine = np.eye(4)
+    affine[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    np.testing.assert_allclose(affine, labels.affine, atol=1e-3)
+    hu = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    diff = np.abs(hu - np.asarray(volume.array))
+    assert diff.max() <= 1 and np.mean(diff > 0) < 1e-3

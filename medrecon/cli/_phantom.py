@@ -1,5 +1,7 @@
 """``medrecon phantom OUTDIR [--seed N] [--format dicom|nifti|both] [--small]``: a synthetic study.
 
+``sample_data/`` is ``medrecon phantom sample_data --seed 0 --format dicom --slices 72 --thickness 3``.
+
 Writes ``OUTDIR/labels.nii.gz`` + ``labels.json`` (ground truth), the image as
 ``image.nii.gz`` and/or a DICOM series in ``OUTDIR/dicom/``, and
 ``phantom.json`` (seed, settings, organ volumes). Never imports torch or napari.
@@ -38,6 +40,10 @@ def register(subparsers: Any) -> None:
                    help="image format(s) to write (default both); labels are always NIfTI + JSON")
     p.add_argument("--small", action="store_true",
                    help="a coarse 96 x 96 x 32 study (the tests' preset) instead of 256 x 256 x 40-120")
+    p.add_argument("--matrix", type=int, metavar="N", help="in-plane voxels per axis (default 256; --small: 96)")
+    p.add_argument("--slices", type=int, metavar="N", help="number of slices (default: from a 220-300 mm coverage)")
+    p.add_argument("--thickness", type=float, metavar="MM",
+                   help="slice thickness = spacing in mm (default: random 2.5-5; --small: 7-8.5)")
     p.add_argument("--orientation", default="axial",
                    help="array layout: 'axial' (default; axial slices, random flips), 'random' "
                         "(any axis order) or LPS codes such as LPS or RAS")
@@ -50,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.progress import TqdmProgress
 
     try:
-        config = PhantomConfig(small=args.small, orientation=args.orientation)
+        config = PhantomConfig(
+            small=args.small,
+            matrix=args.matrix,
+            slices=args.slices,
+            slice_thickness=None if args.thickness is None else (args.thickness, args.thickness),
+            orientation=args.orientation,
+        )
     except ValueError as exc:
         from medrecon.errors import InputError
 

@@ -56,9 +56,10 @@ class PhantomConfig:
         Fixed slice count (overrides ``coverage_mm``).
     orientation : str
         How the stored array is laid out relative to the patient: ``"axial"``
-        (slices along the body axis, random in-plane flips/swaps and slice
-        order, as real axial series come), ``"random"`` (any of the 48 axis
-        permutations and flips) or a fixed code such as ``"LPS"`` or ``"RAS"``.
+        (slices along the body axis, random in-plane flips/swaps, k along the
+        row x column normal as DICOM readers return axial series),
+        ``"random"`` (any of the 48 axis permutations and flips) or a fixed
+        code such as ``"LPS"`` or ``"RAS"``.
         The anatomy in world coordinates is the same whatever is chosen.
     contrast : bool or None
         Portal-venous contrast enhancement; ``None`` draws it (70 % enhanced).

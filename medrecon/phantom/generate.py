@@ -128,9 +128,18 @@ def _orientation(rng: np.random.Generator, mode: str) -> str:
         first = [pairs[0], pairs[1]]
         if rng.random() < 0.5:
             first.reverse()
-        axes = [*first, pairs[2]]
-    elif mode == "random":
+        codes = [p[int(rng.integers(2))] for p in first]
+        # Slices run along the row x column normal, as DICOM readers that sort by
+        # position return them: the stored layout survives a DICOM round trip.
+        direction = np.array([_AXIS[c] for c in codes])
+        normal = np.cross(direction[0], direction[1])
+        return "".join(codes) + ("S" if normal[2] > 0 else "I")
+    if mode == "random":
         axes = [pairs[i] for i in rng.permutation(3)]
-    else:
-        return mode.upper()
-    return "".join(p[int(rng.integers(2))] for p in axes)
+        return "".join(p[int(rng.integers(2))] for p in axes)
+    return mode.upper()
+
+
+_AXIS = {
+    "L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1),
+}
