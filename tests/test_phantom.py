@@ -109,14 +109,14 @@ def test_orientation_changes_the_array_not_the_anatomy():
     base_v, base_l = make_phantom(4, config=PhantomConfig(small=True, matrix=48, slices=24, orientation="LPS"))
     seen = set()
     for orientation in ("RAI", "SLA", "random"):
-        v, l = make_phantom(4, config=PhantomConfig(small=True, matrix=48, slices=24, orientation=orientation))
+        v, lab = make_phantom(4, config=PhantomConfig(small=True, matrix=48, slices=24, orientation=orientation))
         seen.add(v.orientation)
-        assert v.same_grid(l)
+        assert v.same_grid(lab)
         for name in ("liver", "spleen", "kidney_left", "aorta", "vertebrae_L1"):
-            shift = np.abs(_centroid(l, name) - _centroid(base_l, name))
+            shift = np.abs(_centroid(lab, name) - _centroid(base_l, name))
             assert np.all(shift <= base_l.spacing.max() / 2 + 1e-6), (orientation, name, shift)
         # Same voxels at the same places: back in LPS layout the arrays are identical.
-        np.testing.assert_array_equal(np.asarray(l.reorient("LPS").array), np.asarray(base_l.array))
+        np.testing.assert_array_equal(np.asarray(lab.reorient("LPS").array), np.asarray(base_l.array))
         np.testing.assert_allclose(v.reorient("LPS").affine, base_v.affine, atol=1e-6)
     assert {"RAI", "SLA"} <= seen
     axial = {make_phantom(s, config=TINY)[0].orientation for s in range(6)}

@@ -32,7 +32,7 @@ IMPLEMENTATION_VERSION = "MEDRECON_0_1"
 
 
 def _ds(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) for ``value``."""
+    """Format ``value`` as a DICOM decimal string (at most 16 characters)."""
     for digits in range(10, 0, -1):
         text = f"{value:.{digits}g}"
         if len(text) <= 16:
@@ -47,7 +47,7 @@ def _uid(*parts: object) -> str:
 
 
 def _pixel_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
-    """Stored pixel values, RescaleSlope, RescaleIntercept, signed? for float values."""
+    """Choose stored pixel values, RescaleSlope, RescaleIntercept and signedness for HU."""
     finite = np.isfinite(array)
     if not finite.all():
         raise InputError("the volume holds NaN or infinite values; DICOM cannot store them")

@@ -73,7 +73,7 @@ class Patient:
     body_warp: Warp
 
     def spine_y_at(self, z: np.ndarray) -> np.ndarray:
-        """y of the vertebral body centre line at heights ``z`` (lumbar lordosis bulges forward)."""
+        """Y of the vertebral body centre line at heights ``z`` (lumbar lordosis bulges forward)."""
         s = self.scale
         return self.spine_y - self.lordosis * np.exp(-(((z + 70 * s) / (90 * s)) ** 2))
 

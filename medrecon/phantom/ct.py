@@ -72,7 +72,7 @@ def tissue_tables(rng: np.random.Generator, *, contrast: bool) -> tuple[np.ndarr
 
 
 def smooth_field(rng: np.random.Generator, grid: Grid, length_mm: float) -> np.ndarray:
-    """A smooth Gaussian random field on ``grid`` with correlation length ~``length_mm``.
+    """Draw a smooth Gaussian random field on ``grid``, correlation length ~``length_mm``.
 
     Random values on a coarse lattice of pitch ``length_mm`` are spread to the
     voxels with Gaussian weights, one axis at a time (three small matrix

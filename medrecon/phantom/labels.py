@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
-from collections.abc import Mapping
 
 
 @functools.cache
@@ -22,7 +22,7 @@ def _ids() -> Mapping[str, int]:
 
 
 def total_id(name: str) -> int:
-    """The ``total`` label id of a structure name, e.g. ``total_id("liver") == 5``.
+    """Look up the ``total`` label id of a structure name, e.g. ``total_id("liver") == 5``.
 
     Raises
     ------

@@ -46,7 +46,7 @@ class Grid:
         return sl, Grid(self.x[sl[0]], self.y[sl[1]], self.z[sl[2]])  # type: ignore[return-value]
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The coordinate vectors shaped for broadcasting to (nx, ny, nz)."""
+        """Return the coordinate vectors shaped for broadcasting to (nx, ny, nz)."""
         return self.x[:, None, None], self.y[None, :, None], self.z[None, None, :]
 
 
