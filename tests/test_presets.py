@@ -24,7 +24,7 @@ def _torso(shape=(40, 30, 24), spacing=(2.0, 2.0, 2.5), flip=False):
     r = np.hypot(i - ci, j - (cj + 12))
     hu[(r <= 8) & body] = 100.0
     hu[(r > 5) & (r <= 8) & body] = 700.0
-    lung = (np.hypot(i - (ci - 16), j - (cj - 8)) <= 8) & (k > 10) & (k < 45)
+    lung = (np.hypot(i - (ci - 14), j - (cj - 4)) <= 7) & (k > 10) & (k < 45)
     hu[lung] = -850.0
     trachea = (np.hypot(i - (ci + 14), j - (cj - 10)) <= 3) & (k >= 20)
     hu[trachea] = -1000.0
