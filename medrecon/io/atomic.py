@@ -22,6 +22,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 100
 
 
+def _file_mode() -> int:
+    # mkstemp creates 0600 files; outputs get the usual permissions (0666 less the umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def safe_name(name: str, *, default: str = "unnamed") -> str:
     """Turn an untrusted label or series name into a safe file-name stem.
 
@@ -62,6 +69,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
