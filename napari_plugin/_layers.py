@@ -249,6 +249,7 @@ def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: s
     """
     from napari.layers import Surface
 
+    use_patient_handedness(viewer)
     added = []
     if labels is not None:
         data, kwargs, _ = labels_layer_data(labels, name=name)
@@ -285,3 +286,36 @@ def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: s
             viewer.layers.append(layer)
         added.append(layer)
     return added
+
+
+def show_as_plane(layer: Layer, *, world_axis: int = 0) -> None:
+    """Draw an Image layer in 3D as one slice plane through its centre, so meshes stay visible.
+
+    Parameters
+    ----------
+    layer : napari.layers.Image
+        A 3D image layer; only its display settings change (``depiction`` and ``plane``).
+    world_axis : {0, 1, 2}
+        The plane is across this napari world axis: 0 axial, 1 coronal, 2 sagittal.
+    """
+    from napari_plugin._geometry import array_axis_across
+
+    affine = lps_affine(data_to_world_matrix(layer))
+    normal = [0.0, 0.0, 0.0]
+    normal[2 - array_axis_across(affine, world_axis)] = 1.0  # (i, j, k) axis -> layer (k, j, i) axis
+    layer.depiction = "plane"
+    layer.plane.position = tuple((np.asarray(layer.data.shape, dtype=float) - 1) / 2)
+    layer.plane.normal = tuple(normal)
+
+
+def use_patient_handedness(viewer) -> None:
+    """Make napari's 3D view show the patient, not their mirror image.
+
+    napari's default 3D axes (depth towards the viewer, vertical down,
+    horizontal right) make (z, y, x) a left-handed frame, so a right-handed
+    patient frame appears mirrored: a liver would show on the wrong side.
+    Pointing depth away keeps the 2D views as they are (anterior up,
+    patient's left on the right) and makes 3D views true to the anatomy.
+    """
+    _depth, vertical, horizontal = viewer.camera.orientation
+    viewer.camera.orientation = ("away", vertical, horizontal)

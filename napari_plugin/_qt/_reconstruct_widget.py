@@ -16,7 +16,12 @@ from qtpy.QtWidgets import (
 
 from medrecon.errors import InputError, MedreconError
 from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct
-from napari_plugin._layers import labelmap_from_layer, show_reconstruction, volume_from_layer
+from napari_plugin._layers import (
+    labelmap_from_layer,
+    show_as_plane,
+    show_reconstruction,
+    volume_from_layer,
+)
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
 
@@ -151,20 +156,22 @@ class ReconstructWidget(QWidget):
                 volume = volume_from_layer(layer)
                 name = f"{layer.name} organs"
             return self.runner.start(
-                reconstruct, lambda result: self._show(result, name, request.method),
+                reconstruct, lambda result: self._show(result, name, request.method, layer),
                 volume, request, labels=labels,
             )
         except MedreconError as exc:
             show_error(str(exc))
             return None
 
-    def _show(self, result, name: str, method: str) -> None:
+    def _show(self, result, name: str, method: str, source) -> None:
         labels, organ_meshes = result
         # meshes of an existing Labels layer are attached to it; new labels get a layer
         if method == "labels":
             show_reconstruction(self.viewer, None, organ_meshes, name=name)
         else:
             show_reconstruction(self.viewer, labels, organ_meshes, name=name)
+            if source in self.viewer.layers:
+                show_as_plane(source)  # an axial CT plane under the meshes, not a volume over them
         self.viewer.dims.ndisplay = 3
 
 
