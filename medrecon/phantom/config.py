@@ -92,6 +92,8 @@ class PhantomConfig:
     def __post_init__(self) -> None:
         preset = _PRESETS["small" if self.small else "default"]
         explicit = {f.name for f in fields(self) if getattr(self, f.name) is not None}
+        if "coverage_mm" in explicit and "slices" not in explicit:
+            explicit.add("slices")  # an explicit coverage wins over the preset's slice count
         for name, value in preset.items():
             if name not in explicit:
                 object.__setattr__(self, name, value)

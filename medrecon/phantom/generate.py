@@ -55,10 +55,16 @@ def make_phantom(seed: int, *, config: PhantomConfig | None = None) -> tuple[Vol
     contrast = bool(r_image.random() < 0.7) if cfg.contrast is None else bool(cfg.contrast)
     noise_sd = float(r_image.uniform(*cfg.noise_hu))
 
-    tissue, labels = rasterise(patient, grid, r_paint)
+    # Thick slices: sample the anatomy at three depths per slice so that the image
+    # shows partial volume across the thickness; labels are taken at the centre.
+    sub = 3 if spacing[2] >= 1.5 * spacing[0] else 1
+    depths = spacing[2] * (np.arange(sub) - (sub - 1) / 2) / sub
+    fine = Grid(grid.x, grid.y, (grid.z[:, None] + depths[None, :]).ravel())
+    tissue, labels = rasterise(patient, fine, r_paint, z_centres=grid.z if sub > 1 else None)
+    labels = np.ascontiguousarray(labels[:, :, sub // 2 :: sub])
     hu = render_ct(
-        tissue, grid, spacing, r_image,
-        contrast=contrast, noise_sd=noise_sd, psf_mm=cfg.psf_mm, slice_mm=float(spacing[2]),
+        tissue, grid, spacing, r_image, contrast=contrast, noise_sd=noise_sd,
+        psf_mm=cfg.psf_mm, slice_mm=float(spacing[2]), subslices=sub,
     )
     affine = np.eye(4)
     affine[:3, :3] = np.diag(spacing)

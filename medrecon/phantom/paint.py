@@ -26,9 +26,10 @@ def _superellipse(u: np.ndarray, v: np.ndarray, e: float) -> np.ndarray:
 class _Canvas:
     """Tissue and label arrays plus the in-plane maps every layer uses."""
 
-    def __init__(self, patient: Patient, grid: Grid) -> None:
+    def __init__(self, patient: Patient, grid: Grid, z_centres: np.ndarray | None) -> None:
         p = self.p = patient
         self.grid = grid
+        self.z_centres = z_centres
         self.tissue = np.zeros(grid.shape, np.uint8)  # air
         self.labels = np.zeros(grid.shape, np.uint8)
         # In-plane maps (the body's cross-section does not change along z).
@@ -76,7 +77,13 @@ class _Canvas:
         if found is None:
             return None
         sl, sub, sl2 = found
-        level = blob.level(sub)
+        samples = None
+        if self.z_centres is not None:
+            zc = self.z_centres
+            first = max(int(np.searchsorted(zc, sub.z[0], side="right")) - 1, 0)
+            last = min(int(np.searchsorted(zc, sub.z[-1], side="left")) + 1, len(zc))
+            samples = zc[first:last]
+        level = blob.level(sub, z_samples=samples)
         inside = level < 1
         inside &= self.r_cavity[sl2][:, :, None] < 1
         h = self.diaphragm[sl2][:, :, None]
@@ -87,8 +94,18 @@ class _Canvas:
         return sl, sub, level, inside
 
 
-def rasterise(patient: Patient, grid: Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def rasterise(
+    patient: Patient,
+    grid: Grid,
+    rng: np.random.Generator,
+    *,
+    z_centres: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Paint ``patient`` on ``grid``.
+
+    ``z_centres`` (ascending, mm) tells that ``grid.z`` samples slices centred
+    there several times each; organ shapes are then evaluated at the centres
+    and interpolated in between.
 
     Returns
     -------
@@ -97,7 +114,7 @@ def rasterise(patient: Patient, grid: Grid, rng: np.random.Generator) -> tuple[n
     labels : (nx, ny, nz) ndarray of uint8
         TotalSegmentator ``total`` label ids, 0 for unlabelled tissue.
     """
-    c = _Canvas(patient, grid)
+    c = _Canvas(patient, grid, z_centres)
     _body(c, rng)
     _muscles(c)
     _organs(c, rng)
@@ -108,50 +125,71 @@ def rasterise(patient: Patient, grid: Grid, rng: np.random.Generator) -> tuple[n
 
 
 def _body(c: _Canvas, rng: np.random.Generator) -> None:
-    p, s, z = c.p, c.p.scale, c.grid.z[None, None, :]
+    p, s, g = c.p, c.p.scale, c.grid
     t = c.tissue
     t[c.r_body < 1] = T["subcutaneous_fat"]
     t[c.r_fat < 1] = T["muscle"]
-    cavity = np.broadcast_to((c.r_cavity < 1)[:, :, None], t.shape)
-    h = c.diaphragm[:, :, None]
-    abdomen = cavity & (z < h)
-    # Free abdominal cavity: bowel loops (some with gas) in visceral fat.
-    bowel = smooth_field(rng, c.grid, 14.0) > ndtri(1.0 - p.bowel_fraction)
-    gas = smooth_field(rng, c.grid, 7.0) > 1.6
-    t[abdomen] = T["visceral_fat"]
-    t[abdomen & bowel] = T["bowel"]
-    t[abdomen & bowel & gas] = T["bowel_gas"]
-    t[cavity & (z >= h)] = T["muscle"]  # the diaphragm itself
     # The scanner table: a plate under the patient's back.
     body_rows = np.any(c.r_body < 1, axis=0)
     if body_rows.any():
-        back = float(c.grid.y[body_rows].max())
-        x_mask = np.abs(c.grid.x) < 0.8 * p.body_a
-        y_mask = (c.grid.y > back + 6 * s) & (c.grid.y < back + 11 * s)
+        back = float(g.y[body_rows].max())
+        x_mask = np.abs(g.x) < 0.8 * p.body_a
+        y_mask = (g.y > back + 6 * s) & (g.y < back + 11 * s)
         t[np.ix_(x_mask, y_mask)] = T["table"]
-    thorax = cavity & (z > h + 4 * s)
-    t[thorax] = T["mediastinal_fat"]
-    x, y = c.grid.x[:, None, None], c.grid.y[None, :, None]
+    # Everything else happens inside the muscle wall: work on its bounding box.
+    inner = c.r_cavity < 1
+    ii, jj = np.nonzero(inner)
+    if ii.size == 0:
+        return
+    box = (slice(ii.min(), ii.max() + 1), slice(jj.min(), jj.max() + 1))
+    inner = inner[box]
+    h = c.diaphragm[box][:, :, None]
+    x, y = g.x[box[0]][:, None, None], g.y[box[1]][None, :, None]
+
+    # Below the diaphragm: bowel loops (some with gas) in visceral fat.
+    k_abd = slice(0, int(np.searchsorted(g.z, float(h.max()), side="left")))
+    if k_abd.stop > 0:
+        sub = Grid(g.x[box[0]], g.y[box[1]], g.z[k_abd])
+        z = sub.z[None, None, :]
+        region = t[box[0], box[1], k_abd]
+        tissue = np.where(
+            smooth_field(rng, sub, 14.0) > ndtri(1.0 - p.bowel_fraction),
+            np.where(smooth_field(rng, sub, 7.0) > 1.6, T["bowel_gas"], T["bowel"]),
+            T["visceral_fat"],
+        ).astype(np.uint8)
+        abdomen = inner[:, :, None] & (z < h)
+        region[abdomen] = tissue[abdomen]
+        region[inner[:, :, None] & (z >= h)] = T["muscle"]  # the diaphragm
+
+    # Above it: lungs beside the mediastinum, with their lobes.
+    k_tho = slice(int(np.searchsorted(g.z, float(h.min()), side="left")), len(g.z))
+    if k_tho.start >= len(g.z):
+        return
+    z = g.z[k_tho][None, None, :]
+    region, labels = t[box[0], box[1], k_tho], c.labels[box[0], box[1], k_tho]
+    region[inner[:, :, None] & (z >= h)] = T["muscle"]  # the diaphragm
+    thorax = inner[:, :, None] & (z > h + 4 * s)
+    region[thorax] = T["mediastinal_fat"]
     front = -(p.body_b - p.fat - p.muscle)
     back = p.spine_y - 10 * s
     mediastinum = ((x - 10 * s) / (34 * s)) ** 2 + ((y - 0.5 * (front + back)) / (0.5 * (back - front))) ** 2 < 1
-    lung = thorax & ~mediastinum & (c.r_cavity[:, :, None] < 1 - c.rib_band)
-    t[lung] = T["lung"]
-    # Lobes: the oblique fissure runs from high at the back to low in front.
+    lung = thorax & ~mediastinum & (c.r_cavity[box][:, :, None] < 1 - c.rib_band)
+    region[lung] = T["lung"]
+    # The oblique fissure runs from high at the back to low in front.
     left = x > 0
-    fissure = np.where(left, p.dome_left, p.dome_right) + 25 * s + 0.9 * y
-    lower = z < fissure
-    lab = c.labels
-    lab[lung & left & lower] = total_id("lung_lower_lobe_left")
-    lab[lung & left & ~lower] = total_id("lung_upper_lobe_left")
-    lab[lung & ~left & lower] = total_id("lung_lower_lobe_right")
-    upper_right = z > p.dome_right + 70 * s
-    lab[lung & ~left & ~lower & ~upper_right] = total_id("lung_middle_lobe_right")
-    lab[lung & ~left & ~lower & upper_right] = total_id("lung_upper_lobe_right")
+    lower = z < np.where(left, p.dome_left, p.dome_right) + 25 * s + 0.9 * y
+    lobe = np.where(
+        left,
+        np.where(lower, total_id("lung_lower_lobe_left"), total_id("lung_upper_lobe_left")),
+        np.where(lower, total_id("lung_lower_lobe_right"),
+                 np.where(z > p.dome_right + 70 * s, total_id("lung_upper_lobe_right"),
+                          total_id("lung_middle_lobe_right"))),
+    )
+    labels[lung] = np.broadcast_to(lobe, lung.shape)[lung]
     found = c.blob_mask(p.heart, clip="thorax")
     if found is not None:
-        sl, _, _, inside = found
-        c.paint(sl, inside, T["heart"], total_id("heart"))
+        sl, _, _, heart = found
+        c.paint(sl, heart, T["heart"], total_id("heart"))
 
 
 def _muscles(c: _Canvas) -> None:

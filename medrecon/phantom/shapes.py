@@ -69,10 +69,16 @@ class Warp:
 
     def displace(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Displacement (dx, dy, dz), each broadcastable to ``grid.shape``, mm."""
-        x, y, z = grid.axes()
+        x, y = grid.x[:, None], grid.y[None, :]
         out = [np.zeros((1, 1, 1), np.float32) for _ in range(3)]
         for w, ph, a in zip(self.wave, self.phase, self.amp, strict=True):
-            s = np.sin((w[0] * x + w[1] * y + w[2] * z + ph).astype(np.float32))
+            # sin(u + v) = sin u cos v + cos u sin v with u in-plane and v along z:
+            # two 2D and two 1D sines instead of a 3D one.
+            u = w[0] * x + w[1] * y + ph
+            v = w[2] * grid.z
+            su, cu = np.sin(u).astype(np.float32)[:, :, None], np.cos(u).astype(np.float32)[:, :, None]
+            sv, cv = np.sin(v).astype(np.float32)[None, None, :], np.cos(v).astype(np.float32)[None, None, :]
+            s = su * cv + cu * sv
             for c in range(3):
                 out[c] = out[c] + np.float32(a[c]) * s
         return out[0], out[1], out[2]
@@ -136,8 +142,17 @@ class Blob:
         pad = self.warp.max_mm if self.warp is not None else 0.0
         return self.center - half - pad, self.center + half + pad
 
-    def level(self, grid: Grid) -> np.ndarray:
-        """Normalised radius on ``grid`` (< 1 inside, 1 on the surface), float32."""
+    def level(self, grid: Grid, *, z_samples: np.ndarray | None = None) -> np.ndarray:
+        """Normalised radius on ``grid`` (< 1 inside, 1 on the surface), float32.
+
+        With ``z_samples`` (ascending heights, mm, bracketing ``grid.z``), the
+        level is evaluated at those heights only and interpolated linearly
+        along z: accurate for this smooth function and much cheaper when
+        ``grid.z`` samples each slice several times.
+        """
+        if z_samples is not None and len(z_samples) < len(grid.z):
+            coarse = self.level(Grid(grid.x, grid.y, np.asarray(z_samples, float)))
+            return _interp_z(coarse, np.asarray(z_samples, float), grid.z)
         x, y, z = grid.axes()
         px = (x - self.center[0]).astype(np.float32)
         py = (y - self.center[1]).astype(np.float32)
@@ -152,3 +167,13 @@ class Blob:
             q = np.abs(q) / np.float32(self.radii[axis])
             total += q**2 if self.exponent == 2 else q ** np.float32(self.exponent)
         return total ** np.float32(1.0 / self.exponent)
+
+
+def _interp_z(values: np.ndarray, z_from: np.ndarray, z_to: np.ndarray) -> np.ndarray:
+    """Linearly interpolate (nx, ny, len(z_from)) values to heights ``z_to`` (extrapolating at the ends)."""
+    if len(z_from) == 1:
+        return np.repeat(values, len(z_to), axis=2)
+    upper = np.clip(np.searchsorted(z_from, z_to), 1, len(z_from) - 1)
+    lower = upper - 1
+    w = ((z_to - z_from[lower]) / (z_from[upper] - z_from[lower])).astype(np.float32)
+    return values[:, :, lower] * (1 - w) + values[:, :, upper] * w
