@@ -158,7 +158,7 @@ def main() -> None:
     from skimage.measure import marching_cubes
 
     from medrecon.surface import label_surfaces
-    from medrecon.surface.extract import _label_boxes, _padded_crop
+    from medrecon.surface.extract import _padded_crop, label_boxes
     from medrecon.volume import LabelMap
 
     print("making a 512x512x300 label map with 5 analytic organs ...", flush=True)
@@ -166,8 +166,8 @@ def main() -> None:
     affine = np.diag([*SPACING, 1.0])
     labels = LabelMap(array, affine, names={k: v[0] for k, v in ORGANS.items()} | {52: "aorta"})
     ids = labels.labels
+    box = label_boxes(labels, [5])[5]
     liver = array == 5
-    box = _label_boxes(array, [5])[5]
     liver_crop, _ = _padded_crop(liver.astype(np.uint8), box, 0)
     n = args.repeat
     rows: dict[str, float] = {}

@@ -20,10 +20,10 @@ import trimesh
 from medrecon.mesh.decimate import decimate
 from medrecon.mesh.hollow import hollow
 from medrecon.mesh.repair import check, repair
-from medrecon.mesh.report import fidelity, mesh_report
+from medrecon.mesh.report import fidelity, mesh_report, triangles, volume_area
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
 from medrecon.progress import ProgressFn, report
-from medrecon.surface.extract import label_surfaces, select_labels
+from medrecon.surface.extract import label_boxes, surfaces_in_boxes
 from medrecon.volume import LabelMap
 
 
@@ -111,12 +111,15 @@ class OrganMesh:
 def filter_components(
     mesh: trimesh.Trimesh, *, keep_largest: bool = False, min_volume_mm3: float = 0.0
 ) -> trimesh.Trimesh:
-    """Drop small connected pieces of a closed mesh (new mesh; the largest always stays)."""
+    """Drop small connected pieces of a closed mesh; the largest always stays.
+
+    Returns ``mesh`` itself when nothing is dropped, else a new mesh.
+    """
     if not keep_largest and min_volume_mm3 <= 0:
-        return mesh.copy()
+        return mesh
     parts = mesh.split(only_watertight=False)
     if len(parts) <= 1:
-        return mesh.copy()
+        return mesh
     volumes = np.array([abs(p.volume) for p in parts])
     largest = int(np.argmax(volumes))
     if keep_largest:
@@ -125,7 +128,10 @@ def filter_components(
     return trimesh.util.concatenate(kept)
 
 
-def _process(label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, options: MeshOptions) -> OrganMesh:
+def _process(
+    label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, box: tuple[slice, slice, slice],
+    options: MeshOptions,
+) -> OrganMesh:
     mesh = filter_components(
         raw, keep_largest=options.keep_largest, min_volume_mm3=options.min_component_mm3
     )
@@ -136,14 +142,22 @@ def _process(label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, opti
             mesh, state, applied = decimate(mesh, target_faces=options.target_faces)
         else:
             mesh, state, applied = decimate(mesh, reduction=options.decimate)
-    mesh, state = repair(mesh)
+    else:
+        state = check(mesh)
+    if not state.printable:  # marching cubes and smoothing keep topology; never assume it
+        mesh, state = repair(mesh)
     # fidelity is measured on the outer surface: a cavity is meant to be far from it
     distances = fidelity(mesh, raw)
     if options.hollow_mm > 0:
-        mesh, _ = hollow(mesh, labels.mask(label), labels.affine, options.hollow_mm,
-                         smoothing=options.smooth)
-        mesh, state = repair(mesh)
-    voxels = int(np.count_nonzero(np.asarray(labels.array) == label))
+        shift = np.eye(4)
+        shift[:3, 3] = [b.start for b in box]
+        mesh, _ = hollow(mesh, np.asarray(labels.array)[box] == label, labels.affine @ shift,
+                         options.hollow_mm, smoothing=options.smooth)
+        state = check(mesh)
+        if not state.printable:
+            mesh, state = repair(mesh)
+    voxels = int(np.count_nonzero(np.asarray(labels.array)[box] == label))
+    raw_volume, raw_area = volume_area(triangles(raw))
     rep = {"name": name, "label": int(label)}
     rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3, state=state))
     for key in ("hd95_mm", "mean_distance_mm", "max_distance_mm"):
@@ -153,8 +167,8 @@ def _process(label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, opti
         decimation_applied=applied,
         smoothing=options.smooth,
         hollow_mm=options.hollow_mm,
-        raw_mesh_volume_ml=float(raw.volume) / 1000.0,
-        raw_surface_area_mm2=float(raw.area),
+        raw_mesh_volume_ml=raw_volume / 1000.0,
+        raw_surface_area_mm2=raw_area,
     )
     return OrganMesh(label=int(label), name=name, mesh=mesh, raw=raw, report=rep)
 
@@ -189,16 +203,17 @@ def build_organ_meshes(
     EmptySegmentationError
         If the label map is empty or a requested organ has no voxels.
     """
-    ids = select_labels(labels, organs)
-    raws = label_surfaces(
-        labels, organs=ids, iso_spacing=options.iso_spacing, workers=options.workers,
+    boxes = label_boxes(labels, organs)
+    ids = list(boxes)
+    raws = surfaces_in_boxes(
+        labels, boxes, iso_spacing=options.iso_spacing, workers=options.workers,
         engine=options.engine, progress=_scaled(progress, 0.0, 0.3),
     )
     workers = (os.cpu_count() or 1) if options.workers == 0 else options.workers
     out: list[OrganMesh] = []
 
     def one(label: int) -> OrganMesh:
-        return _process(label, labels.name_of(label), raws[label], labels, options)
+        return _process(label, labels.name_of(label), raws[label], labels, boxes[label], options)
 
     report(progress, "meshes", 0.3)
     if workers == 1 or len(ids) == 1:

@@ -64,6 +64,33 @@ def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, y)
 
 
+def triangles(mesh: trimesh.Trimesh) -> np.ndarray:
+    """(F, 3, 3) float64 corner positions (no trimesh cache involved)."""
+    return np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces, dtype=np.int64)]
+
+
+def volume_area(tri: np.ndarray) -> tuple[float, float]:
+    """Signed volume (mm^3, signed tetrahedra from the centroid) and area (mm^2) of triangles."""
+    if len(tri) == 0:
+        return 0.0, 0.0
+    t = tri - tri.reshape(-1, 3).mean(axis=0)
+    volume = float(np.einsum("ij,ij->", t[:, 0], np.cross(t[:, 1], t[:, 2]))) / 6.0
+    area = float(0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1).sum())
+    return volume, area
+
+
+def sample_points(tri: np.ndarray, count: int, *, seed: int = 0) -> np.ndarray:
+    """(count, 3) points uniformly distributed (by area) over triangles ``tri``."""
+    rng = np.random.default_rng(seed)
+    areas = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    face = rng.choice(len(tri), size=count, p=areas / areas.sum())
+    u, v = rng.random(count), rng.random(count)
+    flip = u + v > 1.0
+    u[flip], v[flip] = 1.0 - u[flip], 1.0 - v[flip]
+    t = tri[face]
+    return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+
+
 def distances_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, *, candidates: int = CANDIDATES) -> np.ndarray:
     """Distance in mm from each of (N, 3) ``points`` to the surface of ``mesh``.
 
@@ -72,10 +99,13 @@ def distances_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, *, candidate
     are small relative to their spacing (marching-cubes and decimated organ
     meshes).
     """
-    tri = np.asarray(mesh.triangles, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
+    return _distances(np.asarray(points, dtype=np.float64), triangles(mesh), candidates)
+
+
+def _distances(points: np.ndarray, tri: np.ndarray, candidates: int = CANDIDATES) -> np.ndarray:
     k = min(candidates, len(tri))
-    _, idx = cKDTree(tri.mean(axis=1)).query(points, k=k)
+    tree = cKDTree(tri.mean(axis=1), balanced_tree=False, compact_nodes=False)
+    _, idx = tree.query(points, k=k)
     idx = np.asarray(idx).reshape(-1)
     rep = np.repeat(points, k, axis=0)
     d = point_triangle_distance(rep, tri[idx, 0], tri[idx, 1], tri[idx, 2])
@@ -91,10 +121,10 @@ def surface_distances(
     :data:`MIN_SAMPLES` and at most ``samples``.
     """
     out = []
-    for n, (src, dst) in enumerate(((a, b), (b, a))):
-        count = int(min(samples, max(MIN_SAMPLES, 2 * len(src.faces))))
-        pts, _ = trimesh.sample.sample_surface(src, count, seed=seed + n)
-        out.append(distances_to_surface(np.asarray(pts), dst))
+    ta, tb = triangles(a), triangles(b)
+    for n, (src, dst) in enumerate(((ta, tb), (tb, ta))):
+        count = int(min(samples, max(MIN_SAMPLES, 2 * len(src))))
+        out.append(_distances(sample_points(src, count, seed=seed + n), dst))
     return np.concatenate(out)
 
 
@@ -132,13 +162,14 @@ def mesh_report(
         Numbers are not rounded.
     """
     state = state or check(mesh)
-    volume_mm3 = float(mesh.volume) if len(mesh.faces) else 0.0
-    lo, hi = (mesh.bounds if len(mesh.vertices) else np.zeros((2, 3)))
+    volume_mm3, area_mm2 = volume_area(triangles(mesh))
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    lo, hi = (v.min(axis=0), v.max(axis=0)) if len(v) else (np.zeros(3), np.zeros(3))
     out: dict[str, Any] = {
         "voxel_volume_ml": None if voxel_volume_mm3 is None else float(voxel_volume_mm3) / 1000.0,
         "mesh_volume_ml": volume_mm3 / 1000.0,
         "volume_difference_percent": None,
-        "surface_area_mm2": float(mesh.area),
+        "surface_area_mm2": area_mm2,
         "watertight": state.watertight,
         "manifold": state.manifold,
         "winding_consistent": state.winding_consistent,

@@ -60,7 +60,7 @@ def resolve_engine(engine: str) -> str:
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Tight (i, j, k) slices around the True voxels of ``mask``, or None if empty."""
+    """Tight (i, j, k) slices around the non-zero voxels of ``mask``, or None if empty."""
     slices = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
@@ -288,11 +288,26 @@ def label_surfaces(
     EmptySegmentationError
         If the label map is empty or a requested organ has no voxels.
     """
-    ids = select_labels(labels, organs)
+    boxes = label_boxes(labels, organs)
+    engine = resolve_engine(engine)
+    return surfaces_in_boxes(labels, boxes, iso_spacing=iso_spacing, workers=workers, engine=engine,
+                             progress=progress)
+
+
+def surfaces_in_boxes(
+    labels: LabelMap,
+    boxes: dict[int, tuple[slice, slice, slice]],
+    *,
+    iso_spacing: float | None = None,
+    workers: int = 1,
+    engine: str = "auto",
+    progress: ProgressFn | None = None,
+) -> dict[int, trimesh.Trimesh]:
+    """:func:`label_surfaces` for labels whose bounding boxes are already known."""
     engine = resolve_engine(engine)
     array = np.asarray(labels.array)
-    boxes = _label_boxes(array, ids)
-    workers = os.cpu_count() or 1 if workers == 0 else max(1, int(workers))
+    ids = sorted(boxes)
+    workers = (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
 
     def one(label: int) -> trimesh.Trimesh:
         sub = array[boxes[label]] == label
@@ -315,8 +330,21 @@ def label_surfaces(
     return out
 
 
-def select_labels(labels: LabelMap, organs: Iterable[int | str] | None) -> list[int]:
-    """Resolve ``organs`` (ids or names; None = all present) to sorted label ids.
+def label_boxes(
+    labels: LabelMap, organs: Iterable[int | str] | None = None
+) -> dict[int, tuple[slice, slice, slice]]:
+    """Bounding boxes (i, j, k slices) of the requested labels, in one pass over the array.
+
+    Parameters
+    ----------
+    labels : LabelMap
+    organs : iterable of int or str, optional
+        Label ids or names (default: every label present).
+
+    Returns
+    -------
+    dict of int to tuple of 3 slices
+        In ascending label order.
 
     Raises
     ------
@@ -325,14 +353,34 @@ def select_labels(labels: LabelMap, organs: Iterable[int | str] | None) -> list[
     InputError
         If a requested name is not in the label table.
     """
-    present = labels.labels
+    from scipy import ndimage
+
+    array = np.asarray(labels.array)
+    if array.dtype.kind not in "iu":
+        array = array.astype(np.int64)
+    if array.size and int(array.max()) > 65535:
+        # sparse huge ids: one box per present id rather than a list up to the maximum
+        present = {}
+        for label in np.unique(array):
+            if label > 0:
+                present[int(label)] = bounding_box(array == label)
+    else:
+        # find_objects skips labels < 1 and needs no temporary copy of the array;
+        # run it on the box around all labels (cheap to find) rather than the whole field
+        outer = bounding_box(array)
+        objects = ndimage.find_objects(array[outer]) if outer is not None else []
+        present = {
+            n + 1: tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, box, strict=True))
+            for n, box in enumerate(objects)
+            if box is not None
+        }
     if not present:
         raise EmptySegmentationError(
             "the label map holds no labelled voxels; check that the right file was given"
         )
     if organs is None:
-        return present
-    ids = []
+        return dict(sorted(present.items()))
+    out = {}
     for key in organs:
         try:
             label = labels.label_of(key)
@@ -343,20 +391,21 @@ def select_labels(labels: LabelMap, organs: Iterable[int | str] | None) -> list[
                 f"organ {key!r} (label {label}) has no voxels in this label map; "
                 f"present labels: {', '.join(map(str, present))}"
             )
-        if label not in ids:
-            ids.append(label)
-    return sorted(ids)
+        out[label] = present[label]
+    return dict(sorted(out.items()))
 
 
-def _label_boxes(array: np.ndarray, ids: list[int]) -> dict[int, tuple[slice, slice, slice]]:
-    from scipy import ndimage
+def select_labels(labels: LabelMap, organs: Iterable[int | str] | None) -> list[int]:
+    """Resolve ``organs`` (ids or names; None = all present) to sorted label ids.
 
-    if array.dtype.kind not in "iu" or array.min() < 0:
-        array = array.astype(np.int64)
-    wanted = np.zeros(int(array.max()) + 1, dtype=np.int64)
-    wanted[ids] = ids
-    objects = ndimage.find_objects(wanted[array])
-    return {label: objects[label - 1] for label in ids}
+    Raises
+    ------
+    EmptySegmentationError
+        If nothing is labelled or a requested organ has no voxels.
+    InputError
+        If a requested name is not in the label table.
+    """
+    return list(label_boxes(labels, organs))
 
 
 def iso_surface(
