@@ -186,3 +186,32 @@ def test_writers_keep_the_layer_and_write_world_geometry(seg_layer, tmp_path, to
     np.testing.assert_allclose(np.sort(mesh.vertices, axis=0), np.sort(zyx[:, ::-1], axis=0), atol=1e-3)
     assert mesh.is_watertight and mesh.volume > 0
     assert mesh.volume == pytest.approx(sphere.volume * 6.0, rel=1e-3)
+
+
+def test_3d_view_is_not_mirrored(make_napari_viewer):
+    from medrecon.mesh import OrganMesh
+    from napari_plugin._layers import show_reconstruction
+
+    viewer = make_napari_viewer(show=True)
+    right = trimesh.creation.icosphere(subdivisions=2, radius=20.0)
+    right.apply_translation([-60.0, 0.0, 0.0])  # LPS: x < 0 is the patient's right
+    left = trimesh.creation.icosphere(subdivisions=2, radius=20.0)
+    left.apply_translation([60.0, 0.0, 0.0])
+    organs = [
+        OrganMesh(label=1, name="right_thing", mesh=right, raw=right, report={}),
+        OrganMesh(label=2, name="left_thing", mesh=left, raw=left, report={}),
+    ]
+    show_reconstruction(viewer, None, organs, name="test")
+    viewer.layers["right_thing"].vertex_colors = np.tile([1.0, 0, 0, 1], (len(right.vertices), 1))
+    viewer.layers["left_thing"].vertex_colors = np.tile([0, 0, 1.0, 1], (len(left.vertices), 1))
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    # face the patient: look from anterior towards posterior (+y), superior up
+    viewer.camera.set_view_direction((0.0, 1.0, 0.0), up_direction=(1.0, 0.0, 0.0))
+    shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    cols = np.arange(shot.shape[1])
+    red = (shot[..., 0] > shot[..., 2] + 20)
+    blue = (shot[..., 2] > shot[..., 0] + 20)
+    assert red.sum() > 100 and blue.sum() > 100
+    # the patient's right appears on the viewer's left, as when facing a person
+    assert cols[red.any(axis=0)].mean() < cols[blue.any(axis=0)].mean()
