@@ -142,6 +142,21 @@ def test_default_size_has_adult_organ_volumes():
     assert 2.5 <= max(volume.spacing) <= 5.0
 
 
+def test_clinical_resolution_ranges():
+    # The ranges: 0.6-1.0 mm in-plane on a 512 matrix, 1-5 mm slices.
+    config = PhantomConfig(matrix=512, spacing_xy=(0.6, 1.0), slice_thickness=(1.0, 5.0), slices=4)
+    for seed in (0, 1):
+        volume, labels = make_phantom(seed, config=config)
+        # axial layouts keep the slices on the last axis
+        assert volume.shape == (512, 512, 4)
+        dx, dy, thickness = volume.spacing
+        assert dx == pytest.approx(dy) and 0.6 <= dx <= 1.0
+        assert 1.0 <= thickness <= 5.0
+        # the body fits the field of view: no tissue on the outer border
+        hu = np.asarray(volume.reorient("LPS").array)
+        assert hu[[0, -1], :, :].max() < -900 and hu[:, 0, :].max() < -900
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="matrix"):
         PhantomConfig(matrix=4)

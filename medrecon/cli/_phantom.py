@@ -24,6 +24,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"give a size in mm or a range LOW,HIGH such as 0.6,1.0; got {text!r}")
+    return (values[0], values[-1])
+
+
 def register(subparsers: Any) -> None:
     """Add the ``phantom`` sub-command."""
     p = subparsers.add_parser(
@@ -42,8 +52,11 @@ def register(subparsers: Any) -> None:
                    help="a coarse 96 x 96 x 32 study (the tests' preset) instead of 256 x 256 x 40-120")
     p.add_argument("--matrix", type=int, metavar="N", help="in-plane voxels per axis (default 256; --small: 96)")
     p.add_argument("--slices", type=int, metavar="N", help="number of slices (default: from a 220-300 mm coverage)")
-    p.add_argument("--thickness", type=float, metavar="MM",
-                   help="slice thickness = spacing in mm (default: random 2.5-5; --small: 7-8.5)")
+    p.add_argument("--spacing", type=_range, metavar="MM[,MM]",
+                   help="in-plane voxel size or range drawn from (default 1.25,1.6; raised when the body "
+                        "would not fit the matrix). Clinical: --matrix 512 --spacing 0.6,1.0 --thickness 1,5")
+    p.add_argument("--thickness", type=_range, metavar="MM[,MM]",
+                   help="slice thickness (= spacing) or range drawn from (default 2.5,5; --small: 7,8.5)")
     p.add_argument("--orientation", default="axial",
                    help="array layout: 'axial' (default; axial slices, random flips), 'random' "
                         "(any axis order) or LPS codes such as LPS or RAS")
@@ -60,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             small=args.small,
             matrix=args.matrix,
             slices=args.slices,
-            slice_thickness=None if args.thickness is None else (args.thickness, args.thickness),
+            spacing_xy=args.spacing,
+            slice_thickness=args.thickness,
             orientation=args.orientation,
         )
     except ValueError as exc:

@@ -146,20 +146,29 @@ def render_ct(
     nx, ny, nz = grid.shape
     if tissue.shape != (nx, ny, nz * subslices):
         raise ValueError(f"tissue shape {tissue.shape} does not match the grid {grid.shape} x {subslices} subslices")
-    hu = mean[tissue]
-    if subslices > 1:
-        hu = hu.reshape(nx, ny, nz, subslices).mean(axis=3)
-    # Texture amplitude of the tissue at the slice centre.
-    hu += texture[tissue[:, :, subslices // 2 :: subslices]] * smooth_field(rng, grid, 6.0)
     # Sub-slice averaging already integrates the slice profile; what is left is
     # the blur within one sub-slice.
     fwhm = np.array([psf_mm, psf_mm, slice_mm / subslices], float)
     sigma = fwhm / 2.3548 / np.asarray(spacing, float)
-    noise = rng.standard_normal(size=hu.shape, dtype=np.float32)
     # The noise is blurred with the image (CT noise is correlated); pre-scale it so
     # that its standard deviation after the blur is noise_sd.
-    hu += noise * np.float32(noise_sd / _blur_gain(sigma))
-    hu = ndimage.gaussian_filter(hu, sigma, mode="nearest", truncate=3.0)
+    noise_scale = np.float32(noise_sd / _blur_gain(sigma))
+    texture_field = smooth_field(rng, grid, 6.0)
+    hu = np.empty((nx, ny, nz), np.float32)
+    # Blocks of rows keep the temporaries small on 512 x 512 x 300 studies; the
+    # noise stream is the same as drawn in one piece.
+    for start in range(0, nx, 32):
+        rows = slice(start, min(start + 32, nx))
+        block = tissue[rows]
+        values = mean[block]
+        if subslices > 1:
+            values = values.reshape(values.shape[0], ny, nz, subslices).mean(axis=3)
+        # Texture amplitude of the tissue at the slice centre.
+        values += texture[block[:, :, subslices // 2 :: subslices]] * texture_field[rows]
+        values += rng.standard_normal(size=values.shape, dtype=np.float32) * noise_scale
+        hu[rows] = values
+    del texture_field
+    ndimage.gaussian_filter(hu, sigma, mode="nearest", truncate=3.0, output=hu)
     np.clip(np.rint(hu, out=hu), -1024, 3071, out=hu)
     return hu
 
