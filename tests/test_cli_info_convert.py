@@ -107,3 +107,12 @@ def test_no_torch_or_napari_imported(dcmqi_dir, tmp_path, command):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "RC 0 HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_info_reports_a_broken_series_and_goes_on(tmp_path, capsys):
+    write_series(tmp_path / "good", z_positions(3), series_number=1)
+    write_series(tmp_path / "gappy", [(0, 0, z) for z in (0.0, 1.0, 2.0, 9.0)], series_number=2)
+    data = _info_json(capsys, str(tmp_path))
+    good, gappy = data["series"]
+    assert good["shape"] == [10, 12, 3] and "error" not in good
+    assert gappy["shape"] is None and "gap of 7.00 mm" in gappy["error"]

@@ -58,6 +58,7 @@ def _range(array: np.ndarray) -> list[float] | None:
 
 
 def _dicom_entries(path: Path, series: str | None, headers_only: bool) -> list[dict[str, Any]]:
+    from medrecon.errors import DicomError
     from medrecon.io.dicom import list_series, plan_series
     from medrecon.io.dicom_pixels import read_frames
     from medrecon.io.dicom_series import select_series
@@ -71,7 +72,12 @@ def _dicom_entries(path: Path, series: str | None, headers_only: bool) -> list[d
         entry.update(shape=None, spacing=None, affine=None, orientation=None, units="",
                      hu_range=None, value_range=None)
         if info.volume_like or info.reason.startswith("only "):
-            plan = plan_series(info)
+            try:
+                plan = plan_series(info)
+            except DicomError as exc:  # one broken series must not hide the others
+                entry["error"] = str(exc)
+                entries.append(entry)
+                continue
             entry.update(_geometry(plan.affine, plan.shape))
             entry["units"] = "HU" if info.modality == "CT" else ""
             entry["geometry_warnings"] = list(plan.warnings)
@@ -116,6 +122,9 @@ def _print_text(path: Path, entries: list[dict[str, Any]]) -> None:
               f"'{e.get('description') or ''}'  uid={e.get('uid') or '-'}")
         if e.get("key") and e["key"] != e.get("uid"):
             print(f"  select with: --series {e['key']}")
+        if e.get("error"):
+            print(f"  {e.get('n_slices')} slices, cannot be loaded: {e['error']}")
+            continue
         if not e.get("volume_like", True) and e.get("shape") is None:
             print(f"  {e.get('n_slices')} slices, not a volume: {e.get('reason')}")
             continue

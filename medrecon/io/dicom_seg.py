@@ -61,11 +61,16 @@ def segment_ids(labels: dict[int, str]) -> dict[int, tuple[int, str]]:
         else:
             pending.append((number, label))
     nxt = max([0, *used, *labels]) + 1
+    names = {name for _, name in out.values()}
     for number, label in pending:
         ident = number if number not in used else nxt
         nxt = max(nxt, ident + 1)
         used.add(ident)
-        out[number] = (ident, _key(label) or f"segment_{number}")
+        name = _key(label) or f"segment_{number}"
+        if name in names:
+            name = f"{name}_{number}"  # names stay unique, so label_of(name) is unambiguous
+        names.add(name)
+        out[number] = (ident, name)
     return out
 
 
