@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medrecon.errors import MedreconError
-from medrecon.volume import LabelMap
+from medrecon.errors import GeometryError, MedreconError
 from napari_plugin._layers import image_layer_data, labels_layer_data
 
 PathLike = str | os.PathLike
@@ -120,16 +119,18 @@ def read_path(p: Path) -> list[tuple]:
 def read_file_layer(p: Path) -> tuple:
     """Read one NIfTI/NRRD/MetaImage file as an Image or a Labels ``LayerDataTuple``."""
     from medrecon.io import load, load_labels
-    from medrecon.io.sidecar import names_for, sidecar_path
+    from medrecon.io.sidecar import sidecar_path
 
     stem = _stem(p)
     if sidecar_path(p).is_file() or any(w in stem.lower() for w in _LABEL_WORDS):
-        labels = load_labels(p)
-        return labels_layer_data(labels, name=stem)
+        try:
+            return labels_layer_data(load_labels(p), name=stem)
+        except GeometryError:
+            pass  # non-integer values: an image with a label-like name after all
     volume = load(p)
     if looks_like_labels(volume.array):
-        labels = LabelMap(array=volume.array, affine=volume.affine, names=names_for(p), source=str(p))
-        return labels_layer_data(labels, name=stem)
+        # read again as labels to get names stored in the file (Slicer segment names)
+        return labels_layer_data(load_labels(p), name=stem)
     return image_layer_data(volume, name=stem)
 
 

@@ -1,10 +1,10 @@
 """npe2 sample data: the bundled abdominal CT phantom with its organ labels.
 
 The files committed under ``sample_data/`` (the DICOM series ``dicom/`` and the
-label map ``labels.nii.gz`` + ``labels.json`` that ``make sample-data`` writes) are opened with the plugin's own reader,
-so the sample is placed exactly as a user's files would be. Where they are
+label map ``labels.nii.gz`` + ``labels.json``) are opened with the plugin's own
+reader, so the sample is placed exactly as a user's files would be. Where they are
 not installed (a wheel without the repository's ``sample_data/``), the same
-phantom is generated in memory from its fixed seed.
+phantom is generated in memory from its seed and grid (identical voxels).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from napari_plugin._reader import read_path
 
 #: Where the repository keeps the committed sample study.
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-#: Seed of the committed sample (``make sample-data``).
+#: Seed and grid of the committed sample (see ``sample_data/README.md``).
 SAMPLE_SEED = 0
+SAMPLE_SLICES = 72
+SAMPLE_THICKNESS_MM = 3.0
 
 
 def bundled_files(folder: Path = SAMPLE_DIR) -> list[Path]:
@@ -42,7 +44,10 @@ def abdominal_phantom() -> list[tuple]:
         return [layer for p in files for layer in read_path(p)]
     from medrecon.phantom import PhantomConfig, make_phantom
 
-    volume, labels = make_phantom(SAMPLE_SEED, config=PhantomConfig(small=True))
+    config = PhantomConfig(
+        slices=SAMPLE_SLICES, slice_thickness=(SAMPLE_THICKNESS_MM, SAMPLE_THICKNESS_MM)
+    )
+    volume, labels = make_phantom(SAMPLE_SEED, config=config)
     return [
         image_layer_data(volume, name="phantom CT"),
         labels_layer_data(labels, name="phantom organs"),

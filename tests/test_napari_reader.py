@@ -134,3 +134,23 @@ def test_sample_data_is_the_seeded_phantom_and_lines_up(make_napari_viewer, smal
     hu = np.asarray(image.data)[tuple(idx.T)]
     expected_hu = np.median(np.asarray(volume.array)[truth.mask(LIVER)])
     assert abs(np.median(hu) - expected_hu) < 5, (np.median(hu), expected_hu)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "kind"),
+    [
+        ("segmental_study.nii.gz", np.float32, "image"),  # label-like name, but real-valued
+        ("organs.nii.gz", np.uint8, "labels"),  # few non-negative integers
+        ("ct.nii.gz", np.int16, "image"),  # many values
+    ],
+)
+def test_labels_or_image_is_decided_by_content(tmp_path, name, dtype, kind):
+    from napari_plugin._reader import read_path
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(-1000, 1000, (6, 7, 8)) if kind == "image" else rng.integers(0, 4, (6, 7, 8))
+    array = array.astype(dtype) + (0.5 if dtype == np.float32 else 0)
+    nib.save(nib.Nifti1Image(array, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / name)
+    [(data, _kwargs, layer_type)] = read_path(tmp_path / name)
+    assert layer_type == kind
+    np.testing.assert_array_equal(data, array.transpose(2, 1, 0))
