@@ -148,3 +148,16 @@ def test_refuses_what_dicom_cannot_hold(tmp_path):
     with pytest.raises(InputError, match="CT"):
         write_dicom_series(volume.replace(modality="MR"), tmp_path / "m")
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in "snm")
+
+
+@pytest.mark.parametrize("name", ["left-handed (k against the normal)", "oblique", "sagittal (k along x)"])
+def test_medrecon_loader_agrees(tmp_path, name):
+    from medrecon.io import load
+
+    volume = _volume(ORIENTATIONS[name])
+    write_dicom_series(volume, tmp_path)
+    loaded = load(tmp_path)
+    assert loaded.units == "HU" and loaded.modality == "CT"
+    _assert_same_voxels(volume, np.asarray(loaded.array), loaded.affine)
+    image_type = pydicom.dcmread(sorted(tmp_path.iterdir())[0], stop_before_pixels=True).ImageType
+    assert list(image_type)[2] == ("REFORMATTED" if name.startswith("sagittal") else "AXIAL")

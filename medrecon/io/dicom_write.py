@@ -160,6 +160,10 @@ def write_dicom_series(
     between = abs(float(k_step @ normal))  # distance between slice planes
     thickness = float(volume.meta.get("slice_thickness_mm", between))
 
+    # Slices across the body axis are axial images; anything else is a reformat.
+    axial = abs(float(normal[2])) >= 0.7
+    image_type = ["ORIGINAL", "PRIMARY", "AXIAL"] if axial else ["DERIVED", "SECONDARY", "REFORMATTED"]
+
     folder = Path(folder)
     paths: list[Path] = []
     n_slices = array.shape[2]
@@ -217,7 +221,7 @@ def write_dicom_series(
         ds.AcquisitionNumber = 1
         ds.ContentDate = study_date
         ds.ContentTime = study_time
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageType = image_type
         ds.PatientOrientation = ""
         # Image Plane
         ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing (j), column spacing (i)
