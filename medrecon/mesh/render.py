@@ -67,7 +67,8 @@ def render_meshes(
     elevation, azimuth : float
         Camera angles in degrees (matplotlib's); azimuth -90 looks from the front.
     size_px : int
-        Picture size: 1.4 x 0.8 times this many pixels (width x height).
+        Picture width is 1.4 times this many pixels; the height follows the
+        meshes' proportions.
     """
     require("matplotlib", extra="render", feature="mesh pictures")
     import matplotlib
@@ -93,15 +94,18 @@ def render_meshes(
         colours.append(_light_colours(shown, rgb, light))
         handles.append((name, rgb))
     tris = np.concatenate(polys)
-    fig = plt.figure(figsize=(1.4 * size_px / 100, 0.8 * size_px / 100), dpi=100)
+    lo, hi = tris.reshape(-1, 3).min(axis=0), tris.reshape(-1, 3).max(axis=0)
+    extent = np.maximum(hi - lo, 1e-6)
+    # a flat slab of slices needs a wide picture, a tall body a higher one
+    height = float(np.clip(0.3 + 0.8 * extent[2] / extent[:2].max(), 0.45, 1.0))
+    fig = plt.figure(figsize=(1.4 * size_px / 100, height * size_px / 100), dpi=100)
     ax = fig.add_axes((0.0, 0.0, 0.72, 0.95), projection="3d")
     # one collection: matplotlib depth-sorts faces only within a collection
     ax.add_collection3d(Poly3DCollection(tris, facecolors=np.concatenate(colours), linewidths=0))
-    lo, hi = tris.reshape(-1, 3).min(axis=0), tris.reshape(-1, 3).max(axis=0)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_zlim(lo[2], hi[2])
-    ax.set_box_aspect(tuple(hi - lo))  # millimetres are millimetres on every axis
+    ax.set_box_aspect(tuple(extent), zoom=1.25)  # millimetres are millimetres on every axis
     ax.view_init(elev=elevation, azim=azimuth)
     ax.set_xlabel("x (mm, to patient left)")
     ax.set_ylabel("y (mm, to posterior)")
@@ -116,7 +120,7 @@ def render_meshes(
                bbox_to_anchor=(0.72, 0.5), fontsize=7, frameon=False, ncol=1 + len(handles) // 30)
     out = Path(path)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.2)
     plt.close(fig)
     return out
 
