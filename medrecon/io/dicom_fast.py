@@ -22,6 +22,10 @@ from typing import Any
 BLOCK = 65536
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
+_VRS = _LONG_VRS | {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+    b"PN", b"SH", b"SL", b"SS", b"ST", b"SV", b"TM", b"UI", b"UL", b"US", b"UV",
+}
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _IMPLICIT_LE, _EXPLICIT_LE = "1.2.840.10008.1.2", "1.2.840.10008.1.2.1"
 _NOT_FLAT = "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"  # deflate, big endian
@@ -95,6 +99,8 @@ def _element(buf: bytes, pos: int, implicit: bool) -> tuple[int, bytes | None, i
     if implicit or group == 0xFFFE:
         return tag, None, struct.unpack_from("<I", buf, pos + 4)[0], pos + 8
     vr = buf[pos + 4:pos + 6]
+    if vr not in _VRS:
+        raise _Odd  # not what explicit VR promises: let pydicom judge the file
     if vr in _LONG_VRS:
         if pos + 12 > len(buf):
             raise _Odd
