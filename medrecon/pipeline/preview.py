@@ -21,7 +21,7 @@ from medrecon.io.atomic import write_bytes
 from medrecon.volume import LabelMap, Volume
 
 #: Triangles drawn in the 3D panel at most (meshes are simplified beyond this).
-MAX_RENDER_FACES = 30_000
+MAX_RENDER_FACES = 20_000
 
 
 def label_colors(labels: Sequence[int]) -> dict[int, tuple[float, float, float]]:
@@ -39,20 +39,32 @@ def _window(volume: Volume) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
-def _simplified(mesh, budget: int):
-    faces = np.asarray(mesh.faces)
-    verts = np.asarray(mesh.vertices)
-    if len(faces) <= budget:
-        return verts, faces
-    try:
-        import fast_simplification
+def _simplified(mesh, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 3) vertices and (F, 3) faces of ``mesh`` with about ``budget`` faces at most.
 
-        verts, faces = fast_simplification.simplify(
-            verts.astype(np.float32), faces.astype(np.int64), target_reduction=1 - budget / len(faces))
-        return np.asarray(verts), np.asarray(faces)
-    except Exception:  # noqa: BLE001 - a preview may fall back to a face subset
-        step = int(np.ceil(len(faces) / budget))
-        return verts, faces[::step]
+    Vertex clustering on a regular grid (linear time, good enough for a
+    thumbnail); the printable mesh itself is not touched.
+    """
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces)
+    if len(faces) <= budget or len(verts) == 0:
+        return verts, faces
+    extent = float(np.max(np.ptp(verts, axis=0))) or 1.0
+    cell = extent / np.sqrt(budget / 2.0)
+    for _ in range(6):
+        cells = np.floor((verts - verts.min(0)) / cell).astype(np.int64)
+        dims = cells.max(0) + 1
+        keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        new_faces = inverse[faces]
+        keep = ((new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2])
+                & (new_faces[:, 0] != new_faces[:, 2]))
+        if keep.sum() <= budget:
+            break
+        cell *= 1.5
+    sums = np.zeros((len(counts), 3))
+    np.add.at(sums, inverse, verts)
+    return sums / counts[:, None], new_faces[keep]
 
 
 def _draw_meshes(ax, meshes: Mapping[int, object], colors: Mapping[int, tuple]) -> None:
@@ -82,6 +94,19 @@ def _draw_meshes(ax, meshes: Mapping[int, object], colors: Mapping[int, tuple]) 
     # LPS: looking along +P (from the front), superior up, patient's left on the right
     ax.view_init(elev=10, azim=-90)
     ax.set_axis_off()
+
+
+def _lps_view(image) -> tuple[np.ndarray, np.ndarray]:
+    """Return the array as a view in LPS axis order (i: R->L, j: A->P, k: I->S) and its spacing."""
+    import nibabel.orientations as nio
+
+    from medrecon.volume import LPS_LABELS
+
+    transform = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(("L", "P", "S"), LPS_LABELS))
+    view = nio.apply_orientation(np.asarray(image.array), transform)
+    spacing = np.empty(3)
+    spacing[transform[:, 0].astype(int)] = image.spacing
+    return view, spacing
 
 
 def render_preview(
@@ -119,25 +144,28 @@ def render_preview(
 
     if not labels.same_grid(volume):
         labels = labels.resample_like(volume)
-    vol = volume.reorient("LPS")
-    lab = labels.reorient("LPS")
-    img = np.asarray(vol.array, dtype=np.float32)
-    seg = np.asarray(lab.array)
-    ids = lab.labels
+    img, (sx, sy, sz) = _lps_view(volume)
+    seg, _ = _lps_view(labels)
+    ids = labels.labels
     colors = label_colors(ids)
-    fg = np.argwhere(seg > 0)
-    centre = fg.mean(0).round().astype(int) if len(fg) else np.asarray(seg.shape) // 2
-    lo, hi = _window(vol)
-    sx, sy, sz = vol.spacing
+    fg = seg > 0
+    total = int(np.count_nonzero(fg))
+    if total:  # centre of mass from the three projections (no index array of every voxel)
+        centre = np.array([
+            int(round(float(np.dot(fg.sum(axis=tuple(a for a in range(3) if a != ax)), np.arange(seg.shape[ax])))
+                      / total)) for ax in range(3)])
+    else:
+        centre = np.asarray(seg.shape) // 2
+    lo, hi = _window(volume)
     lut = np.zeros((max(ids, default=0) + 1, 4))
     for i in ids:
         lut[i] = (*colors[i], 0.45)
     cmap = ListedColormap(lut)
 
     panels = [
-        ("axial", img[:, :, centre[2]].T, seg[:, :, centre[2]].T, sy / sx, "upper"),
-        ("coronal", img[:, centre[1], :].T, seg[:, centre[1], :].T, sz / sx, "lower"),
-        ("sagittal", img[centre[0], :, :].T, seg[centre[0], :, :].T, sz / sy, "lower"),
+        ("axial", img[:, :, centre[2]].T.astype(np.float32), seg[:, :, centre[2]].T, sy / sx, "upper"),
+        ("coronal", img[:, centre[1], :].T.astype(np.float32), seg[:, centre[1], :].T, sz / sx, "lower"),
+        ("sagittal", img[centre[0], :, :].T.astype(np.float32), seg[centre[0], :, :].T, sz / sy, "lower"),
     ]
     ncols = 4 if meshes else 3
     fig = Figure(figsize=(4 * ncols, 4.4), dpi=dpi)
