@@ -12,86 +12,11 @@ import numpy as np
 from scipy.special import ndtri
 
 from medrecon.phantom.anatomy import Patient
+from medrecon.phantom.canvas import Canvas
 from medrecon.phantom.ct import T, smooth_field
 from medrecon.phantom.labels import total_id
-from medrecon.phantom.shapes import Blob, Grid
-
-_BODY_EXPONENT = 2.3
-
-
-def _superellipse(u: np.ndarray, v: np.ndarray, e: float) -> np.ndarray:
-    return (np.abs(u) ** e + np.abs(v) ** e) ** (1.0 / e)
-
-
-class _Canvas:
-    """Tissue and label arrays plus the in-plane maps every layer uses."""
-
-    def __init__(self, patient: Patient, grid: Grid, z_centres: np.ndarray | None) -> None:
-        p = self.p = patient
-        self.grid = grid
-        self.z_centres = z_centres
-        self.tissue = np.zeros(grid.shape, np.uint8)  # air
-        self.labels = np.zeros(grid.shape, np.uint8)
-        # In-plane maps (the body's cross-section does not change along z).
-        plane = Grid(grid.x, grid.y, np.zeros(1))
-        dx, dy, _ = p.body_warp.displace(plane)
-        x = (grid.x[:, None] + dx[:, :, 0]).astype(np.float32)
-        y = (grid.y[None, :] + dy[:, :, 0]).astype(np.float32)
-        a, b, e = p.body_a, p.body_b, _BODY_EXPONENT
-        self.r_body = _superellipse(x / a, y / b, e)
-        self.r_fat = _superellipse(x / (a - p.fat), y / (b - p.fat), e)
-        inner_a, inner_b = a - p.fat - p.muscle, b - p.fat - p.muscle
-        self.r_cavity = _superellipse(x / inner_a, y / inner_b, e)
-        self.rib_band = 4.5 * p.scale / (0.5 * (inner_a + inner_b))
-        # Angle from the posterior midline: 0 at the back, pi/2 at the side, pi in front.
-        self.phi = np.arctan2(np.abs(x) / a, y / b)
-        self.diaphragm = self._diaphragm(grid.x[:, None], grid.y[None, :])
-
-    def _diaphragm(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Height (mm) of the diaphragm's upper surface over each (x, y): two domes."""
-        p, s = self.p, self.p.scale
-        w = 1.0 / (1.0 + np.exp(-x / (20.0 * s)))  # 0 on the right, 1 on the left
-        dome = p.dome_right * (1 - w) + p.dome_left * w
-        dx = (np.abs(x) - 62.0 * s) / (110.0 * s)
-        dy = (y + 10.0 * s) / (110.0 * s)
-        # Posterior recesses reach lower than the front.
-        return (dome - 45.0 * s * (dx**2 + dy**2) - 30.0 * s * np.clip(dy, 0, None)).astype(np.float32)
-
-    def region(self, lo, hi):
-        """(slices, sub-grid, 2D slices) for the world box [lo, hi], or None when outside."""
-        found = self.grid.box(lo, hi)
-        if found is None:
-            return None
-        sl, sub = found
-        return sl, sub, (sl[0], sl[1])
-
-    def paint(self, sl, mask: np.ndarray, tissue: int, label: int = 0) -> None:
-        """Set tissue and label where ``mask`` (shaped like the region ``sl``) holds."""
-        self.tissue[sl][mask] = tissue
-        self.labels[sl][mask] = label
-
-    def blob_mask(self, blob: Blob, clip: str = "abdomen"):
-        """(slices, sub-grid, level) of a blob with its mask clipped to a body compartment."""
-        lo, hi = blob.bounds()
-        found = self.region(lo, hi)
-        if found is None:
-            return None
-        sl, sub, sl2 = found
-        samples = None
-        if self.z_centres is not None:
-            zc = self.z_centres
-            first = max(int(np.searchsorted(zc, sub.z[0], side="right")) - 1, 0)
-            last = min(int(np.searchsorted(zc, sub.z[-1], side="left")) + 1, len(zc))
-            samples = zc[first:last]
-        level = blob.level(sub, z_samples=samples)
-        inside = level < 1
-        inside &= self.r_cavity[sl2][:, :, None] < 1
-        h = self.diaphragm[sl2][:, :, None]
-        if clip == "abdomen":
-            inside &= sub.z[None, None, :] < h
-        elif clip == "thorax":
-            inside &= sub.z[None, None, :] > h + 4 * self.p.scale
-        return sl, sub, level, inside
+from medrecon.phantom.shapes import Grid
+from medrecon.phantom.skeleton import paint_ribs, paint_spine
 
 
 def rasterise(
@@ -114,17 +39,17 @@ def rasterise(
     labels : (nx, ny, nz) ndarray of uint8
         TotalSegmentator ``total`` label ids, 0 for unlabelled tissue.
     """
-    c = _Canvas(patient, grid, z_centres)
+    c = Canvas(patient, grid, z_centres)
     _body(c, rng)
     _muscles(c)
     _organs(c, rng)
     _vessels(c)
-    _spine(c)
-    _ribs(c)
+    paint_spine(c)
+    paint_ribs(c)
     return c.tissue, c.labels
 
 
-def _body(c: _Canvas, rng: np.random.Generator) -> None:
+def _body(c: Canvas, rng: np.random.Generator) -> None:
     p, s, g = c.p, c.p.scale, c.grid
     t = c.tissue
     t[c.r_body < 1] = T["subcutaneous_fat"]
@@ -192,7 +117,7 @@ def _body(c: _Canvas, rng: np.random.Generator) -> None:
         c.paint(sl, heart, T["heart"], total_id("heart"))
 
 
-def _muscles(c: _Canvas) -> None:
+def _muscles(c: Canvas) -> None:
     p, s, g = c.p, c.p.scale, c.grid
     x, y = g.x[:, None], g.y[None, :]
     for side, name in ((1, "autochthon_left"), (-1, "autochthon_right")):
@@ -214,7 +139,7 @@ def _muscles(c: _Canvas) -> None:
         c.paint(sl, m, T["muscle"], total_id(name))
 
 
-def _organs(c: _Canvas, rng: np.random.Generator) -> None:
+def _organs(c: Canvas, rng: np.random.Generator) -> None:
     p, s = c.p, c.p.scale
     for lobe in p.liver:
         found = c.blob_mask(lobe)
@@ -255,7 +180,7 @@ def _organs(c: _Canvas, rng: np.random.Generator) -> None:
         c.paint(sl, inside & (level < 0.42) & (medial > -4 * s), T["renal_sinus"], kid)
 
 
-def _liver_vessels(c: _Canvas, rng: np.random.Generator) -> None:
+def _liver_vessels(c: Canvas, rng: np.random.Generator) -> None:
     """Branching veins inside the liver (still labelled liver, as TotalSegmentator does).
 
     Where two independent smooth random fields are both near zero, their zero
@@ -273,7 +198,7 @@ def _liver_vessels(c: _Canvas, rng: np.random.Generator) -> None:
     c.paint(sl, tubes & (c.labels[sl] == total_id("liver")), T["vein"], total_id("liver"))
 
 
-def _pancreas(c: _Canvas, params: tuple[float, ...]) -> None:
+def _pancreas(c: Canvas, params: tuple[float, ...]) -> None:
     x0, x1, y0, dydx, z0, dzdx, r_head, r_tail = params
     pad = r_head + 2
     lo = (x0 - pad, min(y0, y0 + dydx * (x1 - x0)) - pad, min(z0, z0 + dzdx * (x1 - x0)) - pad)
@@ -293,7 +218,7 @@ def _pancreas(c: _Canvas, params: tuple[float, ...]) -> None:
     c.paint(sl, inside, T["pancreas"], total_id("pancreas"))
 
 
-def _tube(c: _Canvas, xc, yc, radii: tuple[float, float], z_lo: float, z_hi: float,
+def _tube(c: Canvas, xc, yc, radii: tuple[float, float], z_lo: float, z_hi: float,
           tissue: int, label: int) -> None:
     """Paint a vertical elliptic tube with centre ``(xc(z), yc(z))`` (callables) between two heights."""
     g = c.grid
@@ -315,7 +240,7 @@ def _tube(c: _Canvas, xc, yc, radii: tuple[float, float], z_lo: float, z_hi: flo
     c.paint(sl, inside, tissue, label)
 
 
-def _vessels(c: _Canvas) -> None:
+def _vessels(c: Canvas) -> None:
     p, s = c.p, c.p.scale
     z_of = {v.name: v.z for v in p.vertebrae}
     top = c.grid.z[-1] + 1
@@ -335,81 +260,3 @@ def _vessels(c: _Canvas) -> None:
     for side, name in ((1, "iliac_artery_left"), (-1, "iliac_artery_right")):
         _tube(c, lambda z, side=side: p.aorta_x + side * 0.5 * (z_bif - z), aorta_y, ri,
               c.grid.z[0] - 1, z_bif, T["aorta"], total_id(name))
-
-
-def _spine(c: _Canvas) -> None:
-    p, s = c.p, c.p.scale
-    verts = sorted(p.vertebrae, key=lambda v: v.z)
-    for i, v in enumerate(verts):
-        rx, ry = (24 * s, 18 * s) if v.lumbar else (18 * s, 15 * s)
-        hh = v.half_height
-        canal_r = 8.5 * s
-        lo = (-45 * s, p.spine_y - 30 * s, v.z - hh - 1)
-        hi = (45 * s, p.spine_y + ry + 60 * s, v.z + hh + 1)
-        found = c.region(lo, hi)
-        if found is None:
-            continue
-        sl, sub, _ = found
-        x, y, z = sub.axes()
-        yc = p.spine_y_at(z)
-        dz = np.abs(z - v.z)
-        body = np.maximum(np.sqrt((x / rx) ** 2 + ((y - yc) / ry) ** 2), dz / hh)
-        label = total_id(v.name)
-        cy = yc + ry + canal_r + 2 * s
-        rr = np.sqrt(x**2 + (y - cy) ** 2)
-        arch = (rr >= canal_r) & (rr < canal_r + 6 * s) & (y > cy - 8 * s) & (dz < 0.8 * hh)
-        arch |= (np.abs(x) < 4 * s) & (y > cy) & (y < cy + canal_r + 34 * s) & (z < v.z + 0.4 * hh) & (z > v.z - hh)
-        reach = 38 * s if v.lumbar else 26 * s
-        arch |= (np.abs(x) < reach) & (np.abs(y - cy + 2 * s) < 5 * s) & (dz < 0.45 * hh)
-        c.paint(sl, arch, T["cortical_bone"], label)
-        c.paint(sl, body < 1, T["cancellous_bone"], label)
-        c.paint(sl, (body < 1) & (body > 0.82), T["cortical_bone"], label)
-        if i + 1 < len(verts):  # intervertebral disc up to the next body
-            nxt = verts[i + 1]
-            found_d = c.region((lo[0], lo[1], v.z + hh), (hi[0], hi[1], nxt.z - nxt.half_height))
-            if found_d is not None:
-                sl_d, sub_d, _ = found_d
-                xd, yd, zd = sub_d.axes()
-                ycd = p.spine_y_at(zd)
-                disc = np.sqrt((xd / rx) ** 2 + ((yd - ycd) / ry) ** 2) < 0.95
-                c.paint(sl_d, disc, T["disc"], 0)
-    # Spinal canal along the whole column; the cord ends at L1/L2 (conus).
-    g = c.grid
-    found = c.region((-12 * s, p.spine_y - 10 * s, g.z[0]), (12 * s, p.spine_y + 50 * s, g.z[-1]))
-    if found is None:
-        return
-    sl, sub, _ = found
-    x, y, z = sub.axes()
-    ry_z = np.where(z > 10 * s, 15 * s, 18 * s)
-    cy = p.spine_y_at(z) + ry_z + 10.5 * s
-    rr2 = x**2 + (y - cy) ** 2
-    c.paint(sl, rr2 < (8.5 * s) ** 2, T["csf"], 0)
-    c.paint(sl, (rr2 < (5 * s) ** 2) & (z > -25 * s), T["spinal_cord"], total_id("spinal_cord"))
-
-
-def _ribs(c: _Canvas) -> None:
-    p, s, g = c.p, c.p.scale, c.grid
-    ring = np.abs(c.r_cavity - (1 - 0.5 * c.rib_band)) < 0.5 * c.rib_band
-    ii, jj = np.nonzero(ring)
-    if ii.size == 0:
-        return
-    phi = c.phi[ii, jj]
-    side = np.where(g.x[ii] > 0, 1, -1)
-    z = g.z[None, :]
-    half = 5.5 * s
-    for rib in p.ribs:
-        sel = (side == rib.side) & (phi > 0.55) & (phi < rib.cartilage_end)
-        if not sel.any():
-            continue
-        zc = rib.z_posterior - rib.drop * (1 - np.cos(phi[sel])) / 2
-        hit = np.abs(z - zc[:, None]) < half  # (pixels, nz)
-        pi, kk = np.nonzero(hit)
-        if pi.size == 0:
-            continue
-        bone = phi[sel][pi] <= rib.phi_end
-        idx_i, idx_j = ii[sel][pi], jj[sel][pi]
-        name = f"rib_{'left' if rib.side > 0 else 'right'}_{rib.number}"
-        c.tissue[idx_i[bone], idx_j[bone], kk[bone]] = T["cortical_bone"]
-        c.labels[idx_i[bone], idx_j[bone], kk[bone]] = total_id(name)
-        c.tissue[idx_i[~bone], idx_j[~bone], kk[~bone]] = T["cartilage"]
-        c.labels[idx_i[~bone], idx_j[~bone], kk[~bone]] = total_id("costal_cartilages")
