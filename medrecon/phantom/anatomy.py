@@ -43,6 +43,20 @@ class Rib:
 
 
 @dataclass(frozen=True)
+class Pancreas:
+    """A tapering tube from the head (right, at ``x0``) to the tail (left, at ``x1``), mm."""
+
+    x0: float
+    x1: float
+    y0: float  # centre line y at x0; it runs posterior towards the tail
+    dydx: float
+    z0: float  # centre line z at x0; the tail rises
+    dzdx: float
+    r_head: float
+    r_tail: float
+
+
+@dataclass(frozen=True)
 class Patient:
     """All random parameters of one phantom patient (anatomical frame, mm)."""
 
@@ -64,7 +78,7 @@ class Patient:
     kidney_left: Blob
     stomach: Blob | None
     stomach_air: float  # fraction of the stomach's depth filled with gas (anterior)
-    pancreas: tuple[float, ...] | None  # x0, x1, y0, y_slope, z0, z_slope, r_head, r_tail
+    pancreas: Pancreas | None
     aorta_x: float
     aorta_r: float
     ivc_x: float
@@ -180,11 +194,16 @@ def draw_patient(
         stomach_blob = _blob(rng, (48, -38, 58), (46, 34, 55), (0.0, 0.3, 0.4), scale=s, warp_mm=7.0)
     pancreas_params = None
     if pancreas:
-        pancreas_params = (
-            -45.0 * s, 88.0 * s,  # x extent: head (right) to tail (left, at the splenic hilum)
-            float(spine_y - 58 * s), 0.38,  # y at x = x0 and dy/dx (the tail runs posterior)
-            float(-8 * s + rng.normal(0, 4 * s)), 0.18,  # z at x = x0 and dz/dx (the tail rises)
-            20.0 * s * rng.uniform(0.9, 1.1), 11.0 * s * rng.uniform(0.9, 1.1),
+        # From the head by the duodenum to the tail at the splenic hilum.
+        pancreas_params = Pancreas(
+            x0=-45.0 * s,
+            x1=88.0 * s,
+            y0=float(spine_y - 58 * s),
+            dydx=0.38,
+            z0=float(-8 * s + rng.normal(0, 4 * s)),
+            dzdx=0.18,
+            r_head=float(20.0 * s * rng.uniform(0.9, 1.1)),
+            r_tail=float(11.0 * s * rng.uniform(0.9, 1.1)),
         )
 
     heart = _blob(rng, (22, -42, dome_left / s + 38), (62, 48, 55), (0.3, 0.0, -0.5), scale=s, jitter_mm=3, warp_mm=3.0)

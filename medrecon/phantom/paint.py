@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtri
 
-from medrecon.phantom.anatomy import Patient
+from medrecon.phantom.anatomy import Pancreas, Patient
 from medrecon.phantom.canvas import Canvas
 from medrecon.phantom.ct import T, smooth_field
 from medrecon.phantom.labels import total_id
@@ -198,8 +198,9 @@ def _liver_vessels(c: Canvas, rng: np.random.Generator) -> None:
     c.paint(sl, tubes & (c.labels[sl] == total_id("liver")), T["vein"], total_id("liver"))
 
 
-def _pancreas(c: Canvas, params: tuple[float, ...]) -> None:
-    x0, x1, y0, dydx, z0, dzdx, r_head, r_tail = params
+def _pancreas(c: Canvas, params: Pancreas) -> None:
+    x0, x1, y0, dydx, z0, dzdx = params.x0, params.x1, params.y0, params.dydx, params.z0, params.dzdx
+    r_head, r_tail = params.r_head, params.r_tail
     pad = r_head + 2
     lo = (x0 - pad, min(y0, y0 + dydx * (x1 - x0)) - pad, min(z0, z0 + dzdx * (x1 - x0)) - pad)
     hi = (x1 + pad, max(y0, y0 + dydx * (x1 - x0)) + pad, max(z0, z0 + dzdx * (x1 - x0)) + pad)
