@@ -149,10 +149,8 @@ def read_flat_header(path: str) -> FlatHeader | None:
 
 def _parse(buf: bytes) -> FlatHeader | None:
     pos, tsyntax = 132, ""
-    while True:  # file meta group: always explicit VR little endian
+    while struct.unpack_from("<H", buf, pos)[0] == 0x0002:  # meta: explicit VR LE
         tag, _vr, length, start = _element(buf, pos, False)
-        if tag >> 16 != 0x0002:
-            break
         if tag == 0x00020010:
             tsyntax = buf[start:start + length].decode("ascii").strip(" \x00")
         pos = start + length
