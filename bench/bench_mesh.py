@@ -158,7 +158,8 @@ def main() -> None:
     from skimage.measure import marching_cubes
 
     from medrecon.surface import label_surfaces
-    from medrecon.surface.extract import _padded_crop, label_boxes
+    from medrecon.surface.extract import _padded_crop
+    from medrecon.surface.labels import label_boxes
     from medrecon.volume import LabelMap
 
     print("making a 512x512x300 label map with 5 analytic organs ...", flush=True)

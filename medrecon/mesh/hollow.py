@@ -63,7 +63,8 @@ def cavity_surface(
         Smoothing factor applied to the cavity (Slicer's scale, see
         :mod:`medrecon.mesh.smooth`).
     """
-    from medrecon.surface.extract import _mesh_from_field, _padded_crop, bounding_box, iso_resample
+    from medrecon.surface.extract import _mesh_from_field, _padded_crop, bounding_box
+    from medrecon.surface.resample import iso_resample
 
     box = bounding_box(np.asarray(mask, dtype=bool))
     if box is None:

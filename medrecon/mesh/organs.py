@@ -22,8 +22,8 @@ from medrecon.mesh.hollow import hollow
 from medrecon.mesh.repair import check, repair
 from medrecon.mesh.report import fidelity, mesh_report, triangles, volume_area
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
-from medrecon.progress import ProgressFn, report
-from medrecon.surface.extract import label_boxes, surfaces_in_boxes
+from medrecon.progress import ProgressFn, report, scaled
+from medrecon.surface.labels import label_boxes, surfaces_in_boxes
 from medrecon.volume import LabelMap
 
 
@@ -207,7 +207,7 @@ def build_organ_meshes(
     ids = list(boxes)
     raws = surfaces_in_boxes(
         labels, boxes, iso_spacing=options.iso_spacing, workers=options.workers,
-        engine=options.engine, progress=_scaled(progress, 0.0, 0.3),
+        engine=options.engine, progress=scaled(progress, 0.0, 0.3),
     )
     workers = (os.cpu_count() or 1) if options.workers == 0 else options.workers
     out: list[OrganMesh] = []
@@ -229,12 +229,6 @@ def build_organ_meshes(
     return out
 
 
-def _scaled(progress: ProgressFn | None, start: float, stop: float) -> ProgressFn | None:
-    from medrecon.progress import scaled
-
-    return scaled(progress, start, stop)
-
-
 def merge_scene(organ_meshes: Iterable[OrganMesh]) -> trimesh.Trimesh:
     """All organs in one mesh (one shell set per organ), e.g. for a single print job."""
     meshes = [o.mesh for o in organ_meshes]
@@ -244,4 +238,4 @@ def merge_scene(organ_meshes: Iterable[OrganMesh]) -> trimesh.Trimesh:
     return trimesh.Trimesh(merged.vertices, merged.faces, process=False)
 
 
-__all__ = ["MeshOptions", "OrganMesh", "build_organ_meshes", "filter_components", "merge_scene", "check"]
+__all__ = ["MeshOptions", "OrganMesh", "build_organ_meshes", "filter_components", "merge_scene"]

@@ -16,16 +16,12 @@ vertices on the midpoints of the voxel edges crossing the boundary.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import trimesh
 
 from medrecon.errors import EmptySegmentationError, InputError
-from medrecon.progress import ProgressFn, report
-from medrecon.volume import LabelMap, Volume
+from medrecon.surface.resample import iso_resample
+from medrecon.volume import Volume
 
 ENGINES = ("auto", "skimage", "vtk")
 
@@ -141,58 +137,6 @@ def _mesh_from_field(
     return mesh
 
 
-def signed_distance(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Signed distance (mm) to the boundary of a 0/1 crop: > 0 inside, < 0 outside.
-
-    The boundary lies halfway between inside and outside voxel centres.
-    Distances are measured between voxel centres and corrected by half the
-    finest voxel size, so they are exact across the finest axis and
-    overestimate by at most half the difference of spacings across others.
-
-    Returns a (I, J, K) float32 array.
-    """
-    from scipy import ndimage
-
-    inside = mask.astype(bool)
-    sampling = np.asarray(spacing, dtype=np.float64)
-    d_in = ndimage.distance_transform_edt(inside, sampling=sampling)
-    d_out = ndimage.distance_transform_edt(~inside, sampling=sampling)
-    half = 0.5 * float(sampling.min())
-    return (np.where(inside, d_in - half, half - d_out)).astype(np.float32)
-
-
-def iso_resample(crop: np.ndarray, affine: np.ndarray, iso: float) -> tuple[np.ndarray, np.ndarray]:
-    """Shape-based interpolation of a 0/1 crop onto cubic ``iso`` mm voxels.
-
-    The signed distance map of the mask (not the mask itself, whose linear
-    interpolation keeps the staircase) is interpolated linearly; its zero level
-    is the interpolated boundary. The new grid spans the same physical box and
-    its faces are kept outside, so the surface stays closed.
-
-    Returns
-    -------
-    field : ndarray of float32
-        Signed distance in mm on the new grid (contour it at 0).
-    affine : (4, 4) ndarray
-        Voxel index to LPS mm of the new grid.
-    """
-    from scipy import ndimage
-
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    sdf = signed_distance(crop, spacing)
-    extent = (np.asarray(crop.shape) - 1) * spacing
-    shape = np.maximum(2, np.round(extent / iso).astype(int) + 1)
-    step = (np.asarray(crop.shape) - 1) / (shape - 1)  # old voxels per new voxel
-    field = ndimage.affine_transform(sdf, step, output_shape=tuple(shape), order=1, mode="nearest")
-    outside = -float(iso)
-    for axis in range(3):
-        index = [slice(None)] * 3
-        for end in (0, -1):
-            index[axis] = end
-            field[tuple(index)] = np.minimum(field[tuple(index)], outside)
-    return field, affine @ np.diag(np.r_[step, 1.0])
-
-
 def mask_surface(
     mask: np.ndarray,
     affine: np.ndarray,
@@ -249,163 +193,6 @@ def mask_surface(
     if mesh is None:  # cannot happen for a non-empty padded mask; be explicit anyway
         raise EmptySegmentationError("marching cubes found no surface in a non-empty mask")
     return mesh
-
-
-def label_surfaces(
-    labels: LabelMap,
-    *,
-    organs: Iterable[int | str] | None = None,
-    iso_spacing: float | None = None,
-    workers: int = 1,
-    engine: str = "auto",
-    progress: ProgressFn | None = None,
-) -> dict[int, trimesh.Trimesh]:
-    """One closed marching-cubes surface per label, in LPS mm with outward winding.
-
-    Parameters
-    ----------
-    labels : LabelMap
-        Integer label map with its affine.
-    organs : iterable of int or str, optional
-        Label ids or names to extract (default: every label present).
-    iso_spacing : float, optional
-        Resample each mask to cubic voxels of this size (mm) before extraction.
-    workers : int
-        Threads extracting labels concurrently (0: one per CPU core).
-    engine : {"auto", "skimage", "vtk"}
-        Marching-cubes implementation; ``"auto"`` picks VTK's flying edges when
-        installed, which gives the same surface as scikit-image, faster.
-    progress : ProgressFn, optional
-        Called with ``("surfaces", fraction)``.
-
-    Returns
-    -------
-    dict of int to trimesh.Trimesh
-        Label id -> surface, in ascending id order.
-
-    Raises
-    ------
-    EmptySegmentationError
-        If the label map is empty or a requested organ has no voxels.
-    """
-    boxes = label_boxes(labels, organs)
-    engine = resolve_engine(engine)
-    return surfaces_in_boxes(labels, boxes, iso_spacing=iso_spacing, workers=workers, engine=engine,
-                             progress=progress)
-
-
-def surfaces_in_boxes(
-    labels: LabelMap,
-    boxes: dict[int, tuple[slice, slice, slice]],
-    *,
-    iso_spacing: float | None = None,
-    workers: int = 1,
-    engine: str = "auto",
-    progress: ProgressFn | None = None,
-) -> dict[int, trimesh.Trimesh]:
-    """:func:`label_surfaces` for labels whose bounding boxes are already known."""
-    engine = resolve_engine(engine)
-    array = np.asarray(labels.array)
-    ids = sorted(boxes)
-    workers = (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
-
-    def one(label: int) -> trimesh.Trimesh:
-        sub = array[boxes[label]] == label
-        shift = np.eye(4)
-        shift[:3, 3] = [s.start for s in boxes[label]]
-        return mask_surface(sub, labels.affine @ shift, iso_spacing=iso_spacing, engine=engine)
-
-    out: dict[int, trimesh.Trimesh] = {}
-    report(progress, "surfaces", 0.0)
-    if workers == 1 or len(ids) == 1:
-        for n, label in enumerate(ids):
-            out[label] = one(label)
-            report(progress, "surfaces", (n + 1) / len(ids))
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {label: pool.submit(one, label) for label in ids}
-            for n, label in enumerate(ids):
-                out[label] = futures[label].result()
-                report(progress, "surfaces", (n + 1) / len(ids))
-    return out
-
-
-def label_boxes(
-    labels: LabelMap, organs: Iterable[int | str] | None = None
-) -> dict[int, tuple[slice, slice, slice]]:
-    """Bounding boxes (i, j, k slices) of the requested labels, in one pass over the array.
-
-    Parameters
-    ----------
-    labels : LabelMap
-    organs : iterable of int or str, optional
-        Label ids or names (default: every label present).
-
-    Returns
-    -------
-    dict of int to tuple of 3 slices
-        In ascending label order.
-
-    Raises
-    ------
-    EmptySegmentationError
-        If nothing is labelled or a requested organ has no voxels.
-    InputError
-        If a requested name is not in the label table.
-    """
-    from scipy import ndimage
-
-    array = np.asarray(labels.array)
-    if array.dtype.kind not in "iu":
-        array = array.astype(np.int64)
-    if array.size and int(array.max()) > 65535:
-        # sparse huge ids: one box per present id rather than a list up to the maximum
-        present = {}
-        for label in np.unique(array):
-            if label > 0:
-                present[int(label)] = bounding_box(array == label)
-    else:
-        # find_objects skips labels < 1 and needs no temporary copy of the array;
-        # run it on the box around all labels (cheap to find) rather than the whole field
-        outer = bounding_box(array)
-        objects = ndimage.find_objects(array[outer]) if outer is not None else []
-        present = {
-            n + 1: tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, box, strict=True))
-            for n, box in enumerate(objects)
-            if box is not None
-        }
-    if not present:
-        raise EmptySegmentationError(
-            "the label map holds no labelled voxels; check that the right file was given"
-        )
-    if organs is None:
-        return dict(sorted(present.items()))
-    out = {}
-    for key in organs:
-        try:
-            label = labels.label_of(key)
-        except KeyError as exc:
-            raise InputError(str(exc.args[0])) from None
-        if label not in present:
-            raise EmptySegmentationError(
-                f"organ {key!r} (label {label}) has no voxels in this label map; "
-                f"present labels: {', '.join(map(str, present))}"
-            )
-        out[label] = present[label]
-    return dict(sorted(out.items()))
-
-
-def select_labels(labels: LabelMap, organs: Iterable[int | str] | None) -> list[int]:
-    """Resolve ``organs`` (ids or names; None = all present) to sorted label ids.
-
-    Raises
-    ------
-    EmptySegmentationError
-        If nothing is labelled or a requested organ has no voxels.
-    InputError
-        If a requested name is not in the label table.
-    """
-    return list(label_boxes(labels, organs))
 
 
 def iso_surface(
