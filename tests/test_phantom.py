@@ -188,9 +188,13 @@ def test_write_phantom_files_read_back(tmp_path):
     assert len(files) == volume.shape[2]
     summary = json.loads((out / "phantom.json").read_text())
     assert summary["seed"] == 5 and summary["synthetic"] is True
-    # A second study in the same folder replaces the series instead of mixing slices.
+    # A second study in the same folder replaces the series instead of mixing slices,
+    # and leaves no image of the first study beside the new labels.
     write_phantom(out, seed=6, fmt="dicom", config=PhantomConfig(small=True, slices=12))
     assert len(list((out / "dicom").iterdir())) == 12
+    assert not (out / "image.nii.gz").exists()
+    write_phantom(out, seed=7, fmt="nifti", config=PhantomConfig(small=True, slices=12))
+    assert not (out / "dicom").exists() and (out / "image.nii.gz").is_file()
 
 
 def test_write_phantom_keeps_foreign_files(tmp_path):

@@ -40,7 +40,9 @@ def write_phantom(
     ----------
     outdir : path-like
         Output folder, created if needed. A ``dicom/`` folder left by an
-        earlier run is replaced as a whole, so series never mix.
+        earlier run is replaced as a whole, so series never mix; in a folder
+        that holds an earlier phantom (``phantom.json``), the image format not
+        written this time is removed so that image and labels always match.
     seed : int
         Phantom seed (see :func:`make_phantom`).
     fmt : {"both", "dicom", "nifti"}
@@ -61,6 +63,7 @@ def write_phantom(
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     cfg = config if config is not None else PhantomConfig()
     out = Path(outdir)
+    _check_dicom_folder(out / "dicom")
     report(progress, "make phantom", 0.0)
     volume, labels = make_phantom(seed, config=cfg)
     report(progress, "make phantom", 0.2)
@@ -70,21 +73,33 @@ def write_phantom(
     report(progress, "write NIfTI", 0.3)
     if fmt in ("dicom", "both"):
         _write_dicom(volume, out / "dicom", seed=seed, cfg=cfg, progress=scaled(progress, 0.3, 1.0))
+    if (out / "phantom.json").is_file():  # an earlier phantom: drop its image in the other format
+        if fmt == "dicom":
+            (out / "image.nii.gz").unlink(missing_ok=True)
+        elif fmt == "nifti" and (out / "dicom").is_dir():
+            shutil.rmtree(out / "dicom")
     write_text(out / "phantom.json", json.dumps(_summary(volume, labels, seed, cfg), indent=1) + "\n")
     report(progress, "done", 1.0)
     return out
 
 
+def _check_dicom_folder(folder: Path) -> None:
+    """Refuse to replace a ``dicom/`` folder that holds anything but our slice files."""
+    if not folder.exists():
+        return
+    foreign = [] if not folder.is_dir() else [
+        p.name for p in folder.iterdir() if not (p.name.startswith(_DICOM_PREFIX) and p.suffix == ".dcm")
+    ]
+    if not folder.is_dir() or foreign:
+        raise OutputError(
+            f"{folder} exists and holds files medrecon did not write ({', '.join(foreign[:3]) or folder.name}); "
+            "choose another output folder or remove it"
+        )
+
+
 def _write_dicom(volume, folder: Path, *, seed: int, cfg: PhantomConfig, progress) -> None:
     from medrecon.io.dicom_write import write_dicom_series
 
-    if folder.exists():
-        foreign = [p.name for p in folder.iterdir() if not (p.name.startswith(_DICOM_PREFIX) and p.suffix == ".dcm")]
-        if not folder.is_dir() or foreign:
-            raise OutputError(
-                f"{folder} exists and holds files medrecon did not write ({', '.join(foreign[:3]) or folder.name}); "
-                "choose another output folder or remove it"
-            )
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Write the whole series beside the target, then swap it in.
     staging = Path(tempfile.mkdtemp(prefix=".dicom.", dir=folder.parent))
