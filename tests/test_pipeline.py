@@ -68,6 +68,8 @@ def test_bone_preset_on_real_dicom(tmp_path, totalseg_dir, dicom_hu):
     report = json.loads((out / "report.json").read_text())
     assert report["disclaimer"] == DISCLAIMER
     assert report["method"] == "preset" and report["presets"][0]["hu"] == [300.0, 3000.0]
+    assert "bone" in report["presets"][0]["description"]
+    assert "series_uid" not in report["input"] and "source" not in report["input"]
     assert report["input"]["shape"] == [512, 512, 20]
     assert np.allclose(report["input"]["spacing_mm"], [0.976562, 0.976562, 2.0], atol=1e-5)
     assert {"load", "preset", "meshes", "export", "total"} <= set(report["timings_s"])

@@ -129,3 +129,14 @@ def test_bone_preset_on_real_ct_agrees_with_totalsegmentator(totalseg_dir):
     assert skin[gt_lm.array > 0].mean() > 0.97
     body = body_mask(vol)
     assert body[gt_lm.array > 0].mean() > 0.97
+
+
+def test_presets_command_lists_every_preset(capsys):
+    from medrecon.cli import main
+
+    assert main(["presets", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in listed] == list(load_presets())
+    assert main(["presets"]) == 0
+    text = capsys.readouterr().out
+    assert "bone" in text and "300 .. 3000" in text

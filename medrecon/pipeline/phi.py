@@ -32,7 +32,8 @@ PHI_ATTRIBUTES = (
 #: Report keys that hold identifiers or paths; dropped unless keep_phi.
 PHI_KEYS = frozenset({
     "series_uid", "study_uid", "sop_uid", "frame_of_reference_uid", "source", "input_path",
-    "patient_name", "patient_id", "birth_date", "accession_number", "description",
+    "patient_name", "patient_id", "birth_date", "accession_number", "series_description",
+    "study_description",
 })
 
 REMOVED = "[removed]"

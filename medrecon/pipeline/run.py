@@ -172,7 +172,7 @@ def _geometry(volume: Volume, *, keep_phi: bool) -> dict[str, Any]:
         "units": volume.units,
     }
     if keep_phi:
-        geo.update(series_uid=volume.series_uid, description=volume.description, source=volume.source)
+        geo.update(series_uid=volume.series_uid, series_description=volume.description, source=volume.source)
     return geo
 
 
