@@ -28,11 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         "--view", default="-0.7,1,0.3",
         help="camera view direction in napari world (z, y, x); default: from the front, a little from above",
     )
+    parser.add_argument("--zoom", type=float, default=1.15, help="zoom relative to the whole study")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import napari
+    import numpy as np
     from qtpy.QtCore import QEventLoop, QTimer
 
     from medrecon.io.atomic import atomic_path
@@ -62,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     show_as_plane(image)
     viewer.dims.ndisplay = 3
     viewer.reset_view()  # resets the camera angles too, so orient afterwards
+    surfaces = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
+    lo = np.min([lyr.extent.world[0] for lyr in surfaces], axis=0)
+    hi = np.max([lyr.extent.world[1] for lyr in surfaces], axis=0)
+    viewer.camera.center = tuple((lo + hi) / 2)  # frame the organs, not the whole CT
+    viewer.camera.zoom *= args.zoom
     view = tuple(float(a) for a in args.view.split(","))
     viewer.camera.set_view_direction(view, up_direction=(1.0, 0.0, 0.0))  # superior up
     viewer.window._qt_window.resize(width, height)
