@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from math import prod
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.volume import LabelMap, Volume
 
 __all__ = ["segment", "load_model"]
+
+#: Largest input (voxels) whose labels ``upsample="auto"`` interpolates linearly.
+LINEAR_LIMIT = 24_000_000
 
 
 def load_model(model="default", *, trust_bundle: bool = False):
@@ -46,6 +50,7 @@ def segment(
     planes: str | Sequence[str] = "axial",
     trust_bundle: bool = False,
     batch_size: int | None = None,
+    upsample: str = "auto",
     progress: ProgressFn | None = None,
 ) -> LabelMap:
     """Segment organs in a CT volume.
@@ -70,6 +75,10 @@ def segment(
     batch_size : int, optional
         Slices per forward pass (default 16 on the CPU, 64 on a GPU); halved
         automatically on GPU out-of-memory errors.
+    upsample : str
+        How labels return to the input grid: ``"linear"`` (interpolate class
+        probabilities, smooth borders), ``"nearest"`` (fast, for large volumes) or
+        ``"auto"`` (linear up to :data:`LINEAR_LIMIT` input voxels).
     progress : ProgressFn, optional
         Called with (stage, fraction); may raise ``Cancelled``.
 
@@ -87,8 +96,13 @@ def segment(
     """
     import torch
 
-    from medrecon.models.grid import GridMap
-    from medrecon.models.inference import ids_from_channels, normalise, predict_model_grid
+    from medrecon.models.grid import GridMap, as_tensor
+    from medrecon.models.inference import (
+        ids_from_channels,
+        normalise,
+        predict_model_grid,
+        resolve_device,
+    )
 
     if not isinstance(volume, Volume):
         raise InputError(f"segment needs a medrecon Volume, got {type(volume).__name__}; "
@@ -99,13 +113,21 @@ def segment(
     grid = GridMap.build(volume.affine, volume.shape, spacing=card.spacing_mm,
                          orientation=card.orientation)
     report(progress, "resampling to the model grid", 0.05)
-    x = normalise(grid.image_to_model(volume.array, fill=card.window[0]), card)
-    channels = predict_model_grid(seg_model, x, planes=planes, device=device,
-                                  batch_size=batch_size, progress=scaled(progress, 0.1, 0.9))
-    ids = ids_from_channels(channels, card.channel_ids)
-    del x, channels
+    dev = resolve_device(device)
+    src = as_tensor(volume.array, torch.float32).to(dev)
+    x = normalise(grid.image_to_model(src, fill=card.window[0]), card)
+    del src
+    if upsample not in ("auto", "linear", "nearest"):
+        raise ValueError(f"upsample must be 'auto', 'linear' or 'nearest', got {upsample!r}")
+    linear = upsample == "linear" or (upsample == "auto" and prod(volume.shape) <= LINEAR_LIMIT)
+    out = predict_model_grid(seg_model, x, planes=planes, device=device, batch_size=batch_size,
+                             probabilities=linear, progress=scaled(progress, 0.1, 0.9))
+    del x
     report(progress, "mapping labels to the input grid", 0.9)
-    array = grid.labels_to_input(torch.from_numpy(ids))
+    if linear:
+        array = ids_from_channels(grid.argmax_to_input(out), card.channel_ids).cpu().numpy()
+    else:
+        array = grid.labels_to_input(ids_from_channels(out, card.channel_ids))
     if not array.any():
         raise EmptySegmentationError(
             f"the model found no organ in {volume.source or 'the volume'}: is it a CT of the "

@@ -113,7 +113,7 @@ class GridMap:
         """
         import torch
 
-        x = _tensor(array, torch.float32)
+        x = as_tensor(array, torch.float32)
         if tuple(x.shape) != self.src_shape:
             raise ValueError(f"array shape {tuple(x.shape)} != grid shape {self.src_shape}")
         # bring the input axes into model order first, so pass m works on axis m
@@ -147,7 +147,7 @@ class GridMap:
         """
         import torch
 
-        x = _tensor(labels, None).permute(*self.axes)
+        x = as_tensor(labels, None).permute(*self.axes)
         for m in range(3):
             u = self.scale[m] * torch.arange(self.shape[m], dtype=torch.float64) + self.offset[m]
             idx = torch.round(u).long().clamp(0, x.shape[m] - 1)
@@ -176,41 +176,53 @@ class GridMap:
         ndarray
             Labels of shape :attr:`src_shape`, same dtype.
         """
-        x = _tensor(labels, None).cpu()
+        x = as_tensor(labels, None)
         for m in range(3):
-            x = x.index_select(m, self._src_index(m))
+            x = x.index_select(m, self._src_index(m).to(x.device))
         inverse = np.argsort(self.axes)
-        return np.ascontiguousarray(x.permute(*[int(i) for i in inverse]).numpy())
+        return np.ascontiguousarray(x.permute(*[int(i) for i in inverse]).cpu().numpy())
 
-    def probabilities_to_input(self, probs):
-        """Linearly resample (C, *shape) model-grid scores onto the input grid.
+    def argmax_to_input(self, probs):
+        """Resample (C, *shape) model-grid probabilities linearly and take the argmax.
 
-        Smoother borders than :meth:`labels_to_input`, at C times the cost: used
-        for small outputs.
+        Smoother borders than :meth:`labels_to_input`, at C interpolations of the
+        input grid; channels are done one at a time to bound memory.
 
         Returns
         -------
         torch.Tensor
-            (C, *src_shape) float32.
+            (*src_shape) int64 channel index per input voxel, on the device of ``probs``.
         """
         import torch
 
-        x = probs.float().cpu()
+        dev = probs.device
+        inverse = [int(i) for i in np.argsort(self.axes)]
+        plans = []
         for m in range(3):
             n_src = self.src_shape[self.axes[m]]
             t = (torch.arange(n_src, dtype=torch.float64) - self.offset[m]) / self.scale[m]
             t = t.clamp(0, self.shape[m] - 1)
             lo = t.floor().long().clamp(max=self.shape[m] - 1)
             hi = (lo + 1).clamp(max=self.shape[m] - 1)
-            view = [1, 1, 1, 1]
-            view[m + 1] = -1
-            w = (t - lo).float().view(view)
-            x = torch.lerp(x.index_select(m + 1, lo), x.index_select(m + 1, hi), w)
-        inverse = [0] + [int(i) + 1 for i in np.argsort(self.axes)]
-        return x.permute(*inverse).contiguous()
+            view = [1, 1, 1]
+            view[m] = -1
+            plans.append((lo.to(dev), hi.to(dev), (t - lo).float().view(view).to(dev)))
+        best = best_c = None
+        for c in range(probs.shape[0]):
+            x = probs[c].float()
+            for m, (lo, hi, w) in enumerate(plans):
+                x = torch.lerp(x.index_select(m, lo), x.index_select(m, hi), w)
+            x = x.permute(*inverse)
+            if best is None:
+                best, best_c = x, torch.zeros(x.shape, dtype=torch.int64, device=dev)
+            else:
+                better = x > best
+                best = torch.where(better, x, best)
+                best_c[better] = c
+        return best_c
 
 
-def _tensor(array, dtype):
+def as_tensor(array, dtype):
     """Return a tensor view of ``array`` (read-only NumPy arrays are only read, never written)."""
     import torch
 

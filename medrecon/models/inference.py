@@ -80,7 +80,7 @@ class _Runner:
 
         self.device = device
         self.network.to(device)
-        if device.type == "cuda":
+        if device.type == "cuda" and not any(p.ndim == 5 for p in self.network.parameters()):
             self.network.to(memory_format=torch.channels_last)
 
     def forward(self, x):
@@ -131,14 +131,14 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
     ph, pw = (-h) % divisor, (-w) % divisor
     offsets = torch.arange(-half, half + 1)
     n_out = len(card.channel_ids)
-    out = (torch.zeros((n_out, n, h, w), dtype=torch.float32) if probabilities
-           else torch.zeros((n, h, w), dtype=torch.int64))
+    out = (torch.zeros((n_out, n, h, w), dtype=torch.float32, device=x.device) if probabilities
+           else torch.zeros((n, h, w), dtype=torch.int64, device=x.device))
     for s in range(0, n, chunk):
         idx = (torch.arange(s, min(n, s + chunk))[:, None] + offsets[None, :]).clamp(0, n - 1)
         stack = xs[idx]  # (b, k, h, w)
         if ph or pw:
             stack = F.pad(stack, (0, pw, 0, ph), value=card.value_range[0])
-        logits = runner.forward(stack)[:, :, :h, :w].cpu()
+        logits = runner.forward(stack)[:, :, :h, :w].to(x.device)
         if probabilities:
             out[:, s:s + len(idx)] = torch.softmax(logits, dim=1).movedim(1, 0)
         else:
@@ -151,7 +151,7 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
 
 def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axial",
                        device: str = "cpu", batch_size: int | None = None,
-                       progress: ProgressFn | None = None):
+                       probabilities: bool = False, progress: ProgressFn | None = None):
     """Label a normalised model-grid image with the network.
 
     Parameters
@@ -166,11 +166,14 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axi
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     batch_size : int, optional
         Slices (2D) or windows (3D) per forward pass; default 16 on the CPU, 64 on a GPU.
+    probabilities : bool
+        Return softmax probabilities instead of channel indices.
 
     Returns
     -------
     torch.Tensor
-        (I, J, K) int64 output-channel index per voxel (0 = background), on the CPU.
+        (I, J, K) int64 output-channel index per voxel (0 = background), or with
+        ``probabilities`` (C, I, J, K) float16 (averaged over planes); on the device of ``x``.
     """
     import torch
 
@@ -180,13 +183,13 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axi
     runner._move(dev)
     divisor = _divisor(model)
     if card.spatial_dims == 3:
-        return _volume_pass(runner, x, card, divisor, progress)
+        return _volume_pass(runner, x, card, divisor, progress, probabilities)
     chosen = resolve_planes(planes)
     missing = [p for p in chosen if p not in card.planes]
     if missing:
         raise ModelError(f"this model was trained on {', '.join(card.planes)} slices only, not "
                          f"{', '.join(missing)}; use planes='axial' or a model trained on all planes")
-    if len(chosen) == 1:
+    if len(chosen) == 1 and not probabilities:
         return _slice_pass(runner, x, plane_axis(chosen[0], card.orientation), card, divisor,
                            probabilities=False, chunk=runner.batch_size * 4,
                            progress=progress, stage=f"segmenting {chosen[0]} slices")
@@ -196,6 +199,8 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axi
                         probabilities=True, chunk=runner.batch_size * 4,
                         progress=progress, stage=f"segmenting {plane} slices")
         total = p if total is None else total.add_(p)
+    if probabilities:
+        return total.div_(len(chosen)).half()
     return torch.argmax(total, dim=0)
 
 
@@ -207,25 +212,29 @@ def _divisor(model: SegModel) -> int:
     return NetSpec.from_dict(model.card.net).divisor
 
 
-def _volume_pass(runner: _Runner, x, card: ModelCard, divisor: int, progress):
+def _volume_pass(runner: _Runner, x, card: ModelCard, divisor: int, progress, probabilities):
+    import torch
     from monai.inferers import sliding_window_inference
 
     roi = [max(divisor, int(round(r / s / divisor)) * divisor)
            for r, s in zip(card.roi_mm, card.spacing_mm, strict=True)]
     report(progress, "segmenting volume", 0.0)
-    logits = sliding_window_inference(
-        x[None, None], roi_size=roi, sw_batch_size=max(1, runner.batch_size // 8),
-        predictor=runner.forward, overlap=0.25, mode="gaussian",
-        sw_device=runner.device, device="cpu",
-    )
+    with torch.inference_mode():  # the runner returns inference tensors MONAI then scales in place
+        logits = sliding_window_inference(
+            x[None, None], roi_size=roi, sw_batch_size=max(1, runner.batch_size // 8),
+            predictor=runner.forward, overlap=0.25, mode="gaussian",
+            sw_device=runner.device, device=x.device,
+        )
     report(progress, "segmenting volume", 1.0)
+    if probabilities:
+        return torch.softmax(logits[0], dim=0).half()
     return logits[0].argmax(0)
 
 
-def ids_from_channels(channels, channel_ids: Sequence[int]) -> np.ndarray:
-    """Map output-channel indices to label ids in the smallest fitting integer dtype."""
+def ids_from_channels(channels, channel_ids: Sequence[int]):
+    """Map output-channel indices to label ids (uint8, or int16 above 255), same device."""
     import torch
 
-    lut_dtype = np.uint8 if max(channel_ids) < 256 else np.int16
-    lut = torch.as_tensor(np.asarray(channel_ids, dtype=np.int64))
-    return lut[channels.long()].numpy().astype(lut_dtype)
+    dtype = torch.uint8 if max(channel_ids) < 256 else torch.int16
+    lut = torch.as_tensor(np.asarray(channel_ids), dtype=dtype, device=channels.device)
+    return lut[channels.long()]

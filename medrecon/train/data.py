@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,17 +87,60 @@ def phantom_pair(seed: int, config=None) -> tuple[Volume, LabelMap]:
     return make_phantom(int(seed), config=config)
 
 
+def _phantom_arrays(seed: int, config=None) -> tuple:
+    # runs in worker processes: plain arrays and dicts pickle, frozen mappings do not
+    volume, labels = phantom_pair(seed, config)
+    return (np.asarray(volume.array), volume.affine, np.asarray(labels.array), dict(labels.names))
+
+
+def _phantom_case(seed: int, config, convert) -> Case:
+    volume, labels = phantom_pair(seed, config)
+    return convert(volume, labels, name=f"phantom seed {seed}")
+
+
+def _init_worker() -> None:
+    # one thread per worker process: the workers already fill the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # phantom-only workers do not need torch
+        pass
+
+
+def _process_pool(workers: int):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                               initializer=_init_worker)
+
+
+def phantom_pairs(seeds: Iterable[int], config=None, *, workers: int = 1) -> Iterator[tuple[Volume, LabelMap]]:
+    """Yield the phantoms of ``seeds`` in order, made by ``workers`` processes."""
+    seeds = [int(s) for s in seeds]
+    if workers <= 1:
+        for seed in seeds:
+            yield phantom_pair(seed, config)
+        return
+    with _process_pool(workers) as pool:
+        for arr, aff, lab, names in pool.map(_phantom_arrays, seeds, [config] * len(seeds)):
+            yield (Volume(arr, aff, modality="CT", units="HU"), LabelMap(lab, aff, names=names))
+
+
 class PhantomStream:
-    """Endless new training phantoms, generated in background threads.
+    """Endless new training phantoms, generated in background processes.
 
     Parameters
     ----------
     start : int
         First seed (>= :data:`FIRST_TRAIN_SEED` so evaluation seeds stay unseen).
     convert : callable
-        ``(volume, labels, name) -> Case``.
+        ``convert(volume, labels, name=...) -> Case``, picklable (a module-level function
+        or a ``functools.partial`` of one such as :func:`to_case`): it runs in the workers.
     workers : int
-        Background threads.
+        Background processes (0: a thread, for tiny phantoms and tests).
     config : PhantomConfig, optional
         Passed to ``make_phantom``.
     """
@@ -109,31 +152,33 @@ class PhantomStream:
         self._next = int(start)
         self._convert = convert
         self._config = config
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        self._pending: list[Future] = [self._submit() for _ in range(max(1, workers))]
+        if workers > 0:
+            self._pool = _process_pool(workers)
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: list[tuple[int, Future]] = [self._submit() for _ in range(max(1, 2 * workers))]
 
-    def _submit(self) -> Future:
+    def _submit(self) -> tuple[int, Future]:
         seed = self._next
         self._next += 1
-        return self._pool.submit(self._make, seed)
+        return seed, self._pool.submit(_phantom_case, seed, self._config, self._convert)
 
-    def _make(self, seed: int) -> Case:
-        volume, labels = phantom_pair(seed, self._config)
-        return self._convert(volume, labels, f"phantom seed {seed}")
+    def _case(self, seed: int, fut: Future) -> Case:
+        return fut.result()
 
     def ready(self) -> Case | None:
         """Return a finished new case if one is ready (never blocks), else None."""
-        for i, fut in enumerate(self._pending):
+        for i, (seed, fut) in enumerate(self._pending):
             if fut.done():
                 self._pending[i] = self._submit()
-                return fut.result()
+                return self._case(seed, fut)
         return None
 
     def take(self) -> Case:
         """Return the next case, waiting for it if needed."""
-        fut = self._pending.pop(0)
+        seed, fut = self._pending.pop(0)
         self._pending.append(self._submit())
-        return fut.result()
+        return self._case(seed, fut)
 
     @property
     def next_seed(self) -> int:
@@ -142,7 +187,7 @@ class PhantomStream:
 
     def close(self) -> None:
         """Stop the background threads (pending phantoms are dropped)."""
-        for fut in self._pending:
+        for _, fut in self._pending:
             fut.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -230,7 +275,7 @@ def dataset_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
 
 
 def load_pairs(pairs: Iterable[tuple[Path, Path]], convert) -> list[Case]:
-    """Load and convert each (image, label) pair with ``convert(volume, labels, name)``."""
+    """Load and convert each (image, label) pair with ``convert(volume, labels, name=...)``."""
     from medrecon.io import load, load_labels
 
-    return [convert(load(img), load_labels(lab), img.name) for img, lab in pairs]
+    return [convert(load(img), load_labels(lab), name=img.name) for img, lab in pairs]

@@ -58,6 +58,10 @@ class LoopConfig:
         Steps between calls of ``validate`` (0: only at the end).
     checkpoint_every : int
         Steps between writes of the resume state (0: only at the end).
+    max_seconds : float or None
+        Wall-clock budget: training stops when it is spent, and the learning-rate
+        schedule runs on whichever of steps or time is further along, so a run cut
+        short by time still ends annealed.
     """
 
     steps: int = 1000
@@ -72,6 +76,7 @@ class LoopConfig:
     seed: int = 0
     val_every: int = 0
     checkpoint_every: int = 0
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.accum < 1:
@@ -121,6 +126,11 @@ def distributed() -> tuple[int, int, Any]:
     return dist.get_rank(), world, device
 
 
+def is_2d(model) -> bool:
+    """Tell whether ``model`` is a 2D network (channels-last applies to 4D tensors only)."""
+    return not any(p.ndim == 5 for p in model.parameters())
+
+
 def amp_enabled(device, wanted: bool) -> bool:
     """Tell whether bf16 autocast should be used on ``device``."""
     import torch
@@ -128,10 +138,12 @@ def amp_enabled(device, wanted: bool) -> bool:
     return bool(wanted and device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
-def _lr_factor(step: int, cfg: LoopConfig) -> float:
+def _lr_factor(step: int, cfg: LoopConfig, elapsed: float = 0.0) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.max_seconds:
+        t = max(t, elapsed / cfg.max_seconds)
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -189,7 +201,7 @@ def fit(
 
     rank, world, _ = distributed()
     seed_everything(config.seed + rank)
-    if config.channels_last and device.type == "cuda":
+    if config.channels_last and device.type == "cuda" and is_2d(model):
         model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
@@ -198,11 +210,10 @@ def fit(
     if config.compile:
         net = torch.compile(net)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
     history = History()
     start = 0
     if state_path is not None and Path(state_path).is_file():
-        start = _load_state(Path(state_path), model, opt, sched)
+        start = _load_state(Path(state_path), model, opt)
         history.start_step = start
     use_amp = amp_enabled(device, config.amp)
     writer = _tensorboard(Path(logdir) if logdir and rank == 0 else None)
@@ -210,45 +221,73 @@ def fit(
                disable=not show_bar or rank != 0)
     t0 = time.perf_counter()
     last_val: dict[str, float] = {}
+    pending: list = []
     net.train()
     for step in range(start, config.steps):
+        elapsed = time.perf_counter() - t0
+        if config.max_seconds and elapsed >= config.max_seconds:
+            break
+        for group in opt.param_groups:
+            group["lr"] = config.lr * _lr_factor(step, config, elapsed)
         opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total = None
         for _ in range(config.accum):
             batch = next_batch()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(net, batch) / config.accum
             loss.backward()
-            total += float(loss.detach())
-        if not math.isfinite(total):
-            raise ModelError(f"training diverged at step {step} (loss {total}); lower --lr")
+            total = loss.detach() if total is None else total + loss.detach()
         if config.clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         opt.step()
-        sched.step()
-        history.losses.append(total)
-        if writer is not None:
-            writer.add_scalar("loss", total, step)
+        pending.append(total)
         done = step + 1
+        # losses are read back in groups: a read waits for the device, and waiting every
+        # step would stop the host from preparing the next batch while the GPU works
+        if len(pending) >= _SYNC_EVERY or done == config.steps:
+            _flush(pending, history, writer, step)
         if validate is not None and config.val_every and done % config.val_every == 0 and done < config.steps:
             last_val = _run_validation(net, model, validate, done, history, writer, rank)
         if state_path is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and rank == 0:
-            _save_state(Path(state_path), model, opt, sched, done)
+            _save_state(Path(state_path), model, opt, done)
         bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}", **{k: f"{v:.3f}" for k, v in last_val.items()})
+        if history.losses and not pending:
+            bar.set_postfix(loss=f"{history.losses[-1]:.4f}", **{k: f"{v:.3f}" for k, v in last_val.items()})
         report(progress, "training", done / config.steps)
+    _flush(pending, history, writer, start + len(history.losses) + len(pending) - 1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     history.seconds = time.perf_counter() - t0
+    final = start + len(history.losses)
     if validate is not None:
-        _run_validation(net, model, validate, config.steps, history, writer, rank)
+        _run_validation(net, model, validate, final, history, writer, rank)
     if state_path is not None and rank == 0:
-        _save_state(Path(state_path), model, opt, sched, config.steps)
+        _save_state(Path(state_path), model, opt, final)
     bar.close()
     if writer is not None:
         writer.close()
     model.eval()
     return history
+
+
+_SYNC_EVERY = 25
+
+
+def _flush(pending: list, history: History, writer, last_step: int) -> None:
+    """Read the pending per-step losses back from the device; stop on divergence."""
+    import torch
+
+    if not pending:
+        return
+    values = torch.stack(pending).float().cpu().tolist()
+    first = last_step - len(values) + 1
+    pending.clear()
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            raise ModelError(f"training diverged at step {first + i} (loss {v}); lower --lr")
+        history.losses.append(v)
+        if writer is not None:
+            writer.add_scalar("loss", v, first + i)
 
 
 def _run_validation(net, model, validate, step, history, writer, rank) -> dict[str, float]:
@@ -262,25 +301,24 @@ def _run_validation(net, model, validate, step, history, writer, rank) -> dict[s
     return dict(scores)
 
 
-def _save_state(path: Path, model, opt, sched, step: int) -> None:
+def _save_state(path: Path, model, opt, step: int) -> None:
     import torch
 
     from medrecon.io.atomic import atomic_path
 
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "step": torch.tensor(step)}
+             "step": torch.tensor(step)}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_state(path: Path, model, opt, sched) -> int:
+def _load_state(path: Path, model, opt) -> int:
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         return int(state["step"])
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the same problem
         raise ModelError(f"cannot resume from {path}: {exc}; delete it to start afresh") from exc

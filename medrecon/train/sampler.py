@@ -45,6 +45,8 @@ class Batcher:
         Probability that a sample is centred on a foreground voxel.
     """
 
+    MAX_FOREGROUND = 200_000
+
     def __init__(self, cases: Sequence[Case], *, batch: int, patch, context: int,
                  planes: Sequence[str] = ("axial",), orientation: str = "LPS", device=None,
                  background: float = -1.0, seed: int = 0, augment: bool = True,
@@ -74,7 +76,12 @@ class Batcher:
 
         img = case.image.to(self.device, non_blocking=True)
         lab = case.labels.to(self.device, non_blocking=True)
-        fg = torch.nonzero(lab > 0)
+        # foreground positions stay on the host (a random subset), so that drawing a
+        # sample never waits for the device
+        fg = torch.nonzero(case.labels.cpu() > 0)
+        if len(fg) > self.MAX_FOREGROUND:
+            keep = torch.randperm(len(fg), generator=self.gen)[: self.MAX_FOREGROUND]
+            fg = fg[keep]
         entry = (img, lab, fg)
         if replace and self.cases:
             self.cases[self._ring % len(self.cases)] = entry

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,11 @@ from medrecon.train.data import (
     to_case,
 )
 from medrecon.train.loop import History, LoopConfig, distributed, fit
+
+#: Structures the default model learns from phantoms (TotalSegmentator ids). Lung lobes,
+#: bones and muscles are left to HU-threshold presets.
+DEFAULT_ORGANS = {1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "liver",
+                  6: "stomach", 7: "pancreas", 51: "heart", 52: "aorta", 63: "inferior_vena_cava"}
 
 #: Seeds used for validation during training: neither training (>= 1000) nor evaluation (0-19).
 VALIDATION_SEEDS = (500, 501)
@@ -69,6 +75,8 @@ class TrainConfig:
         Patch edge in model voxels (2D: in-plane; 3D: cube).
     batch : int
         Samples per micro-batch.
+    workers : int
+        Processes making phantoms in the background (0: one thread).
     loop : LoopConfig
         Optimisation settings (steps, lr, amp, accumulation, ...).
     """
@@ -87,6 +95,7 @@ class TrainConfig:
     planes: tuple[str, ...] = ("axial",)
     patch: int = 128
     batch: int = 16
+    workers: int = 1
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
@@ -99,8 +108,7 @@ def _phantom_config(small: bool):
         return None
     from medrecon.phantom import PhantomConfig
 
-    preset = getattr(PhantomConfig, "small", None)
-    return preset() if callable(preset) else preset
+    return PhantomConfig(small=True)
 
 
 def _label_table(config: TrainConfig, first_labels) -> dict[int, str]:
@@ -156,18 +164,16 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
     common = {"spacing": config.spacing_mm, "orientation": config.orientation,
               "window": config.window, "value_range": (-1.0, 1.0), "channel_ids": channel_ids}
 
-    def convert(volume, labels, name) -> Case:
-        return to_case(volume, labels, name=name, **common)
+    convert = partial(to_case, **common)
 
     stream = None
     if config.data == "phantoms":
         start = FIRST_TRAIN_SEED + rank * 100_000
-        cases = [convert(*first, f"phantom seed {start}")]
-        stream = PhantomStream(start + 1, convert, workers=min(8, max(1, (os.cpu_count() or 2) // 2)),
-                               config=small)
+        cases = [convert(*first, name=f"phantom seed {start}")]
+        stream = PhantomStream(start + 1, convert, workers=config.workers, config=small)
         while len(cases) < config.cases:
             cases.append(stream.take())
-        val_cases = [convert(*phantom_pair(s, small), f"phantom seed {s}") for s in VALIDATION_SEEDS]
+        val_cases = [convert(*phantom_pair(s, small), name=f"phantom seed {s}") for s in VALIDATION_SEEDS]
     else:
         cases = load_pairs(pairs, convert)
         val_cases = cases[-1:] if len(cases) > 1 else []
@@ -177,7 +183,9 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
                    out_channels=len(channel_ids), options=dict(config.net_options))
     model = build_network(spec).to(dev)
     batcher = Batcher(cases, batch=config.batch, patch=config.patch,
-                      context=0 if is3d else config.context, planes=config.planes,
+                      context=0 if is3d else config.context,
+                      # axial slices are what inference uses by default: half the batches
+                      planes=config.planes if len(config.planes) == 1 else ("axial", *config.planes),
                       orientation=config.orientation, device=dev, background=-1.0,
                       seed=config.loop.seed + rank)
     loss = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-5, smooth_dr=1e-5)

@@ -1,0 +1,350 @@
+"""GPU check: training throughput, default-model training, 3D baseline, held-out scores, timings.
+
+Run by bench/gpu_check.sh on a CUDA machine (or with --tiny on the CPU to test the
+script itself). Every stage is guarded: a failing stage is logged and the next one
+runs, and the trained models are written as soon as they exist.
+
+    python bench/gpu_train.py --out OUT [--train-seconds 210] [--train3d-seconds 70] [--tiny]
+
+Writes OUT/default/{model.safetensors,model.json,metrics.json},
+OUT/unet3d/{model.safetensors,model.json,metrics.json} and OUT/gpu_results.json,
+and prints a summary table last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS: dict = {}
+
+
+def stage(name):
+    def wrap(fn):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            print(f"== {name}", flush=True)
+            try:
+                out = fn(*args, **kwargs)
+                RESULTS.setdefault("stages", {})[name] = {"ok": True, "seconds": round(time.perf_counter() - t0, 1)}
+                return out
+            except Exception as exc:  # noqa: BLE001 - keep going, report it
+                traceback.print_exc()
+                RESULTS.setdefault("stages", {})[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                                          "seconds": round(time.perf_counter() - t0, 1)}
+                return None
+        return run
+    return wrap
+
+
+def sync(dev):
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def default_options():
+    return {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 1}
+
+
+@stage("throughput")
+def throughput(dev, args, cases):
+    """Model-only vs end-to-end (batcher + on-device augmentation) training step rate."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    from medrecon.models.nets import NetSpec, build_network
+    from medrecon.train.loop import amp_enabled
+    from medrecon.train.sampler import Batcher
+
+    batch, patch = (4, 64) if args.tiny else (32, 160)
+    spec = NetSpec("unet2d", 5, 11, default_options())
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    use_amp = amp_enabled(dev, True)
+    out = {"batch": batch, "patch": patch, "bf16": use_amp}
+
+    def bench(next_batch, channels_last, n):
+        model = build_network(spec).to(dev)
+        if channels_last and dev.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step():
+            x, y = next_batch()
+            if channels_last and dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                value = loss(model(x).float(), y[:, None])
+            value.backward()
+            opt.step()
+
+        for _ in range(5):
+            step()
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        sync(dev)
+        return (time.perf_counter() - t0) / n
+
+    n = 3 if args.tiny else 60
+    for size in ([patch] if args.tiny else [patch, 256]):
+        x = torch.randn(batch, 5, size, size, device=dev)
+        y = torch.randint(0, 11, (batch, size, size), device=dev)
+        for cl in (False, True):
+            t = bench(lambda x=x, y=y: (x, y), cl, n)
+            out[f"model_only_{size}_{'cl' if cl else 'nchw'}_ms"] = round(1000 * t, 2)
+    batcher = Batcher(cases, batch=batch, patch=patch, context=5,
+                      planes=("axial", "axial", "coronal", "sagittal"), device=dev, seed=0)
+    t_e2e = bench(batcher, True, n)
+    t_model = out[f"model_only_{patch}_cl_ms"] / 1000
+    out["end_to_end_cl_ms"] = round(1000 * t_e2e, 2)
+    out["model_only_slices_per_s"] = round(batch / t_model, 1)
+    out["end_to_end_slices_per_s"] = round(batch / t_e2e, 1)
+    out["end_to_end_fraction"] = round(t_model / t_e2e, 3)
+    RESULTS["throughput"] = out
+    print(json.dumps(out), flush=True)
+
+
+@stage("train_2p5d")
+def train_default(dev, args, work, out):
+    from medrecon.train.loop import LoopConfig
+    from medrecon.train.segtrain import DEFAULT_ORGANS, TrainConfig, train_segmenter
+
+    cfg = TrainConfig(
+        arch="unet2d", net_options=default_options(), labels=DEFAULT_ORGANS,
+        cases=4 if args.tiny else 40, refresh_every=0 if args.tiny else 4,
+        phantom_small=args.tiny, spacing_mm=(1.5, 1.5, 2.5), context=5,
+        planes=("axial", "coronal", "sagittal"), patch=64 if args.tiny else 160,
+        batch=4 if args.tiny else 32, workers=args.workers,
+        loop=LoopConfig(steps=args.steps, lr=2e-3, warmup=100 if not args.tiny else 2,
+                        max_seconds=args.train_seconds, seed=0),
+    )
+    model, history = train_segmenter(cfg, work / "default", device=str(dev), show_bar=False)
+    copy_model(work / "default", out / "default")
+    RESULTS["train_2p5d"] = {"steps": len(history.losses), "seconds": round(history.seconds, 1),
+                             "loss_first": history.losses[0], "loss_last": history.losses[-1],
+                             "val": history.val[-1][1] if history.val else {},
+                             "slices_per_s": round(len(history.losses) * cfg.batch / history.seconds, 1)}
+    print(json.dumps(RESULTS["train_2p5d"]), flush=True)
+    return model
+
+
+@stage("train_3d")
+def train_3d(dev, args, work, out):
+    from medrecon.train.loop import LoopConfig
+    from medrecon.train.segtrain import DEFAULT_ORGANS, TrainConfig, train_segmenter
+
+    cfg = TrainConfig(
+        arch="unet3d", net_options={"channels": [16, 32, 64, 128], "strides": [2, 2, 2],
+                                    "num_res_units": 1},
+        labels=DEFAULT_ORGANS, cases=4 if args.tiny else 24, refresh_every=0 if args.tiny else 10,
+        phantom_small=args.tiny, spacing_mm=(1.5, 1.5, 2.5), context=1,
+        patch=32 if args.tiny else 96, batch=2 if args.tiny else 4, workers=args.workers,
+        loop=LoopConfig(steps=args.steps, lr=2e-3, warmup=50 if not args.tiny else 2,
+                        max_seconds=args.train3d_seconds, seed=0),
+    )
+    model, history = train_segmenter(cfg, work / "unet3d", device=str(dev), show_bar=False)
+    copy_model(work / "unet3d", out / "unet3d")
+    RESULTS["train_3d"] = {"steps": len(history.losses), "seconds": round(history.seconds, 1),
+                           "loss_first": history.losses[0], "loss_last": history.losses[-1]}
+    print(json.dumps(RESULTS["train_3d"]), flush=True)
+    return model
+
+
+def copy_model(src: Path, dst: Path):
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "model.json", "metrics.json"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+@stage("evaluate")
+def evaluate_models(dev, args, work, out, models):
+    from medrecon.train.heldout import evaluate_phantoms, format_metrics, write_metrics
+    from medrecon.train.segtrain import _phantom_config
+
+    seeds = range(args.eval)
+    for name, model, planes in models:
+        if model is None:
+            continue
+        t0 = time.perf_counter()
+        metrics = evaluate_phantoms(model, seeds=seeds, planes=planes, device=str(dev),
+                                    phantom_config=_phantom_config(args.tiny), workers=args.workers)
+        metrics["device"] = str(dev)
+        key = name if planes == "axial" else f"{name}_{planes}"
+        if planes == "axial":
+            write_metrics(work / name, metrics)
+            copy_model(work / name, out / name)
+        RESULTS.setdefault("heldout", {})[key] = metrics
+        print(format_metrics(metrics), f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def big_volume(tiny: bool):
+    """A 512 x 512 x 300 CT (0.8 x 0.8 x 1.0 mm) made by resampling a phantom."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from medrecon.train.data import phantom_pair
+    from medrecon.volume import Volume
+
+    shape = (96, 96, 60) if tiny else (512, 512, 300)
+    vol, _ = phantom_pair(3)
+    lps = vol.reorient("LPS")
+    t = torch.from_numpy(np.asarray(lps.array, dtype=np.float32))[None, None]
+    big = F.interpolate(t, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
+    ext = np.asarray(lps.shape) * lps.spacing
+    sp = ext / np.asarray(shape)
+    affine = lps.affine.copy()
+    affine[:3, :3] = lps.direction * sp
+    centre = lps.voxel_to_world((np.asarray(lps.shape) - 1) / 2)
+    affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
+    return Volume(big, affine, modality="CT", units="HU")
+
+
+@stage("inference_timing")
+def inference_timing(dev, args, models):
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from medrecon.models import segment
+    from medrecon.models.nets import NetSpec, build_network
+
+    vol = big_volume(args.tiny)
+    out = {"volume_shape": list(vol.shape), "spacing_mm": [round(float(s), 3) for s in vol.spacing]}
+    reps = 2 if args.tiny else 5
+    for name, model, planes in models:
+        if model is None:
+            continue
+        segment(vol, model=model, device=str(dev), planes=planes)  # warm-up
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            labels = segment(vol, model=model, device=str(dev), planes=planes)
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_{planes}_s"] = round(statistics.median(times), 4)
+        out[f"{name}_{planes}_labels"] = labels.labels
+    # the issue's 3D anchor: a 3D UNet, 96^3 windows, overlap 0.25, over 256 x 256 x 150
+    net = build_network(NetSpec("unet3d", 1, 11, {"channels": [16, 32, 64, 128], "strides": [2, 2, 2],
+                                                  "num_res_units": 1})).to(dev).eval()
+    x = torch.randn(1, 1, *((64, 64, 40) if args.tiny else (256, 256, 150)), device=dev)
+    roi = (32, 32, 32) if args.tiny else (96, 96, 96)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        sliding_window_inference(x, roi, 4, net, overlap=0.25)
+        sync(dev)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            sliding_window_inference(x, roi, 4, net, overlap=0.25)
+            sync(dev)
+            times.append(time.perf_counter() - t0)
+    out["unet3d_sliding_window_256x256x150_s"] = round(statistics.median(times), 4)
+    RESULTS["inference"] = out
+    print(json.dumps(out), flush=True)
+
+
+@stage("environment")
+def environment(dev):
+    import monai
+    import torch
+
+    env = {"torch": torch.__version__, "monai": monai.__version__, "device": str(dev),
+           "cpus": os.cpu_count()}
+    if dev.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(dev)
+        env["bf16"] = torch.cuda.is_bf16_supported()
+    RESULTS["environment"] = env
+    print(json.dumps(env), flush=True)
+
+
+def summary() -> str:
+    lines = ["", "==== GPU check summary ===="]
+    env = RESULTS.get("environment", {})
+    lines.append(f"device {env.get('gpu', env.get('device'))}, torch {env.get('torch')}, monai {env.get('monai')}")
+    for name, st in RESULTS.get("stages", {}).items():
+        lines.append(f"stage {name:<18} {'ok' if st['ok'] else 'FAILED ' + st.get('error', '')[:120]} "
+                     f"({st['seconds']} s)")
+    tp = RESULTS.get("throughput")
+    if tp:
+        lines.append(f"train step model-only {tp['model_only_slices_per_s']} slices/s, end-to-end "
+                     f"{tp['end_to_end_slices_per_s']} slices/s = {tp['end_to_end_fraction']:.1%} "
+                     "(target >= 85 %)")
+        if "model_only_256_nchw_ms" in tp:
+            lines.append(f"probe: 32 x 5 x 256 x 256 step {tp['model_only_256_nchw_ms']} ms bf16, "
+                         f"{tp['model_only_256_cl_ms']} ms channels-last")
+    for key in ("train_2p5d", "train_3d"):
+        if key in RESULTS:
+            r = RESULTS[key]
+            lines.append(f"{key}: {r['steps']} steps in {r['seconds']} s, loss {r['loss_first']:.3f} -> "
+                         f"{r['loss_last']:.3f}")
+    for key, m in RESULTS.get("heldout", {}).items():
+        dice = ", ".join(f"{n} {o['dice']:.3f}" for n, o in m["organs"].items())
+        lines.append(f"held-out {key}: {dice}; mean HD95 {m['mean_hd95_mm_target_organs']} mm "
+                     f"(limit {m['hd95_limit_mm']}); targets "
+                     f"{'met' if all(t['met'] for t in m['targets'].values()) and m['hd95_met'] else 'MISSED'}")
+    inf = RESULTS.get("inference")
+    if inf:
+        for k, v in inf.items():
+            if k.endswith("_s"):
+                lines.append(f"inference {k}: {v} s")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/medrecon_gpu")
+    ap.add_argument("--train-seconds", type=float, default=210)
+    ap.add_argument("--train3d-seconds", type=float, default=70)
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--eval", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)))
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke test of this script")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    import torch
+
+    from medrecon.models.inference import resolve_device
+    from medrecon.train.data import phantom_pair, to_case
+    from medrecon.train.segtrain import DEFAULT_ORGANS, _phantom_config
+
+    dev = resolve_device(args.device)
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    environment(dev)
+    ids = (0, *sorted(DEFAULT_ORGANS))
+    cases = [to_case(*phantom_pair(1000 + i, _phantom_config(args.tiny)), spacing=(1.5, 1.5, 2.5),
+                     orientation="LPS", window=(-300.0, 400.0), value_range=(-1.0, 1.0),
+                     channel_ids=ids) for i in range(2 if args.tiny else 4)]
+    throughput(dev, args, cases)
+    del cases
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    m2 = train_default(dev, args, work, out)
+    m3 = train_3d(dev, args, work, out)
+    evaluate_models(dev, args, work, out, [("default", m2, "axial"), ("unet3d", m3, "axial"),
+                                           ("default", m2, "all")])
+    inference_timing(dev, args, [("default", m2, "axial"), ("default", m2, "all"),
+                                 ("unet3d", m3, "axial")])
+    RESULTS["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    (out / "gpu_results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+    print(summary(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
