@@ -69,6 +69,18 @@ def test_mesh_widget_builds_table_and_exports_watertight_meshes(qtbot, seg_layer
     surfaces = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
     assert sorted(s.name for s in surfaces) == ["liver", "spleen"]
 
+    # live: changing an option rebuilds; the table and the same two surfaces follow
+    faces = [int(widget.table.item(r, 3).text()) for r in range(2)]
+    widget.live_check.setChecked(True)
+    with qtbot.waitSignal(widget.runner.job_finished, timeout=JOB_TIMEOUT_MS) as blocker:
+        widget.decimate_spin.setValue(0.5)
+    assert blocker.args == ["done"]
+    halved = [int(widget.table.item(r, 3).text()) for r in range(2)]
+    assert all(0.4 * f < h < 0.6 * f for f, h in zip(faces, halved, strict=True)), (faces, halved)
+    surfaces = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
+    assert sorted(s.name for s in surfaces) == ["liver", "spleen"]
+    assert len(viewer.layers["liver"].data[1]) == halved[1]
+
     widget.folder_edit.setText(str(tmp_path / "out"))
     widget.table.item(0, 0).setCheckState(Qt.CheckState.Unchecked)
     report = widget.export()
