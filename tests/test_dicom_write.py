@@ -1,5 +1,7 @@
 """DICOM series writer, checked with independent readers (SimpleITK/GDCM and pydicom)."""
 
+import warnings
+
 import numpy as np
 import pydicom
 import pytest
@@ -110,6 +112,15 @@ def test_series_has_the_modules_of_a_pacs_export(tmp_path):
     assert len({ds.SeriesInstanceUID for ds in sets}) == 1
     assert [ds.InstanceNumber for ds in sets] == list(range(1, len(sets) + 1))
     assert float(first.SpacingBetweenSlices) == pytest.approx(2.5)
+
+
+def test_long_descriptions_fit_their_vr(tmp_path):
+    volume = _volume(np.eye(3)).replace(description="abdomen " * 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns on values longer than the VR allows
+        paths = write_dicom_series(volume, tmp_path, study_description="study " * 20)
+    ds = pydicom.dcmread(paths[0])
+    assert ds.SeriesDescription == ("abdomen " * 20)[:64].rstrip() and ds.StudyDescription.startswith("study study")
 
 
 def test_same_volume_gives_identical_files(tmp_path):

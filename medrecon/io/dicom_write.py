@@ -155,6 +155,8 @@ def write_dicom_series(
     series_uid = series_uid or volume.series_uid or _uid("series", uid_seed, series_number)
     frame_uid = frame_of_reference_uid or _uid("frame", study_uid, uid_seed)
     description = volume.description if description is None else description
+    # LO values hold at most 64 characters.
+    description, study_description = description[:64], study_description[:64]
     spacing = volume.spacing
     k_step = volume.affine[:3, 2]
     between = abs(float(k_step @ normal))  # distance between slice planes
