@@ -227,3 +227,31 @@ def test_3d_view_is_not_mirrored(make_napari_viewer):
     assert red.sum() > 100 and blue.sum() > 100
     # the patient's right appears on the viewer's left, as when facing a person
     assert cols[red.any(axis=0)].mean() < cols[blue.any(axis=0)].mean()
+
+
+def _default_model_missing() -> bool:
+    from medrecon.models.checkpoint import DEFAULT_MODEL_DIR
+
+    return not DEFAULT_MODEL_DIR.is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_default_model_missing(), reason="the default segmentation model is not installed")
+def test_reconstruct_sample_with_default_model(qtbot, make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open_sample("medrecon", "abdominal_phantom")
+    image = next(lyr for lyr in layers if isinstance(lyr, napari.layers.Image))
+    truth = next(lyr for lyr in layers if isinstance(lyr, napari.layers.Labels))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image_combo.setCurrentText(image.name)
+    widget.set_method("model")
+    widget.organs_edit.setText("liver, spleen")
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+    result = viewer.layers[f"{image.name} organs"]
+    assert set(result.metadata["medrecon"]["names"].values()) == {"liver", "spleen"}
+    assert {lyr.name for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)} == {"liver", "spleen"}
+    # same grid as the image, so the phantom's own labels are the ground truth voxel for voxel
+    np.testing.assert_allclose(result.affine.affine_matrix, truth.affine.affine_matrix, atol=1e-3)
+    pred, gt = np.asarray(result.data) == LIVER, np.asarray(truth.data) == LIVER
+    assert 2 * (pred & gt).sum() / (pred.sum() + gt.sum()) > 0.7
