@@ -386,3 +386,21 @@ def test_single_file_is_a_one_slice_volume(tmp_path):
     assert vol.shape == (COLS, ROWS, 1)
     np.testing.assert_allclose(vol.origin, z_positions(3)[1])
     np.testing.assert_array_equal(vol.array[:, :, 0], slice_values(1).T - 1024.0)
+
+
+def test_mr_echoes_split_into_parts(tmp_path):
+    uid, paths = write_series(tmp_path / "e1", z_positions(4), modality="MR", intercept=0)
+    _, paths2 = write_series(tmp_path / "e2", z_positions(4), modality="MR", intercept=0,
+                             series_uid=uid, values=lambda k: slice_values(k) // 2)
+    for p, echo in [(p, 1) for p in paths] + [(p, 2) for p in paths2]:
+        ds = pydicom.dcmread(p)
+        ds.EchoNumbers = echo
+        ds.save_as(p)
+    infos = list_series(tmp_path)
+    assert [(s.echo, s.part, s.n_slices, s.volume_like) for s in infos] == [
+        (1, 0, 4, True), (2, 1, 4, True)]
+    with pytest.raises(SeriesSelectionError, match="echo 2"):
+        load_dicom(tmp_path)
+    second = load_dicom(tmp_path, series=f"{uid}:1")
+    assert second.units == "" and second.modality == "MR"
+    np.testing.assert_array_equal(second.array[:, :, 3], (slice_values(3) // 2).T)

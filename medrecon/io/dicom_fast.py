@@ -37,6 +37,7 @@ TAGS: dict[str, tuple[int, str]] = {
     "ImageType": (0x00080008, "multi"), "Modality": (0x00080060, "str"),
     "SeriesDescription": (0x0008103E, "str"), "SliceThickness": (0x00180050, "str"),
     "SpacingBetweenSlices": (0x00180088, "str"), "GantryDetectorTilt": (0x00181120, "str"),
+    "EchoNumbers": (0x00180086, "str"),
     "SeriesInstanceUID": (0x0020000E, "str"), "SeriesNumber": (0x00200011, "str"),
     "InstanceNumber": (0x00200013, "str"), "ImagePositionPatient": (0x00200032, "multi"),
     "ImageOrientationPatient": (0x00200037, "multi"), "SamplesPerPixel": (0x00280002, "US"),

@@ -80,6 +80,8 @@ class FrameHeader:
         SliceThickness and SpacingBetweenSlices (informative only).
     tilt : float or None
         GantryDetectorTilt in degrees (informative; geometry comes from positions).
+    echo : int or None
+        EchoNumbers (multi-echo MR series are split by echo).
     """
 
     path: str
@@ -112,6 +114,7 @@ class FrameHeader:
     thickness: float | None = None
     spacing_between: float | None = None
     tilt: float | None = None
+    echo: int | None = None
 
     @property
     def has_pixels(self) -> bool:
@@ -252,6 +255,7 @@ def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: in
         file_size=size,
         little_endian=little,
         tilt=_float(ds.get("GantryDetectorTilt")),
+        echo=_int(ds.get("EchoNumbers")),
     )
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")

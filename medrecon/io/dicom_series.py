@@ -1,9 +1,9 @@
 """Grouping DICOM frames into series, and choosing one.
 
 A *series* here is one SeriesInstanceUID. Inside a series, image frames are
-split into *parts* of one image size and one orientation (a series that mixes
-them, or holds a localizer next to its axial slices, gives several parts); each
-part is one :class:`SeriesInfo`.
+split into *parts* of one image size, one orientation and one echo number (a
+series that mixes them, holds a localizer next to its axial slices, or several
+MR echoes, gives several parts); each part is one :class:`SeriesInfo`.
 
 Volume-like rule: a part is volume-like when it has at least 3 frames of one size
 and orientation, each with a position, and is not a localizer/scout, a secondary
@@ -76,6 +76,8 @@ class SeriesInfo:
         ImageOrientationPatient of the part.
     sop_class : str
         SOPClassUID.
+    echo : int or None
+        EchoNumbers of the part (MR).
     frames : tuple of FrameHeader
         The frames (not included in :meth:`to_dict`).
     """
@@ -95,6 +97,7 @@ class SeriesInfo:
     pixel_spacing: tuple[float, float] | None = None
     orientation: tuple[float, ...] | None = None
     sop_class: str = ""
+    echo: int | None = None
     frames: tuple[FrameHeader, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -111,13 +114,15 @@ class SeriesInfo:
             "part": self.part, "n_parts": self.n_parts, "slice_spacing": self.slice_spacing,
             "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
             "image_orientation": list(self.orientation) if self.orientation else None,
-            "sop_class": self.sop_class,
+            "sop_class": self.sop_class, "echo": self.echo,
         }
 
     def label(self) -> str:
         """One human-readable line: number, modality, description, slices, key."""
         number = "-" if self.number is None else str(self.number)
         part = f" part {self.part + 1}/{self.n_parts}" if self.n_parts > 1 else ""
+        if self.n_parts > 1 and self.echo is not None:
+            part += f" (echo {self.echo})"
         flag = "" if self.volume_like else f" [not a volume: {self.reason}]"
         desc = self.description or "(no description)"
         return (f"#{number} {self.modality or '?'} '{desc}'{part}: {self.n_slices} slices "
@@ -160,8 +165,8 @@ def _parts(frames: list[FrameHeader]) -> list[tuple[list[FrameHeader], str]]:
     for f in frames:
         reason = _non_volume_reason(f) or ("localizer" if f.is_localizer else "")
         for key, members, _why in groups:
-            rows, cols, orient, group_reason = key
-            if (rows, cols, group_reason) == (f.rows, f.cols, reason) and (
+            rows, cols, orient, group_reason, echo = key
+            if (rows, cols, group_reason, echo) == (f.rows, f.cols, reason, f.echo) and (
                 orient is None and f.orientation is None
                 or orient is not None and f.orientation is not None
                 and _same_orientation(orient, f.orientation)
@@ -169,7 +174,7 @@ def _parts(frames: list[FrameHeader]) -> list[tuple[list[FrameHeader], str]]:
                 members.append(f)
                 break
         else:
-            groups.append(((f.rows, f.cols, f.orientation, reason), [f], reason))
+            groups.append(((f.rows, f.cols, f.orientation, reason, f.echo), [f], reason))
     out = []
     for _key, members, reason in groups:
         if not reason:
@@ -205,7 +210,7 @@ def group_series(frames: Sequence[FrameHeader]) -> list[SeriesInfo]:
                 cols=first.cols, volume_like=not reason, reason=reason, part=index,
                 n_parts=len(parts), slice_spacing=_median_spacing(part),
                 pixel_spacing=first.pixel_spacing, orientation=first.orientation,
-                sop_class=first.sop_class, frames=tuple(part),
+                sop_class=first.sop_class, echo=first.echo, frames=tuple(part),
             ))
     infos.sort(key=lambda s: (s.number is None, s.number or 0, s.uid, s.part))
     return infos
