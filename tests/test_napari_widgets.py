@@ -255,3 +255,28 @@ def test_reconstruct_sample_with_default_model(qtbot, make_napari_viewer):
     np.testing.assert_allclose(result.affine.affine_matrix, truth.affine.affine_matrix, atol=1e-3)
     pred, gt = np.asarray(result.data) == LIVER, np.asarray(truth.data) == LIVER
     assert 2 * (pred & gt).sum() / (pred.sum() + gt.sum()) > 0.7
+
+
+def test_job_errors_show_the_cli_message(qtbot, make_napari_viewer, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    from medrecon.volume import Volume
+    from napari_plugin._layers import image_layer_data
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    mr = Volume(np.zeros((8, 8, 4), np.float32), np.eye(4), modality="MR")
+    data, kwargs, _ = image_layer_data(mr, name="mr")
+    viewer.add_image(data, **kwargs)
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.set_method("preset")
+    n_layers = len(viewer.layers)
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "failed"
+    assert len(shown) == 1 and "need a CT" in shown[0] and "Error" not in shown[0]
+    assert len(viewer.layers) == n_layers
+
+    widget.set_method("checkpoint")  # no file chosen: refused before any work starts
+    assert widget.run() is None
+    assert "checkpoint" in shown[-1]
