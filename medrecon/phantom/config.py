@@ -36,7 +36,9 @@ class PhantomConfig:
     ``None`` take the value of the preset (``small=True`` for the test preset,
     else the default one); set a field to override it, e.g.
     ``PhantomConfig(matrix=512, spacing_xy=(0.6, 1.0), slice_thickness=(1.0, 5.0))``
-    for clinical-resolution studies.
+    for clinical-resolution studies. Preset values are filled in at
+    construction, so ``dataclasses.replace(config, small=True)`` keeps the
+    sizes already resolved; build a new ``PhantomConfig(small=True, ...)`` instead.
 
     Attributes
     ----------
