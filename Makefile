@@ -40,7 +40,7 @@ lint: install
 	$(BIN)/ruff check medrecon napari_plugin tests bench
 
 sample-data: install
-	$(BIN)/medrecon phantom sample_data --seed 0 --format both --small
+	$(BIN)/medrecon phantom sample_data --seed 0 --format dicom --slices 72 --thickness 3
 
 clean:
 	rm -rf $(VENV) demo_out
