@@ -50,7 +50,7 @@ def test_get_reader_declines_what_it_cannot_read(tmp_path, totalseg_dir):
     assert napari_get_reader(str(totalseg_dir / "example_seg.nii.gz")) is not None
 
 
-def test_read_error_becomes_a_notification(tmp_path, monkeypatch):
+def test_read_error_becomes_a_notification(tmp_path, monkeypatch, make_napari_viewer):
     import napari.utils.notifications as notifications
 
     bad = tmp_path / "broken.nii.gz"
@@ -61,6 +61,9 @@ def test_read_error_becomes_a_notification(tmp_path, monkeypatch):
     assert reader is not None
     assert reader(str(bad)) == [(None,)]  # napari's "read fine, no layers" sentinel
     assert len(shown) == 1 and "broken.nii.gz" in shown[0]
+    viewer = make_napari_viewer()
+    assert viewer.open(str(bad), plugin="medrecon") == []  # no second, napari-made error
+    assert len(viewer.layers) == 0 and len(shown) == 2 and shown[1] == shown[0]
 
 
 def test_looks_like_labels():
