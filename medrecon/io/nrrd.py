@@ -200,7 +200,8 @@ def _read_data(header: dict, fh: Any, nbytes: int, dtype: np.dtype, path: Path) 
     if line_skip < 0 or byte_skip < -1:
         raise InputError(f"{path}: invalid line skip {line_skip} / byte skip {byte_skip}")
     for _ in range(line_skip):
-        fh.readline(1 << 16)
+        if not fh.readline(1 << 16):
+            raise InputError(f"{path}: file ends within the {line_skip} lines to skip; it is truncated")
     if encoding == "raw":
         size = os.fstat(fh.fileno()).st_size
         start = size - nbytes if byte_skip == -1 else fh.tell() + byte_skip
