@@ -181,6 +181,9 @@ def test_not_nrrd(tmp_path):
     (tmp_path / "x.nrrd").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(InputError):
         read_nrrd(tmp_path / "x.nrrd")
+    nrrd_file(tmp_path / "s.nrrd", np.zeros((2, 2, 2), np.uint8), ["line skip: 999999999999"])
+    with pytest.raises(InputError, match="lines to skip"):
+        read_nrrd(tmp_path / "s.nrrd")
 
 
 @pytest.mark.parametrize("name,compress", [("o.mha", False), ("o.mhd", False), ("oz.mha", True)])
