@@ -17,7 +17,6 @@ from medrecon.errors import GeometryError, InputError
 from medrecon.volume import LabelMap, Volume
 from napari_plugin._colors import label_colour_dict, organ_colour
 from napari_plugin._geometry import (
-    AXIS_SWAP,
     data_to_world_matrix,
     from_layer_array,
     layer_affine,
@@ -220,17 +219,13 @@ def volume_from_layer(layer: Layer) -> Volume:
     )
 
 
-def world_zyx(points_lps: Any) -> np.ndarray:
-    """(N, 3) LPS ``(x, y, z)`` mm -> (N, 3) napari world ``(z, y, x)`` mm."""
-    p = np.asarray(points_lps, dtype=np.float64)
-    return p @ AXIS_SWAP[:3, :3].T
-
-
 def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: str = "organs") -> list:
     """Add (or update) one Labels layer and one Surface layer per organ in ``viewer``.
 
     Surface layers made earlier for the same label map (same ``name``) are
-    updated in place, so re-meshing with new options does not pile up layers.
+    replaced at their place in the layer list, so re-meshing with new options
+    does not pile up layers. The 3D view is made right-handed
+    (:func:`use_patient_handedness`).
 
     Parameters
     ----------
@@ -311,11 +306,13 @@ def show_as_plane(layer: Layer, *, world_axis: int = 0) -> None:
 def use_patient_handedness(viewer) -> None:
     """Make napari's 3D view show the patient, not their mirror image.
 
-    napari's default 3D axes (depth towards the viewer, vertical down,
-    horizontal right) make (z, y, x) a left-handed frame, so a right-handed
-    patient frame appears mirrored: a liver would show on the wrong side.
-    Pointing depth away keeps the 2D views as they are (anterior up,
-    patient's left on the right) and makes 3D views true to the anatomy.
+    napari's default display axes (depth towards the viewer, vertical down,
+    horizontal right) make (z, y, x) a left-handed frame, so the right-handed
+    patient frame appears mirrored in 3D: a liver would show on the wrong
+    side. The depth direction is chosen so the axes are right-handed whatever
+    the vertical and horizontal directions; 2D views do not change (with the
+    defaults: anterior up, the patient's left on the screen's right).
     """
-    _depth, vertical, horizontal = viewer.camera.orientation
-    viewer.camera.orientation = ("away", vertical, horizontal)
+    _depth, vertical, horizontal = (str(getattr(o, "value", o)) for o in viewer.camera.orientation)
+    flips = (vertical == "up") + (horizontal == "left")
+    viewer.camera.orientation = ("away" if flips % 2 == 0 else "towards", vertical, horizontal)

@@ -144,3 +144,22 @@ def test_labels_layer_round_trip_keeps_names_and_grid():
     np.testing.assert_array_equal(back.array, array)
     np.testing.assert_allclose(back.affine, labels.affine, atol=1e-9)
     assert not np.allclose(layer.get_color(5), layer.get_color(1))
+
+
+@pytest.mark.parametrize(
+    ("vertical", "horizontal", "depth"),
+    [("down", "right", "away"), ("up", "right", "towards"), ("up", "left", "away"), ("down", "left", "towards")],
+)
+def test_3d_axes_are_made_right_handed(vertical, horizontal, depth):
+    from napari.components import ViewerModel
+
+    from napari_plugin._layers import use_patient_handedness
+
+    viewer = ViewerModel()
+    viewer.camera.orientation = ("towards", vertical, horizontal)
+    use_patient_handedness(viewer)
+    got = tuple(str(o.value) for o in viewer.camera.orientation)
+    assert got == (depth, vertical, horizontal)
+    # screen frame (right, down, into the screen) is right-handed; count sign flips from it
+    signs = [1 if got[0] == "away" else -1, 1 if got[1] == "down" else -1, 1 if got[2] == "right" else -1]
+    assert np.prod(signs) == 1
