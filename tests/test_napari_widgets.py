@@ -153,7 +153,12 @@ def test_cancel_stops_a_running_job_and_adds_nothing(qtbot, seg_layer):
     assert widget.runner.run_button.isEnabled()
 
 
-def test_complete_widget_fills_organ_between_drawn_slices(qtbot, seg_layer):
+@pytest.mark.parametrize("method", ["sdf", "network"])
+def test_complete_widget_fills_organ_between_drawn_slices(qtbot, seg_layer, method):
+    from napari_plugin._qt._complete_widget import network_available
+
+    if method == "network" and not network_available():
+        pytest.skip("the default shape-completion model is not installed")
     viewer, layer = seg_layer
     full = np.asarray(layer.data) == LIVER
     sparse = np.zeros(full.shape, np.uint8)
@@ -163,7 +168,7 @@ def test_complete_widget_fills_organ_between_drawn_slices(qtbot, seg_layer):
     widget = CompleteWidget(viewer)
     qtbot.addWidget(widget)
     widget.labels_combo.setCurrentText("drawn")
-    widget.method_combo.setCurrentIndex(widget.method_combo.findData("sdf"))
+    widget.method_combo.setCurrentIndex(widget.method_combo.findData(method))
     assert widget.plane_combo.currentText() == "Axial"  # follows the viewer's 2D view
     assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
     done = np.asarray(viewer.layers["drawn completed"].data) == LIVER

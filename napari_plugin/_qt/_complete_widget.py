@@ -38,6 +38,8 @@ class CompleteWidget(QWidget):
         self.method_combo = QComboBox()
         for text, key in METHODS:
             self.method_combo.addItem(text, key)
+        if not network_available():  # until a shape model is installed, the classical method works
+            self.method_combo.setCurrentIndex(self.method_combo.findData("sdf"))
         self.runner = JobRunner("Complete", self)
         self.runner.run_button.clicked.connect(self.run)
         form = QFormLayout()
@@ -93,3 +95,12 @@ class CompleteWidget(QWidget):
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         self.viewer.add_labels(data, **kwargs)
+
+
+def network_available() -> bool:
+    """Tell whether the default shape-completion model is installed."""
+    try:
+        from medrecon.completion.shape_net import DEFAULT_MODEL
+    except ImportError:
+        return False
+    return DEFAULT_MODEL.is_dir()
