@@ -206,6 +206,18 @@ def test_limit_is_configurable(tmp_path, monkeypatch):
     assert read_nifti(tmp_path / "small.nii")[0].shape == (10, 10, 10)
 
 
+def test_byte_limit_with_size_suffix(tmp_path, monkeypatch):
+    raw_nifti(tmp_path / "small.nii", shape=(32, 32, 1), sform=np.eye(4))  # 2048 bytes of int16
+    monkeypatch.setenv("MEDRECON_MAX_BYTES", "2K")
+    assert read_nifti(tmp_path / "small.nii")[0].shape == (32, 32, 1)
+    monkeypatch.setenv("MEDRECON_MAX_BYTES", "2047")
+    with pytest.raises(ResourceLimitError, match="2.0 KiB"):
+        read_nifti(tmp_path / "small.nii")
+    monkeypatch.setenv("MEDRECON_MAX_BYTES", "lots")
+    with pytest.raises(InputError, match="MEDRECON_MAX_BYTES"):
+        read_nifti(tmp_path / "small.nii")
+
+
 def test_gzip_bomb_is_not_inflated_past_the_declared_size(tmp_path):
     # One gzip member: a valid 1000-voxel image, then 64 MiB of zeros; then bytes
     # that are not gzip at all. A reader that inflated past the declared size
