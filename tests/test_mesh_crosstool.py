@@ -36,8 +36,8 @@ def vtk_volume_area(mask: np.ndarray, spacing) -> tuple[float, float]:
     return props.GetVolume(), props.GetSurfaceArea()
 
 
-def raw_reports(labels: LabelMap, organs=None):
-    return build_organ_meshes(labels, MeshOptions(smooth=0.0, decimate=0.0), organs=organs)
+def raw_reports(labels: LabelMap, organs=None, engine="auto"):
+    return build_organ_meshes(labels, MeshOptions(smooth=0.0, decimate=0.0, engine=engine), organs=organs)
 
 
 def assert_agrees(organ, labels: LabelMap):
@@ -62,9 +62,10 @@ def synthetic_masks() -> LabelMap:
     return LabelMap(array, affine)
 
 
-def test_synthetic_masks_agree_with_vtk():
+@pytest.mark.parametrize("engine", ["skimage", "vtk"])
+def test_synthetic_masks_agree_with_vtk(engine):
     labels = synthetic_masks()
-    for organ in raw_reports(labels):
+    for organ in raw_reports(labels, engine=engine):
         assert_agrees(organ, labels)
 
 

@@ -23,6 +23,7 @@ from medrecon.mesh.repair import check, repair
 from medrecon.mesh.report import fidelity, mesh_report, triangles, volume_area
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
 from medrecon.progress import ProgressFn, report, scaled
+from medrecon.surface.extract import ENGINES
 from medrecon.surface.labels import label_boxes, surfaces_in_boxes
 from medrecon.volume import LabelMap
 
@@ -80,6 +81,8 @@ class MeshOptions:
             raise ValueError(f"iso_spacing must be a positive size in mm, got {self.iso_spacing}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass(frozen=True, eq=False)
