@@ -66,7 +66,7 @@ class Inflater:
         try:
             out = self._d.decompress(data, limit)
         except (OSError, EOFError, ValueError) as exc:  # bz2 errors
-            raise InputError(f"corrupt bzip2 data ({exc}); the file is damaged") from exc
+            raise InputError(f"corrupt compressed data ({exc}); the file is damaged") from exc
         except Exception as exc:  # zlib.error / isal_zlib.error share no base besides Exception
             if self._lib is not None and isinstance(exc, self._lib.error):
                 raise InputError(f"corrupt compressed data ({exc}); the file is damaged") from exc
