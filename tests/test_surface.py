@@ -169,3 +169,6 @@ def test_bone_iso_surface_lies_on_300_hu_of_real_ct(totalseg_dir):
     ijk = ct.world_to_voxel(mesh.vertices)
     hu = ndimage.map_coordinates(np.asarray(ct.array, np.float32), ijk.T, order=1)
     assert np.median(np.abs(hu - 300.0)) < 1.0
+    largest = iso_surface(ct, 300.0, largest_only=True)
+    assert len(mesh.split(only_watertight=False)) > 1
+    assert len(largest.split(only_watertight=False)) == 1 and len(largest.faces) < len(mesh.faces)
