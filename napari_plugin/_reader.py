@@ -166,13 +166,15 @@ def _read_dicom(p: Path) -> list[tuple]:
         volume = load_dicom(p)
         name = _describe(images[0]) if images else (volume.description or _stem(p))
         return [image_layer_data(volume, name=name)]
+    # a series without a SeriesInstanceUID cannot be named to the loader beside others
+    images = [s for s in images if s.key] or images
     images.sort(key=lambda s: -int(s.n_slices))
     layers = []
     for n, info in enumerate(images):
         data, kwargs, kind = image_layer_data(load_dicom(p, series=info.key), name=_describe(info))
         kwargs["visible"] = n == 0
         layers.append((data, kwargs, kind))
-    _notify_series(p, images, [s for s in series if not s.volume_like])
+    _notify_series(p, images, [s for s in series if s not in images])
     return layers
 
 
@@ -184,7 +186,9 @@ def _notify_series(p: Path, images: list, skipped: list) -> None:
         f"(only '{_describe(images[0])}' is visible): " + "; ".join(_describe(s) for s in images)
     )
     if skipped:
-        text += f". Skipped {len(skipped)} non-volume series: " + "; ".join(_describe(s) for s in skipped)
+        text += f". Skipped {len(skipped)} series (not a volume, or no SeriesInstanceUID): " + "; ".join(
+            _describe(s) for s in skipped
+        )
     show_info(text)
 
 

@@ -157,3 +157,21 @@ def test_labels_or_image_is_decided_by_content(tmp_path, name, dtype, kind):
     [(data, _kwargs, layer_type)] = read_path(tmp_path / name)
     assert layer_type == kind
     np.testing.assert_array_equal(data, array.transpose(2, 1, 0))
+
+
+def test_folder_with_two_series_opens_one_layer_each(tmp_path, dcmqi_dir, sample_dir, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    from napari_plugin._reader import read_layers
+
+    for name, src in (("a", sample_dir / "dicom"), ("b", dcmqi_dir / "ct-3slice")):
+        (tmp_path / name).mkdir()
+        for f in src.iterdir():
+            (tmp_path / name / f.name).symlink_to(f)
+    shown = []
+    monkeypatch.setattr(notifications, "show_info", shown.append)
+    layers = read_layers(str(tmp_path))
+    assert [t[2] for t in layers] == ["image", "image"]
+    assert [t[0].shape[0] for t in layers] == [72, 3]  # most slices first
+    assert [t[1]["visible"] for t in layers] == [True, False]
+    assert len(shown) == 1 and "2 volume series" in shown[0]
