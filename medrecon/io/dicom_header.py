@@ -13,6 +13,7 @@ Geometry fields stay in DICOM's patient frame (LPS, mm), as the file states them
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -347,6 +348,24 @@ def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
     return _read_with_pydicom(p)
 
 
+class _CappedReader(io.BufferedReader):
+    """A file whose ``read(n)`` never asks for more bytes than remain.
+
+    pydicom reads each element value with ``read(length)``; a corrupt length (up
+    to 4 GiB) would otherwise allocate a buffer of that size before the short
+    read is noticed.
+    """
+
+    def __init__(self, raw: io.RawIOBase, size: int) -> None:
+        super().__init__(raw)
+        self._size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is not None and n > 0:
+            n = min(n, max(0, self._size - self.tell()))
+        return super().read(n)
+
+
 def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -355,7 +374,7 @@ def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
         size = p.stat().st_size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with open(p, "rb") as fh:
+            with _CappedReader(io.FileIO(p, "rb"), size) as fh:
                 ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
                 tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
                 offset, length = _pixel_element(fh, ds, tsyntax)
