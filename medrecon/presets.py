@@ -315,6 +315,11 @@ def preset_mask(volume: Volume, preset: str | Preset, *, progress: ProgressFn | 
     p = get_preset(preset)
     _check_ct(volume)
     hu = np.asarray(volume.array)
+    if not hu.flags.c_contiguous and hu.T.flags.c_contiguous:
+        # a Fortran-ordered array (as DICOM loading gives): work on the C-ordered
+        # transposed view with the affine's columns permuted to match; no copy
+        swapped = volume.replace(array=hu.T, affine=volume.affine[:, [2, 1, 0, 3]])
+        return preset_mask(swapped, p, progress=progress).T
     mask = np.ones(hu.shape, dtype=bool)
     if p.hu_min is not None:
         mask &= hu >= p.hu_min
@@ -359,7 +364,7 @@ def apply_presets(
     chosen = [get_preset(p) for p in presets]
     if not chosen:
         raise InputError("no preset given; known presets: " + ", ".join(load_presets()))
-    out = np.zeros(volume.shape, dtype=np.uint8)
+    out = np.zeros_like(np.asarray(volume.array), dtype=np.uint8)  # same memory order as the image
     names: dict[int, str] = {}
     for i, p in enumerate(chosen):
         sub = None if progress is None else (
@@ -375,6 +380,9 @@ def apply_presets(
             )
         if p.label > 255 and out.dtype == np.uint8:
             out = out.astype(np.uint16)
-        out[mask & (out == 0)] = p.label
+        if i == 0:
+            out[mask] = p.label
+        else:
+            out[mask & (out == 0)] = p.label
         names[p.label] = p.label_name
     return LabelMap(array=out, affine=volume.affine, names=names, source=f"preset:{','.join(p.name for p in chosen)}")
