@@ -6,7 +6,10 @@ from qtpy.QtWidgets import QComboBox, QWidget
 
 
 class LayerCombo(QComboBox):
-    """Lists the viewer's layers of ``layer_type`` by name; ``optional`` adds a "(none)" entry."""
+    """Lists the viewer's layers of ``layer_type`` by name; ``optional`` adds a "(none)" entry.
+
+    The newest layer is chosen unless the user picked another one (or "(none)").
+    """
 
     NONE = "(none)"
 
@@ -15,6 +18,8 @@ class LayerCombo(QComboBox):
         self._viewer = viewer
         self._type = layer_type
         self._optional = optional
+        self._none_chosen = False  # "(none)" stays only when the user picked it
+        self.activated.connect(lambda index: setattr(self, "_none_chosen", self.itemText(index) == self.NONE))
         events = viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
             event.connect(self.refresh)
@@ -32,10 +37,10 @@ class LayerCombo(QComboBox):
         if self._optional:
             self.addItem(self.NONE)
         self.addItems(names)
-        if current in names:
+        if current in names or (current == self.NONE and self._none_chosen):
             self.setCurrentText(current)
-        elif names and not self._optional:
-            self.setCurrentIndex(len(names) - 1 if len(names) else 0)
+        elif names:
+            self.setCurrentIndex(self.count() - 1)  # the newest layer
         self.blockSignals(False)
         self.currentTextChanged.emit(self.currentText())
 
