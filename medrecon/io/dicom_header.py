@@ -17,6 +17,7 @@ import io
 import os
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -368,7 +369,7 @@ class _CappedReader(io.BufferedReader):
 
 def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         size = p.stat().st_size
@@ -388,7 +389,7 @@ def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     except (DicomError, ResourceLimitError):
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
-            struct.error, AttributeError, IndexError) as exc:
+            struct.error, AttributeError, IndexError, BytesLengthException, zlib.error) as exc:
         raise DicomError(
             f"{p} is not a readable DICOM file ({type(exc).__name__}: {exc}); "
             "it may be truncated or corrupt: re-export it or remove it from the folder"
