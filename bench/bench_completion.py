@@ -13,6 +13,7 @@ completion against the phantom's exact labels, averaged over the phantoms, for
 only), plus ``nearest`` (each slice copies the nearest drawn one: the staircase).
 
     python bench/bench_completion.py [--seeds 0-19] [--model default] [--json out.json]
+    python bench/bench_completion.py --merge a.json b.json   # summarise runs made in parallel
 """
 
 from __future__ import annotations
@@ -122,7 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0-19")
     p.add_argument("--model", default="default")
     p.add_argument("--json", help="write all per-case numbers here")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="only summarise the cases of earlier --json runs (e.g. seeds run in parallel)")
     args = p.parse_args(argv)
+    if args.merge:
+        runs = [json.load(open(f, encoding="utf-8")) for f in args.merge]
+        print(f"seeds: {sorted(s for r in runs for s in r['seeds'])}")
+        print(markdown(summarise([c for r in runs for c in r["cases"]])))
+        return 0
     import torch
 
     torch.set_num_threads(1)
