@@ -10,6 +10,8 @@ triangles) and says honestly when it could not.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -187,21 +189,45 @@ def _expected_signs(vertices: np.ndarray, faces: np.ndarray, shell_of_face: np.n
 def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """Merge coincident vertices; drop degenerate, duplicate and unused geometry.
 
+    A pair of faces on the same three vertices wound in opposite directions is a
+    "fin" (a zero-thickness double-sided triangle, which decimators leave
+    behind): both go. Of faces repeated with the same winding one is kept.
     Returns a new mesh; ``mesh`` is not modified.
     """
     out = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
     out.merge_vertices(merge_tex=True, merge_norm=True)
     faces = np.asarray(out.faces)
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
-    keep &= out.area_faces > 1e-12 * max(1.0, float(np.max(out.extents)) ** 2)
+    v = np.asarray(out.vertices)
+    size = float(np.ptp(v, axis=0).max()) if len(v) else 1.0
+    keep &= out.area_faces > 1e-12 * max(1.0, size) ** 2
     faces = faces[keep]
-    tri = np.sort(faces, axis=1).astype(np.int64)
-    n = int(tri.max(initial=0)) + 1
-    _, first = np.unique((tri[:, 0] * n + tri[:, 1]) * n + tri[:, 2], return_index=True)
-    faces = faces[np.sort(first)]
+    faces = faces[_without_duplicates(faces)]
     out = trimesh.Trimesh(out.vertices, faces, process=False)
     out.remove_unreferenced_vertices()
     return out
+
+
+def _without_duplicates(faces: np.ndarray) -> np.ndarray:
+    """Return the indices of the faces to keep: one per same-winding repeat, none of a fin."""
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) == 0:
+        return np.zeros(0, dtype=np.int64)
+    n = int(faces.max()) + 1
+    tri = np.sort(faces, axis=1)
+    key = (tri[:, 0] * n + tri[:, 1]) * n + tri[:, 2]
+    # rotate each face to start at its smallest index: equal rows <=> same winding
+    start = np.argmin(faces, axis=1)
+    rot = faces[np.arange(len(faces))[:, None], (start[:, None] + np.arange(3)) % 3]
+    forward = rot[:, 1] < rot[:, 2]
+    _, group, counts = np.unique(key, return_inverse=True, return_counts=True)
+    group = group.ravel()
+    fwd = np.bincount(group, weights=forward, minlength=len(counts))
+    fins = (fwd > 0) & (fwd < counts)  # both windings present
+    _, first = np.unique(key, return_index=True)
+    keep = np.zeros(len(faces), dtype=bool)
+    keep[first] = True
+    return np.flatnonzero(keep & ~fins[group])
 
 
 def fill_holes(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -299,9 +325,33 @@ def _pymeshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh | None:
     shells = mesh.split(only_watertight=False) if len(mesh.faces) else []
     parts = []
     for part in shells:
-        v, f = pymeshfix.clean_from_arrays(np.asarray(part.vertices), np.asarray(part.faces))
+        with _quiet_stdout():  # MeshFix prints its progress from C++
+            v, f = pymeshfix.clean_from_arrays(np.asarray(part.vertices), np.asarray(part.faces))
         if len(f):
             parts.append(trimesh.Trimesh(v, f, process=False))
     if not parts:
         return None
     return fix_orientation(clean(trimesh.util.concatenate(parts)))
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send file descriptors 1 and 2 to /dev/null (C-level output, e.g. MeshFix) for a moment."""
+    import sys
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+    except (OSError, ValueError, AttributeError):  # no real stdout (embedded): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        for fd, dup in zip((1, 2), saved, strict=True):
+            os.dup2(dup, fd)
+            os.close(dup)
