@@ -389,7 +389,8 @@ def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     except (DicomError, ResourceLimitError):
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
-            struct.error, AttributeError, IndexError, BytesLengthException, zlib.error) as exc:
+            struct.error, AttributeError, IndexError, BytesLengthException, zlib.error,
+            NotImplementedError) as exc:  # NotImplementedError: an unknown VR
         raise DicomError(
             f"{p} is not a readable DICOM file ({type(exc).__name__}: {exc}); "
             "it may be truncated or corrupt: re-export it or remove it from the folder"

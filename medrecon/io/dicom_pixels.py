@@ -12,6 +12,7 @@ reads release the GIL.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from medrecon.errors import DicomError, MissingDependencyError
-from medrecon.io.dicom_header import FrameHeader
+from medrecon.io.dicom_header import FrameHeader, _CappedReader
 from medrecon.io.limits import check_alloc
 from medrecon.progress import ProgressFn, report
 
@@ -124,7 +125,9 @@ def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
         arr = pydicom.dcmread(path).pixel_array.reshape(-1, frame.rows, frame.cols)
         yield from (arr[i] for i in indices)
         return
-    yield from iter_pixels(path, indices=indices)
+    # a corrupt Pixel Data length must not make pydicom allocate a buffer of that size
+    with _CappedReader(io.FileIO(path, "rb"), os.path.getsize(path)) as fh:
+        yield from iter_pixels(fh, indices=indices)
 
 
 def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
@@ -190,12 +193,18 @@ def read_frames(
     first = frames[0]
     shape = (len(frames), first.rows, first.cols)
     check_alloc(shape, np.float32, what)
+
+    def is_native(frame: FrameHeader) -> bool:
+        return frame.pixel_offset >= 0 and frame.bits_allocated in (8, 16, 32) and frame.samples == 1
+
+    for frame in frames:  # a header that claims more rows than the file holds: before allocating
+        if is_native(frame):
+            check_native(frame)
     out = np.empty(shape, dtype=np.float32)
     native = []
     by_file: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
     for k, frame in enumerate(frames):
-        if frame.pixel_offset >= 0 and frame.bits_allocated in (8, 16, 32) and frame.samples == 1:
-            check_native(frame)
+        if is_native(frame):
             native.append((frame, out[k]))
         else:
             fs, ds = by_file.setdefault(frame.path, ([], []))
