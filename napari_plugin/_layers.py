@@ -235,7 +235,8 @@ def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: s
     organ_meshes : list of medrecon.mesh.OrganMesh
         Meshes in LPS mm; each becomes the Surface layer ``"<organ name>"``.
     name : str
-        Name of the Labels layer, also recorded in the surfaces' metadata.
+        Name of the Labels layer, also recorded in the surfaces' metadata. The
+        meshes are kept in that layer's ``metadata["medrecon"]["organ_meshes"]``.
 
     Returns
     -------
@@ -248,12 +249,15 @@ def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: s
     added = []
     if labels is not None:
         data, kwargs, _ = labels_layer_data(labels, name=name)
-        kwargs["metadata"][META_KEY]["reports"] = [om.report for om in organ_meshes]
         if name in viewer.layers:
             viewer.layers.remove(name)
         added.append(viewer.add_labels(data, **kwargs))
     else:
         added.append(None)
+    if name in viewer.layers:
+        # the Mesh and export widget shows and exports these without rebuilding them
+        meta = viewer.layers[name].metadata.setdefault(META_KEY, {})
+        meta["organ_meshes"] = list(organ_meshes)
     colours = {}
     if added[0] is not None:
         colours = {om.label: added[0].get_color(om.label) for om in organ_meshes}

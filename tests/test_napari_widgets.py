@@ -119,6 +119,12 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     assert np.median(values) > 300
 
     assert ct.depiction == "plane"  # a CT plane under the meshes, not a volume hiding them
+    # the Mesh and export widget shows the reconstruction's report without rebuilding
+    mesh_widget = MeshExportWidget(viewer)
+    qtbot.addWidget(mesh_widget)
+    assert mesh_widget.labels_combo.currentText() == labels.name
+    assert [mesh_widget.table.item(r, 0).text() for r in range(mesh_widget.table.rowCount())] == ["bone"]
+    assert mesh_widget.table.item(0, 3).text() == str(len(bone.data[1]))
     # right-handed screen axes for the right-handed patient frame: 3D is not mirrored
     assert [str(o.value) for o in viewer.camera.orientation] == ["away", "down", "right"]
 

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 from medrecon.errors import InputError, MedreconError
 from medrecon.mesh import MeshOptions
 from napari_plugin._jobs import parse_organs, remesh
-from napari_plugin._layers import labelmap_from_layer, show_reconstruction
+from napari_plugin._layers import META_KEY, labelmap_from_layer, show_reconstruction
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
 
@@ -110,6 +110,8 @@ class MeshExportWidget(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(LIVE_DELAY_MS)
         self._timer.timeout.connect(self._live_rebuild)
+        self.labels_combo.currentTextChanged.connect(self._labels_changed)
+        self._labels_changed()
         for spin in (self.smooth_spin, self.decimate_spin, self.hollow_spin):
             spin.valueChanged.connect(self._option_changed)
         self.keep_largest_check.toggled.connect(self._option_changed)
@@ -144,6 +146,14 @@ class MeshExportWidget(QWidget):
         except MedreconError as exc:
             show_error(str(exc))
             return None
+
+    def _labels_changed(self, *_args) -> None:
+        """Show the meshes already made for the chosen layer (by a reconstruction), if any."""
+        layer = self.labels_combo.layer()
+        meta = layer.metadata.get(META_KEY, {}) if layer is not None else {}
+        self.organ_meshes = list(meta.get("organ_meshes", [])) if isinstance(meta, dict) else []
+        self._source = layer.name if layer is not None else ""
+        self._fill_table()
 
     def _option_changed(self, *_args) -> None:
         if self.live_check.isChecked() and self.labels_combo.layer() is not None:
