@@ -165,6 +165,19 @@ def test_repair_fills_holes_and_fixes_winding_and_junk():
     assert repair(inverted)[0].volume > 0
 
 
+def test_repair_removes_decimation_fins():
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    a, b = (int(x) for x in sphere.faces[0][:2])
+    tip = len(sphere.vertices)
+    vertices = np.vstack([sphere.vertices, [[0.0, 0.0, 15.0]]])
+    # a zero-thickness double-sided triangle hanging on an existing edge
+    faces = np.vstack([sphere.faces, [[a, b, tip], [b, a, tip]]])
+    finned = trimesh.Trimesh(vertices, faces, process=False)
+    assert check(finned).nonmanifold_edges == 1
+    fixed, state = repair(finned)
+    assert state.printable and len(fixed.faces) == len(sphere.faces)
+
+
 def test_component_filtering_never_drops_the_organ():
     big = trimesh.creation.icosphere(radius=10.0)
     small = trimesh.creation.icosphere(radius=1.0)
