@@ -163,3 +163,15 @@ def test_3d_axes_are_made_right_handed(vertical, horizontal, depth):
     # screen frame (right, down, into the screen) is right-handed; count sign flips from it
     signs = [1 if got[0] == "away" else -1, 1 if got[1] == "down" else -1, 1 if got[2] == "right" else -1]
     assert np.prod(signs) == 1
+
+
+def test_ct_window_for_unitless_images_that_look_like_ct(totalseg_dir):
+    from medrecon.io import load
+
+    ct = load(totalseg_dir / "example_ct_sm.nii.gz")  # NIfTI: no units recorded
+    assert ct.units == ""
+    assert image_layer_data(ct)[1]["contrast_limits"] == (-160.0, 240.0)
+    mr = Volume(np.random.default_rng(0).uniform(0, 800, (20, 20, 20)).astype(np.float32), np.eye(4))
+    assert "contrast_limits" not in image_layer_data(mr)[1]
+    tagged = Volume(np.asarray(ct.array), ct.affine, modality="MR")
+    assert "contrast_limits" not in image_layer_data(tagged)[1]
