@@ -1,17 +1,12 @@
 """Post-processing of organ meshes: smoothing, decimation, repair, hollowing, report."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import trimesh
+from test_surface import CENTRE, ellipsoid_mask
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_surface import CENTRE, ellipsoid_mask  # noqa: E402
-
-from medrecon.errors import EmptySegmentationError  # noqa: E402
-from medrecon.mesh import (  # noqa: E402
+from medrecon.errors import EmptySegmentationError
+from medrecon.mesh import (
     MeshOptions,
     build_organ_meshes,
     check,
@@ -19,18 +14,18 @@ from medrecon.mesh import (  # noqa: E402
     merge_scene,
     repair,
 )
-from medrecon.mesh.decimate import decimate  # noqa: E402
-from medrecon.mesh.hollow import hollow  # noqa: E402
-from medrecon.mesh.report import distances_to_surface, mesh_report, point_triangle_distance  # noqa: E402
-from medrecon.mesh.smooth import (  # noqa: E402
+from medrecon.mesh.decimate import decimate
+from medrecon.mesh.hollow import hollow
+from medrecon.mesh.report import distances_to_surface, mesh_report, point_triangle_distance
+from medrecon.mesh.smooth import (
     VTK_TOLERANCE,
     pass_band,
     sinc_coefficients,
     smooth,
     windowed_sinc,
 )
-from medrecon.surface import mask_surface  # noqa: E402
-from medrecon.volume import LabelMap  # noqa: E402
+from medrecon.surface import mask_surface
+from medrecon.volume import LabelMap
 
 
 @pytest.fixture(scope="module")
