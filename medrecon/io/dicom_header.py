@@ -232,7 +232,7 @@ def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: in
         # a header is untrusted: refuse absurd sizes before making per-frame records
         bits = _int(ds.get("BitsAllocated")) or 8
         check_alloc((n_frames, _int(ds.get("Rows")) or 1, _int(ds.get("Columns")) or 1,
-                     _int(ds.get("SamplesPerPixel")) or 1), f"u{max(1, bits // 8)}", str(path))
+                     _int(ds.get("SamplesPerPixel")) or 1), f"V{max(1, (bits + 7) // 8)}", str(path))  # V: any byte width
     image_type = tuple(str(t).upper() for t in (ds.get("ImageType") or ()))
     common = dict(
         path=str(path),
