@@ -233,7 +233,7 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
         "first_seed": FIRST_TRAIN_SEED,
         "last_seed": stream.next_seed - 1 if stream is not None else None,
         "config": _jsonable_config(config), "device": str(dev), "world_size": world,
-        "steps": config.loop.steps, "seconds": round(history.seconds, 1),
+        "steps": history.start_step + len(history.losses), "seconds": round(history.seconds, 1),
         "final_loss": round(float(sum(history.losses[-20:]) / max(1, len(history.losses[-20:]))), 5),
         "validation": history.val[-1][1] if history.val else {},
         "command": " ".join(sys.argv) if sys.argv and "medrecon" in sys.argv[0] else "",
