@@ -1,0 +1,207 @@
+"""Fuzz worker: builds one mutated case, loads it with ``medrecon.io.load``, classifies it.
+
+Run as a process by :mod:`.campaign` (specs in on stdin, results out on stdout,
+one JSON object per line), or by hand to reproduce a single case::
+
+    python tests/_fuzz/worker.py --case '{"source": "j2k", "mutation": "set_value", "seed": 12}'
+
+Outcomes: ``loaded`` (a Volume with a finite, non-singular affine and the shape
+the headers declare), ``error`` (a :class:`~medrecon.errors.MedreconError` with a
+readable message) or ``other`` (anything else: a foreign exception, an
+unreadable message, a wrong shape). ``problems`` also flags a traced allocation
+peak over the case's limit: 4x the decoded size of the unmutated input plus
+twice ``MEDRECON_MAX_BYTES`` (32 MiB here), the most a header may make a reader
+allocate after :func:`medrecon.io.limits.check_alloc` accepted it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import tracemalloc
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``_fuzz`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _fuzz import _dicom, _nifti  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+
+#: Inputs the mutations start from: name -> (kind, files).
+SOURCES = {
+    "sample": ("dicom", [ROOT / "sample_data" / "dicom" / f"CT{n:05d}.dcm" for n in range(30, 34)]),
+    "j2k": ("dicom", sorted((DATA / "totalseg" / "example_ct_dicom").iterdir())[8:11]),
+    "ge3": ("dicom", sorted((DATA / "dcmqi_ct3" / "ct-3slice").iterdir())),
+    "nifti": ("nifti", [DATA / "totalseg" / "example_ct_sm.nii.gz"]),
+}
+#: MEDRECON_MAX_BYTES in the workers: a header may justify allocations up to this size.
+MAX_BYTES = 32 * 1024**2
+SLACK = 2 * MAX_BYTES
+_HEX = re.compile(r"\\x[0-9a-fA-F]{2}")
+
+
+def _message_problem(message: str) -> str:
+    """Why an error message is not readable ("" when it is)."""
+    if not message.strip():
+        return "empty message"
+    if len(message) > 2000:
+        return f"message of {len(message)} characters"
+    if any(not (c.isprintable() or c in "\n\t") for c in message):
+        return "control characters in the message"
+    if "object at 0x" in message or "Traceback" in message or len(_HEX.findall(message)) > 16:
+        return "raw repr dump in the message"
+    if not re.search(r"[A-Za-z]{3,} [A-Za-z]{2,}", message):
+        return "message is not a sentence"
+    return ""
+
+
+class Worker:
+    """Holds the unmutated inputs and their decoded sizes; runs cases."""
+
+    def __init__(self) -> None:
+        os.environ["MEDRECON_MAX_BYTES"] = str(MAX_BYTES)
+        import medrecon.io  # noqa: F401 - imported before any case is traced
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="medrecon-fuzz-"))
+        self.raw_nifti = _nifti_bytes(SOURCES["nifti"][1][0])
+        self.base_bytes: dict[str, int] = {}
+        for name in SOURCES:
+            case = self._build({"source": name, "mutation": None, "seed": 0})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                vol = medrecon.io.load(case[0])
+            self.base_bytes[name] = max(vol.array.size * 4, vol.array.nbytes)
+            shutil.rmtree(self.tmp / "case")
+
+    def _build(self, spec: dict) -> tuple[Path, str, random.Random]:
+        source, mutation = spec["source"], spec["mutation"]
+        rng = random.Random(f"{source}:{mutation}:{spec['seed']}")
+        kind, files = SOURCES[source]
+        folder = self.tmp / "case"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        if kind == "nifti":
+            if mutation is None:
+                path = folder / "case.nii.gz"
+                shutil.copy(files[0], path)
+                return path, "unmutated", rng
+            path, what = _nifti.write_case(self.raw_nifti, mutation, rng, folder)
+            return path, what, rng
+        series = folder / "series"
+        series.mkdir()
+        copies = [Path(shutil.copy(f, series / f.name)) for f in files]
+        if mutation is None:
+            return series, "unmutated", rng
+        what = _dicom.MUTATIONS[mutation](copies, rng)
+        target = series if rng.random() < 0.8 else rng.choice(copies)
+        return target, what, rng
+
+    def run(self, spec: dict) -> dict:
+        """Build, load and classify one case."""
+        import medrecon.io
+        from medrecon.errors import MedreconError
+        from medrecon.volume import Volume, check_affine
+
+        result = dict(spec)
+        if spec.get("selftest") == "hang":  # lets the tests check that a hang is caught
+            time.sleep(3600)
+        if spec.get("selftest") == "crash":
+            os._exit(3)
+        path, what, _rng = self._build(spec)
+        limit = 4 * self.base_bytes[spec["source"]] + SLACK
+        result.update(what=what, target=path.name, limit=limit, problems=[])
+        vol = exc = None
+        start = time.perf_counter()
+        tracemalloc.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                vol = medrecon.io.load(path)
+        except Exception as e:  # noqa: BLE001 - classifying every exception is the point
+            exc = e
+            trace = traceback.format_exc()
+        finally:
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        result.update(peak=peak, seconds=round(time.perf_counter() - start, 3))
+        if peak > limit:
+            result["problems"].append(f"traced peak {peak:,} B over the limit {limit:,} B")
+        if exc is not None:
+            result.update(error_type=type(exc).__name__, message=str(exc)[:500])
+            if isinstance(exc, MedreconError):
+                result["outcome"] = "error"
+                bad = _message_problem(str(exc))
+                if bad:
+                    result["problems"].append(bad)
+            else:
+                result.update(outcome="other", traceback=trace[-3000:])
+            return result
+        result["outcome"] = "loaded"
+        result["shape"] = list(vol.shape) if isinstance(vol, Volume) else None
+        problem = self._check_loaded(vol, path, spec, check_affine)
+        if problem:
+            result["outcome"] = "other"
+            result["problems"].append(problem)
+        return result
+
+    def _check_loaded(self, vol, path: Path, spec: dict, check_affine) -> str:
+        from medrecon.volume import Volume
+
+        if not isinstance(vol, Volume):
+            return f"load returned {type(vol).__name__}, not a Volume"
+        if vol.array.ndim != 3 or min(vol.shape) < 1:
+            return f"loaded array has shape {vol.shape}"
+        try:
+            check_affine(vol.affine)
+        except Exception as e:  # noqa: BLE001
+            return f"loaded affine is invalid: {e}"
+        if SOURCES[spec["source"]][0] == "nifti":
+            declared = _nifti.declared_shape(path)
+            if declared is not None and tuple(vol.shape) != declared:
+                return f"loaded shape {vol.shape} but the header declares {declared}"
+            return ""
+        if "gantry_tilt_deg" in vol.meta:
+            return ""  # resampled onto a new grid: the in-plane size may differ
+        sizes = _dicom.declared_sizes(path if path.is_dir() else path.parent)
+        if sizes and tuple(vol.shape[:2]) not in sizes:
+            return f"loaded in-plane size {vol.shape[:2]} but the headers declare {sorted(sizes)}"
+        return ""
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _nifti_bytes(path: Path) -> bytes:
+    import gzip
+
+    return gzip.decompress(path.read_bytes())
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    worker = Worker()
+    try:
+        if len(argv) == 2 and argv[0] == "--case":
+            print(json.dumps(worker.run(json.loads(argv[1])), indent=1))
+            return 0
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            spec = json.loads(line)
+            print(json.dumps(worker.run(spec)), flush=True)
+    finally:
+        worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
