@@ -76,8 +76,8 @@ def _write(ds, path: Path) -> None:
 
 def _set_raw(ds, keyword: str, value) -> None:
     """Store ``value`` as the element's encoded bytes, bypassing pydicom's value checks."""
-    from pydicom.dataelem import RawDataElement
     from pydicom.datadict import dictionary_VR
+    from pydicom.dataelem import RawDataElement
     from pydicom.tag import Tag
 
     tag = Tag(keyword)
