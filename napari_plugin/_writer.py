@@ -52,6 +52,42 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     return [str(target)]
 
 
+def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
+    """Write several Surface layers into one folder, one mesh file per layer named after it.
+
+    Parameters
+    ----------
+    path : str
+        The folder. A mesh suffix (``organs.obj``) picks the format and is
+        dropped from the folder name; the default format is STL.
+    layer_data : list of (data, meta, layer_type)
+        The layers, as napari passes them.
+
+    Returns
+    -------
+    list of str
+        The written files, in layer order.
+    """
+    from medrecon.io.atomic import safe_name
+    from medrecon.io.mesh_export import write_mesh
+
+    target = Path(path)
+    suffix = next((s for s in MESH_SUFFIXES if target.name.lower().endswith(s)), ".stl")
+    folder = target.with_name(target.name[: -len(suffix)]) if target.name.lower().endswith(suffix) else target
+    meshes = [(str(meta.get("name", "surface")), surface_to_mesh(data, meta)) for data, meta, _ in layer_data]
+    written: list[str] = []
+    used: set[str] = set()
+    for name, mesh in meshes:
+        stem = base = safe_name(name, default="surface")
+        n = 1
+        while stem in used:  # two layers with the same name keep both files
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem)
+        written.append(str(write_mesh(mesh, folder / f"{stem}{suffix}", frame="LPS", name=name)))
+    return written
+
+
 def write_labels(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     """Write one Labels layer as NIfTI with its voxel-to-world affine and a names sidecar.
 

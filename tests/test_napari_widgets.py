@@ -291,3 +291,25 @@ def test_job_errors_show_the_cli_message(qtbot, make_napari_viewer, monkeypatch)
     widget.set_method("checkpoint")  # no file chosen: refused before any work starts
     assert widget.run() is None
     assert "checkpoint" in shown[-1]
+
+
+def test_several_surfaces_save_into_one_folder(make_napari_viewer, tmp_path):
+    from napari_plugin._writer import write_surfaces
+
+    viewer = make_napari_viewer()
+    a = trimesh.creation.icosphere(subdivisions=1, radius=3.0)
+    b = trimesh.creation.box(extents=(2.0, 4.0, 6.0))
+    viewer.add_surface((a.vertices, a.faces), name="left/kidney")  # unsafe as a file name
+    viewer.add_surface((b.vertices, b.faces), name="box", translate=(10.0, 0.0, 0.0))
+    written = viewer.layers.save(str(tmp_path / "organs"), selected=False, plugin="medrecon")
+    assert sorted(os.path.basename(p) for p in written) == ["box.stl", "left_kidney.stl"]
+    box = trimesh.load(tmp_path / "organs" / "box.stl")
+    assert box.is_watertight and box.volume == pytest.approx(48.0, rel=1e-6)
+    # napari (z, y, x) extents (2, 4, 6), z moved by 10 -> LPS x in [-3, 3], z in [9, 11]
+    np.testing.assert_allclose(box.bounds, [[-3.0, -2.0, 9.0], [3.0, 2.0, 11.0]], atol=1e-5)
+    # same names (possible outside a viewer) keep both files; a suffix picks the format
+    same = [layer.as_layer_data_tuple() for layer in viewer.layers]
+    same[1][1]["name"] = "left/kidney"
+    written = write_surfaces(str(tmp_path / "objs.obj"), same)
+    assert [os.path.basename(p) for p in written] == ["left_kidney.obj", "left_kidney_2.obj"]
+    assert all(os.path.dirname(p) == str(tmp_path / "objs") for p in written)
