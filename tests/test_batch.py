@@ -2,12 +2,21 @@
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 
-from medrecon.batch import DONE, FAILED, Study, discover_studies, read_study_list, run_batch
+from medrecon.batch import (
+    DONE,
+    FAILED,
+    Study,
+    discover_studies,
+    process_study,
+    read_study_list,
+    run_batch,
+)
 from medrecon.cli import main
 from medrecon.errors import InputError
 from medrecon.io import save
@@ -162,3 +171,19 @@ def test_dask_local_cluster_same_outputs(studies_dir, tmp_path):
     again = run_batch(studies, tmp_path / "dask", config=CONFIG, scheduler="local", workers=1,
                       dask_processes=False, show_progress=False, study_fn=_never)
     assert again.skipped == 4 and again.exit_code == 1
+
+
+def _die_on_b(study, outdir, config):
+    if study.key == "nested/b":
+        os._exit(3)  # a worker killed under a study (out of memory, a segfault)
+    return process_study(study, outdir, config)
+
+
+def test_a_dying_worker_fails_only_its_study(studies_dir, tmp_path):
+    studies = [s for s in discover_studies(studies_dir) if s.key in ("a", "nested/b")]
+    summary = run_batch(studies, tmp_path / "o", config=CONFIG, workers=2, study_fn=_die_on_b,
+                        show_progress=False)
+    assert {r["study"]: r["status"] for r in summary.records} == {"a": "done", "nested/b": "failed"}
+    assert "worker process died" in summary.failed[0]["error"]
+    assert (tmp_path / "o" / "a" / "meshes" / "bone.stl").is_file()
+    assert [p.name for p in (tmp_path / "o" / "nested" / "b").iterdir()] == [FAILED]

@@ -31,9 +31,6 @@ from medrecon.batch.records import (
 from medrecon.errors import Cancelled, InputError
 from medrecon.pipeline.config import ReconstructConfig
 
-#: Times a study is tried when its worker process dies under it.
-MAX_ATTEMPTS = 2
-
 StudyFn = Callable[[Study, str, ReconstructConfig], dict]
 
 
@@ -113,27 +110,32 @@ def _run_local(todo: Sequence[Study], outdir: Path, config: ReconstructConfig, w
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    attempts = {s.key: 0 for s in todo}
-    pending = list(todo)
-    while pending:
-        retry: list[Study] = []
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
-                                 initializer=_init_worker) as pool:
-            futures = {pool.submit(study_fn, s, str(outdir / s.key), config): s for s in pending}
-            not_done = set(futures)
-            while not_done:
-                finished, not_done = wait(not_done, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    study = futures[fut]
-                    try:
-                        yield fut.result()
-                    except BrokenProcessPool:
-                        attempts[study.key] += 1
-                        if attempts[study.key] < MAX_ATTEMPTS:
-                            retry.append(study)
-                        else:
-                            yield _record_failure(study, outdir, "its worker process died (out of memory?)")
-        pending = retry
+    broken: list[Study] = []
+    yield from _pool_round(list(todo), outdir, config, min(workers, len(todo)), study_fn, ctx, broken)
+    # A dead worker (out of memory, a crash in a C library) breaks the whole pool, and every
+    # study in flight fails with it. Retry those one per fresh single-worker pool, so that
+    # only the study that kills its worker is recorded as failed.
+    for study in broken:
+        again: list[Study] = []
+        yield from _pool_round([study], outdir, config, 1, study_fn, ctx, again)
+        for lost in again:
+            yield _record_failure(lost, outdir, "its worker process died (out of memory, or a crash); "
+                                                "run it alone to see why")
+
+
+def _pool_round(studies: list[Study], outdir: Path, config: ReconstructConfig, workers: int,
+                study_fn: StudyFn, ctx, broken: list[Study]) -> Iterator[dict]:
+    """Run ``studies`` in one process pool; those lost to a broken pool go to ``broken``."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = {pool.submit(study_fn, s, str(outdir / s.key), config): s for s in studies}
+        not_done = set(futures)
+        while not_done:
+            finished, not_done = wait(not_done, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken.append(futures[fut])
 
 
 def _record_failure(study: Study, outdir: Path, reason: str) -> dict:
