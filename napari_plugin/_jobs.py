@@ -1,6 +1,6 @@
-"""What the widgets ask medrecon to do, as plain functions (no Qt, no napari).
+"""What the Reconstruct widget asks medrecon to do, as plain functions (no Qt, no napari).
 
-Each function only chooses which medrecon entry point to call from the
+These only choose which medrecon entry point to call from the
 widget's settings; all the work lives in medrecon. They run in a napari
 ``thread_worker`` and take a ``progress`` callback that may raise
 :class:`~medrecon.errors.Cancelled`.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from medrecon.errors import InputError
 from medrecon.mesh import MeshOptions, OrganMesh, build_organ_meshes
-from medrecon.progress import ProgressFn, scaled
+from medrecon.progress import ProgressFn
 from medrecon.volume import LabelMap, Volume
 
 #: Reconstruction methods offered by the Reconstruct widget.
@@ -105,31 +105,6 @@ def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn 
             mesh=request.mesh, preview=False,
         )
     return run(volume, None, config=config, progress=progress)
-
-
-def remesh(
-    labels: LabelMap,
-    options: MeshOptions,
-    *,
-    organs: tuple[str | int, ...] | None = None,
-    progress: ProgressFn | None = None,
-) -> list[OrganMesh]:
-    """Build (or rebuild with new options) the meshes of ``labels``; see ``build_organ_meshes``."""
-    return build_organ_meshes(labels, options, organs=organs, progress=progress)
-
-
-def complete_slices(
-    sparse: LabelMap,
-    *,
-    image: Volume | None,
-    method: str,
-    axis: int,
-    progress: ProgressFn | None = None,
-) -> LabelMap:
-    """Fill organs drawn on a few slices; see :func:`medrecon.completion.complete`."""
-    from medrecon.completion import complete
-
-    return complete(sparse, image=image, method=method, axis=axis, progress=scaled(progress, 0, 1))
 
 
 def parse_organs(text: str) -> tuple[str | int, ...] | None:

@@ -7,7 +7,6 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout, QWidget
 
 from medrecon.errors import InputError, MedreconError
 from napari_plugin._geometry import array_axis_across
-from napari_plugin._jobs import complete_slices
 from napari_plugin._layers import labelmap_from_layer, labels_layer_data, volume_from_layer
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
@@ -72,6 +71,8 @@ class CompleteWidget(QWidget):
         """Start the completion in a worker; returns it (or ``None`` on a bad setting)."""
         from napari.utils.notifications import show_error
 
+        from medrecon.completion import complete
+
         try:
             layer = self.labels_combo.layer()
             if layer is None:
@@ -83,7 +84,7 @@ class CompleteWidget(QWidget):
             axis = array_axis_across(sparse.affine, int(self.plane_combo.currentData()))
             name = f"{layer.name} completed"
             return self.runner.start(
-                complete_slices, lambda result: self._show(result, name),
+                complete, lambda result: self._show(result, name),
                 sparse, image=image, method=method, axis=axis,
             )
         except MedreconError as exc:

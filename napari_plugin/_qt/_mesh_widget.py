@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (
 )
 
 from medrecon.errors import InputError, MedreconError
-from medrecon.mesh import MeshOptions
-from napari_plugin._jobs import parse_organs, remesh
+from medrecon.mesh import MeshOptions, build_organ_meshes
+from napari_plugin._jobs import parse_organs
 from napari_plugin._layers import META_KEY, labelmap_from_layer, show_reconstruction
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
@@ -140,7 +140,7 @@ class MeshExportWidget(QWidget):
             labels = labelmap_from_layer(layer)
             name = layer.name
             return self.runner.start(
-                remesh, lambda meshes: self._show(meshes, name),
+                build_organ_meshes, lambda meshes: self._show(meshes, name),
                 labels, self.options(), organs=parse_organs(self.organs_edit.text()),
             )
         except MedreconError as exc:
