@@ -8,7 +8,7 @@ held-out evaluation seeds are 0-19).
 
 Command that trains the committed default model::
 
-    python -m medrecon.completion.train_shape --seeds 2000-2047 --steps 900 \
+    python -m medrecon.completion.train_shape --seeds 2000-2047 --steps 700 \
         --seed 0 --out medrecon/models/shape_default
 """
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m medrecon.completion.train_shape", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="2000-2047", help="phantom seeds (>= 2000), e.g. 2000-2047")
-    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--steps", type=int, default=700)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
