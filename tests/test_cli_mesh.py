@@ -76,7 +76,7 @@ def test_options_formats_and_sidecar_names(tmp_path, capsys):
     path = small_labels(tmp_path)
     out = tmp_path / "out"
     code = main(["mesh", str(path), "-o", str(out), "--organs", "liver,1", "--format", "ply",
-                 "--frame", "RAS", "--smooth", "0", "--decimate", "0", "--json"])
+                 "--frame", "RAS", "--smooth", "0", "--decimate", "0", "--merged", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frame"] == "RAS"
@@ -89,6 +89,8 @@ def test_options_formats_and_sidecar_names(tmp_path, capsys):
         assert (out / o["file"]).is_file()
         assert o["hd95_mm"] == pytest.approx(0.0, abs=1e-9)
     assert json.loads((out / "report.json").read_text()) == report
+    scene = trimesh.load(out / report["merged_file"], force="mesh")
+    assert len(scene.faces) == sum(o["faces"] for o in report["organs"])
 
 
 def test_default_names_without_sidecar(tmp_path, capsys):
