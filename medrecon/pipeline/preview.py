@@ -29,7 +29,8 @@ def label_colors(labels: Sequence[int]) -> dict[int, tuple[float, float, float]]
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    return {int(lab): tuple(cmap((int(lab) * 7) % 20)[:3]) for lab in labels}
+    usable = [i for i in range(20) if i not in (14, 15)]  # tab20's greys vanish on a CT
+    return {int(lab): tuple(cmap(usable[(int(lab) * 7) % len(usable)])[:3]) for lab in labels}
 
 
 def _window(volume: Volume) -> tuple[float, float]:
