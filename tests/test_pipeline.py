@@ -136,7 +136,10 @@ def test_in_memory_run_returns_everything_and_writes_nothing(tmp_path, monkeypat
 def test_ras_frame_and_obj_format(tmp_path):
     vol, _ = _ball_volume()
     out = tmp_path / "o"
+    (out / "meshes").mkdir(parents=True)
+    (out / "meshes" / "liver.stl").write_bytes(b"left by an earlier run")
     res = reconstruct(vol, out, config=ReconstructConfig.for_preset("bone", fmt="obj", frame="RAS", preview=False))
+    assert [p.name for p in (out / "meshes").iterdir()] == ["bone.obj"]  # no stale mesh beside the report
     mesh = trimesh.load(out / "meshes" / "bone.obj", force="mesh")
     lps = res.organ_meshes[0].mesh
     assert np.allclose(mesh.bounds[:, 2], lps.bounds[:, 2], atol=1e-3)

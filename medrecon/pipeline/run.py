@@ -273,6 +273,7 @@ def reconstruct(
         with timer.stage("export"):
             rep = export_organs(organ_meshes, out, fmt=config.fmt, frame=config.frame,
                                 extra_report=scrub(extra, identifiers, keep_phi=config.keep_phi))
+            _remove_stale_meshes(out, {o["file"] for o in rep["organs"]})
     else:
         from medrecon.io.mesh_export import SCHEMA_VERSION, check_frame
 
@@ -289,6 +290,15 @@ def reconstruct(
         write_text(out / "report.json", json.dumps(rep, indent=1, allow_nan=False) + "\n")
     report(progress, "done", 1.0)
     return ReconstructResult(volume=volume, labels=labels, organ_meshes=organ_meshes, report=rep, outdir=out)
+
+
+def _remove_stale_meshes(out: Path, written: set[str]) -> None:
+    """Delete mesh files an earlier run left in ``out/meshes`` (other organs or format)."""
+    folder = out / "meshes"
+    for path in folder.iterdir() if folder.is_dir() else ():
+        rel = f"meshes/{path.name}"
+        if path.is_file() and path.suffix.lower() in (".stl", ".obj", ".ply", ".3mf") and rel not in written:
+            path.unlink(missing_ok=True)
 
 
 def _jsonable(value: Any) -> Any:
