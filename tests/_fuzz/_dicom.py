@@ -229,7 +229,8 @@ def raw_length(files: list[Path], rng: random.Random, *, path: Path | None = Non
     else:
         off = at + 8 if _explicit(data, at) else at + 4
         old = struct.unpack_from("<I", data, off)[0]
-        new = rng.choice([0, 1, old + 1, max(0, old - 1), 0xFFFFFFFF, 0x7FFFFFFF, old // 3])
+        new = rng.choice([0, 1, (old + 1) & 0xFFFFFFFF, max(0, old - 1), 0xFFFFFFFF,
+                          0x7FFFFFFF, old // 3])
         struct.pack_into("<I", data, off, new)
     path.write_bytes(bytes(data))
     return f"{name} length {old} -> {new} in {path.name}"

@@ -120,6 +120,9 @@ def summarise(results: list[dict]) -> dict:
     ratios = [r["peak"] / r["limit"] for r in results if "peak" in r]
     out["max_peak_fraction_of_limit"] = round(max(ratios), 4) if ratios else None
     out["max_peak_bytes"] = max((r["peak"] for r in results if "peak" in r), default=None)
-    out["max_case_seconds"] = max((r["seconds"] for r in results if "seconds" in r), default=None)
+    timed = [r for r in results if "seconds" in r]
+    slowest = max(timed, key=lambda r: r["seconds"], default=None)
+    out["max_case_seconds"] = slowest["seconds"] if slowest else None
+    out["slowest_case"] = {k: slowest[k] for k in ("source", "mutation", "seed")} if slowest else None
     out["failures"] = [r for r in results if r["outcome"] not in ("loaded", "error") or r["problems"]]
     return out

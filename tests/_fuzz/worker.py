@@ -117,7 +117,11 @@ class Worker:
             time.sleep(3600)
         if spec.get("selftest") == "crash":
             os._exit(3)
-        path, what, _rng = self._build(spec)
+        try:
+            path, what, _rng = self._build(spec)
+        except Exception:  # noqa: BLE001 - a bug of the fuzzer itself: report, do not die
+            return dict(result, outcome="harness_error", problems=["the case could not be built"],
+                        traceback=traceback.format_exc()[-3000:])
         limit = 4 * self.base_bytes[spec["source"]] + SLACK
         result.update(what=what, target=path.name, limit=limit, problems=[])
         vol = exc = None
