@@ -173,7 +173,7 @@ def main() -> None:
     from skimage.measure import marching_cubes
 
     from medrecon.surface import label_surfaces
-    from medrecon.surface.extract import _padded_crop
+    from medrecon.surface.extract import padded_crop
     from medrecon.surface.labels import label_boxes
     from medrecon.volume import LabelMap
 
@@ -184,7 +184,7 @@ def main() -> None:
     ids = labels.labels
     box = label_boxes(labels, [5])[5]
     liver = array == 5
-    liver_crop, _ = _padded_crop(liver.astype(np.uint8), box, 0)
+    liver_crop, _ = padded_crop(liver.astype(np.uint8), box, 0)
     n = args.repeat
     rows: dict[str, float] = {}
 

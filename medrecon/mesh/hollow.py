@@ -63,13 +63,13 @@ def cavity_surface(
         Smoothing factor applied to the cavity (Slicer's scale, see
         :mod:`medrecon.mesh.smooth`).
     """
-    from medrecon.surface.extract import _mesh_from_field, _padded_crop, bounding_box
+    from medrecon.surface.extract import bounding_box, contour, padded_crop
     from medrecon.surface.resample import iso_resample
 
     box = bounding_box(np.asarray(mask, dtype=bool))
     if box is None:
         return None
-    crop, lo = _padded_crop(np.asarray(mask, dtype=np.uint8), box, 0)
+    crop, lo = padded_crop(np.asarray(mask, dtype=np.uint8), box, 0)
     shift = np.eye(4)
     shift[:3, 3] = lo
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
@@ -78,7 +78,7 @@ def cavity_surface(
     level = float(thickness_mm)
     if depth.max() <= level:
         return None
-    cavity = _mesh_from_field(depth, level, np.zeros(3), grid_affine, "skimage")
+    cavity = contour(depth, level, np.zeros(3), grid_affine, "skimage")
     if cavity is None:
         return None
     return smooth(cavity, smoothing) if smoothing > 0 else cavity

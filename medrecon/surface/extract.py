@@ -67,7 +67,7 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     return tuple(slices)  # type: ignore[return-value]
 
 
-def _padded_crop(array: np.ndarray, box: tuple[slice, slice, slice], fill: float) -> tuple[np.ndarray, np.ndarray]:
+def padded_crop(array: np.ndarray, box: tuple[slice, slice, slice], fill: float) -> tuple[np.ndarray, np.ndarray]:
     """Crop ``array`` to ``box`` grown by one voxel; outside the array is ``fill``.
 
     Returns the crop and the (3,) index of its first voxel in ``array`` (may be -1).
@@ -119,9 +119,24 @@ def _vtk_mc(field: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     return verts, faces
 
 
-def _mesh_from_field(
+def contour(
     field: np.ndarray, level: float, offset: np.ndarray, affine: np.ndarray, engine: str
 ) -> trimesh.Trimesh | None:
+    """Marching-cubes surface of ``field`` at ``level``, outward, in world mm (None if none).
+
+    Parameters
+    ----------
+    field : (I, J, K) ndarray
+        Values; the inside is above ``level``.
+    level : float
+        Iso-value.
+    offset : (3,) ndarray
+        Index of ``field``'s first voxel in the grid of ``affine``.
+    affine : (4, 4) ndarray
+        Voxel index to LPS mm.
+    engine : {"skimage", "vtk"}
+        A resolved engine (see :func:`resolve_engine`).
+    """
     if engine == "vtk":
         verts, faces = _vtk_mc(field, level)
     else:
@@ -176,7 +191,7 @@ def mask_surface(
     box = bounding_box(mask)
     if box is None:
         raise EmptySegmentationError("the mask holds no voxels: there is no surface to extract")
-    crop, lo = _padded_crop(mask.astype(np.uint8, copy=False), box, 0)
+    crop, lo = padded_crop(mask.astype(np.uint8, copy=False), box, 0)
     affine = np.asarray(affine, dtype=np.float64)
     if iso_spacing is not None:
         if not iso_spacing > 0:
@@ -189,7 +204,7 @@ def mask_surface(
             field, crop_affine, offset, level = crop, affine, lo.astype(np.float64), 0.5
     else:
         field, crop_affine, offset, level = crop, affine, lo.astype(np.float64), 0.5
-    mesh = _mesh_from_field(field, level, offset, crop_affine, engine)
+    mesh = contour(field, level, offset, crop_affine, engine)
     if mesh is None:  # cannot happen for a non-empty padded mask; be explicit anyway
         raise EmptySegmentationError("marching cubes found no surface in a non-empty mask")
     return mesh
@@ -228,8 +243,8 @@ def iso_surface(
             f"no voxel is above {level} {volume.units}: choose a lower threshold"
         )
     fill = np.float32(min(level - 1.0, float(array.min())))
-    crop, lo = _padded_crop(array, box, fill)
-    mesh = _mesh_from_field(crop, float(level), lo.astype(np.float64), volume.affine, engine)
+    crop, lo = padded_crop(array, box, fill)
+    mesh = contour(crop, float(level), lo.astype(np.float64), volume.affine, engine)
     if mesh is None:
         raise EmptySegmentationError(f"no surface found at {level} {volume.units}")
     if largest_only:
