@@ -90,6 +90,9 @@ def test_annotation_bounds_come_from_neighbouring_drawn_slices():
     assert anns[5].present == (8, 12, 16)
     assert anns[5].absent == (6,)
     assert anns[5].lower == 6 and anns[5].upper == 20  # one typical gap above
+    # a slice the user declares annotated but left empty bounds the organ too
+    anns = annotations(LabelMap(arr, np.eye(4)), slices=[18])
+    assert anns[5].absent == (6, 18) and anns[5].upper == 18
     assert label_slices((10, 29), 5) == [12, 16, 20, 24, 28]  # centres 11.5, 15.5, ... 27.5 of five 4-slice parts
 
 
