@@ -158,18 +158,23 @@ def test_organ_selection_errors(totalseg_dir):
         ReconstructConfig(method="labels")
 
 
-def test_default_model_on_sample_study(tmp_path, sample_dir):
+def test_demo_default_model_on_sample_study(tmp_path, sample_dir, capsys):
+    """``medrecon demo``: the sample study through the default model to STL files."""
+    from medrecon.cli import main
     from medrecon.models.checkpoint import resolve_model_path
 
     if not resolve_model_path("default").exists():
         pytest.skip("the default model (medrecon/models/default) is not committed yet")
-    out = tmp_path / "model"
-    result = reconstruct(sample_dir / "dicom", out, config=ReconstructConfig(preview=False))
-    names = {o["name"] for o in result.report["organs"]}
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"STL files: {out / 'meshes'}" in printed
+    report = json.loads((out / "report.json").read_text())
+    names = {o["name"] for o in report["organs"]}
     assert {"liver", "spleen"} <= names
-    assert result.report["model"]["name"] == "default"
+    assert report["model"]["name"] == "default" and report["method"] == "model"
     truth = nib.load(sample_dir / "labels.nii.gz")
     liver_truth_ml = (np.asarray(truth.dataobj) == 5).sum() * np.prod(truth.header.get_zooms()) / 1000
-    liver = next(o for o in result.report["organs"] if o["name"] == "liver")
+    liver = next(o for o in report["organs"] if o["name"] == "liver")
     assert liver["voxel_volume_ml"] == pytest.approx(liver_truth_ml, rel=0.25)
-    assert all((out / o["file"]).is_file() for o in result.report["organs"])
+    assert all((out / o["file"]).is_file() and o["watertight"] for o in report["organs"])
