@@ -28,7 +28,7 @@ from medrecon.batch.records import (
     write_record,
     write_summary,
 )
-from medrecon.errors import Cancelled, InputError
+from medrecon.errors import Cancelled, InputError, OutputError
 from medrecon.pipeline.config import ReconstructConfig
 
 StudyFn = Callable[[Study, str, ReconstructConfig], dict]
@@ -197,7 +197,11 @@ def run_batch(
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the batch output folder {out}: {exc.strerror or exc}; "
+                          "choose a writable folder") from exc
     records: dict[str, dict] = {}
     todo: list[Study] = []
     for study in studies:
