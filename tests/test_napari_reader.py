@@ -175,3 +175,38 @@ def test_folder_with_two_series_opens_one_layer_each(tmp_path, dcmqi_dir, sample
     assert [t[0].shape[0] for t in layers] == [72, 3]  # most slices first
     assert [t[1]["visible"] for t in layers] == [True, False]
     assert len(shown) == 1 and "2 volume series" in shown[0]
+
+
+def test_nrrd_labels_line_up_with_their_dicom(make_napari_viewer, dcmqi_dir):
+    nrrd = pytest.importorskip("nrrd")
+    viewer = make_napari_viewer()
+    [ct] = viewer.open(str(dcmqi_dir / "ct-3slice"), plugin="medrecon")
+    [seg] = viewer.open(str(dcmqi_dir / "liver_seg.nrrd"), plugin="medrecon")
+    assert isinstance(seg, napari.layers.Labels)
+    # ground truth from pynrrd: LPS origin + direction columns, (i, j, k) index order
+    data, header = nrrd.read(str(dcmqi_dir / "liver_seg.nrrd"))
+    assert header["space"] == "left-posterior-superior"
+    ijk = np.argwhere(data == 1).mean(axis=0)
+    lps = header["space origin"] + np.asarray(header["space directions"]).T @ ijk
+    kji = np.argwhere(np.asarray(seg.data) == 1).mean(axis=0)
+    np.testing.assert_allclose(seg.data_to_world(kji), lps[::-1], atol=1e-3)
+    # same grid as the DICOM it was drawn on
+    for corner in [(0, 0, 0), (2, 511, 511)]:
+        np.testing.assert_allclose(seg.data_to_world(corner), ct.data_to_world(corner), atol=1e-3)
+
+
+def test_metaimage_written_by_simpleitk(make_napari_viewer, totalseg_dir, tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    src = totalseg_dir / "example_seg.nii.gz"
+    image = sitk.ReadImage(str(src))
+    for key in image.GetMetaDataKeys():  # NIfTI header fields copied as MetaIO keys (dim[0] = 3 ...)
+        image.EraseMetaData(key)
+    sitk.WriteImage(image, str(tmp_path / "organs_seg.mha"))
+    viewer = make_napari_viewer()
+    [seg] = viewer.open(str(tmp_path / "organs_seg.mha"), plugin="medrecon")
+    assert isinstance(seg, napari.layers.Labels)
+    img = nib.load(src)
+    ijk = np.argwhere(np.asarray(img.dataobj) == LIVER).mean(axis=0)
+    expected = _lps_zyx_from_ras([img.affine[:3, :3] @ ijk + img.affine[:3, 3]])[0]
+    kji = np.argwhere(np.asarray(seg.data) == LIVER).mean(axis=0)
+    np.testing.assert_allclose(seg.data_to_world(kji), expected, atol=1e-3)
