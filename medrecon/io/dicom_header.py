@@ -314,6 +314,15 @@ def _incomplete(ds) -> str:
     return ""
 
 
+def describe_error(exc: BaseException) -> str:
+    """``"Type: message"`` of a foreign exception, control characters escaped, at most 300 characters.
+
+    pydicom quotes the corrupt bytes it met; they must not reach a terminal raw.
+    """
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(exc))
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
 class NotDicomFile(DicomError):
     """The file is not DICOM at all (folder scans skip these silently)."""
 
@@ -392,7 +401,7 @@ def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
             struct.error, AttributeError, IndexError, BytesLengthException, zlib.error,
             NotImplementedError) as exc:  # NotImplementedError: an unknown VR
         raise DicomError(
-            f"{p} is not a readable DICOM file ({type(exc).__name__}: {exc}); "
+            f"{p} is not a readable DICOM file ({describe_error(exc)}); "
             "it may be truncated or corrupt: re-export it or remove it from the folder"
         ) from exc
     return frames, ds

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from medrecon.errors import DicomError, MissingDependencyError
-from medrecon.io.dicom_header import FrameHeader, _CappedReader
+from medrecon.io.dicom_header import FrameHeader, _CappedReader, describe_error
 from medrecon.io.limits import check_alloc
 from medrecon.progress import ProgressFn, report
 
@@ -154,7 +154,7 @@ def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -
                 "pylibjpeg", "dicom-codecs", f"decoding DICOM {frames[0].transfer_syntax}"
             ) from exc
         raise DicomError(
-            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); "
+            f"{path}: cannot decode the pixel data ({describe_error(exc)}); "
             "the file may be truncated or corrupt"
         ) from exc
 
