@@ -48,10 +48,11 @@ def _reconstruct_child(source: str, outdir: str, kwargs: dict, queue) -> None:
     t0 = time.perf_counter()
     result = reconstruct(source, outdir, config=ReconstructConfig(**kwargs))
     wall = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_mb = usage.ru_maxrss / 1024
     organs = [(o["name"], round(o["mesh_volume_ml"], 1), o["faces"], o["watertight"])
               for o in result.report["organs"]]
-    queue.put({"wall_s": wall, "peak_rss_mb": rss_mb, "timings": result.report["timings_s"],
+    queue.put({"wall_s": wall, "peak_rss_mb": rss_mb, "cpu_s": usage.ru_utime + usage.ru_stime, "timings": result.report["timings_s"],
                "organs": organs, "files": len(result.mesh_files)})
 
 
@@ -73,7 +74,8 @@ def _print_run(name: str, res: dict) -> None:
     total = t.pop("total")
     stages = sum(t.values())
     print(f"\n[{name}] total {total:.2f} s (wall in child {res['wall_s']:.2f} s), "
-          f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['files']} mesh files")
+          f"CPU time of the process {res['cpu_s']:.2f} s (imports included), "
+          f"peak RSS {res['peak_rss_mb']:.0f} MB, {res['files']} mesh files, load {os.getloadavg()[0]:.1f}")
     for stage, sec in t.items():
         print(f"  {stage:<14} {sec:7.2f} s  {100 * sec / total:5.1f} %")
     print(f"  {'sum of stages':<14} {stages:7.2f} s; pipeline overhead {total - stages:.2f} s")
@@ -82,14 +84,19 @@ def _print_run(name: str, res: dict) -> None:
 
 
 def batch_wall(inputs: Path, out: Path, workers: int) -> float:
-    """Wall time of ``medrecon batch`` (bone preset, no preview) with ``workers``."""
+    """Wall time of ``medrecon batch`` (bone preset, no preview) with ``workers``; prints CPU time."""
     if out.exists():
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "medrecon", "batch", str(inputs), "-o", str(out), "--preset", "bone",
            "--no-preview", "--quiet", "--workers", str(workers)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(f"  batch --workers {workers}: wall {wall:.1f} s, CPU {cpu:.1f} s, load {os.getloadavg()[0]:.1f}")
+    return wall
 
 
 def main() -> None:
