@@ -252,3 +252,16 @@ def test_metaimage_errors(tmp_path):
     (tmp_path / "l.mhd").write_text(head + "DimSize = 2 2 2\nElementDataFile = LIST\n")
     with pytest.raises(UnsupportedFormatError):
         read_metaimage(tmp_path / "l.mhd")
+
+
+def test_metaimage_with_foreign_metadata_keys_from_nifti(tmp_path, totalseg_dir):
+    # SimpleITK copies NIfTI header fields ("dim[0] = 3", "qto_xyz", ...) into the .mha
+    img = sitk.ReadImage(str(totalseg_dir / "example_ct_sm.nii.gz"))
+    path = tmp_path / "from_nifti.mha"
+    sitk.WriteImage(img, str(path))
+    assert b"dim[" in path.read_bytes()[:4000]
+    array, affine, _meta = read_metaimage(path)
+    assert np.array_equal(array, sitk.GetArrayFromImage(img).transpose(2, 1, 0))
+    assert np.allclose(affine[:3, 3], img.GetOrigin(), atol=1e-4)
+    direction = np.asarray(img.GetDirection()).reshape(3, 3)
+    assert np.allclose(affine[:3, :3], direction * np.asarray(img.GetSpacing()), atol=1e-6)

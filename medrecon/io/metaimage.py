@@ -53,7 +53,9 @@ def _parse_header(fh: Any, path: Path) -> dict[str, str]:
         if not text:
             continue
         key, sep, value = text.partition("=")
-        if not sep or not key.strip().replace("_", "").isalnum():
+        # ITK copies foreign metadata verbatim (e.g. NIfTI's "dim[0] = 3"): allow
+        # printable keys, refuse binary garbage
+        if not sep or not key.strip() or not key.strip().isprintable():
             raise InputError(f"{path}: not a MetaImage header (line {text[:60]!r})")
         name = key.strip().lower()
         fields[_ALIASES.get(name, name)] = value.strip()
