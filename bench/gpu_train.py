@@ -124,12 +124,13 @@ def train_default(dev, args, work, out):
 
     cfg = TrainConfig(
         arch="unet2d", net_options=default_options(), labels=DEFAULT_ORGANS,
-        cases=4 if args.tiny else 40, refresh_every=0 if args.tiny else 4,
+        cases=4 if args.tiny else 40,
         phantom_small=args.tiny, spacing_mm=(1.5, 1.5, 2.5), context=5,
         planes=("axial", "coronal", "sagittal"), patch=64 if args.tiny else 160,
-        batch=4 if args.tiny else 32, workers=args.workers,
-        loop=LoopConfig(steps=args.steps, lr=2e-3, warmup=100 if not args.tiny else 2,
-                        max_seconds=args.train_seconds, seed=0),
+        batch=4 if args.tiny else 32, workers=args.workers, refresh_every=0 if args.tiny else 8,
+        init=args.init,
+        loop=LoopConfig(steps=args.steps, lr=args.lr, warmup=100 if not args.tiny else 2,
+                        max_seconds=args.train_seconds, seed=args.seed),
     )
     model, history = train_segmenter(cfg, work / "default", device=str(dev), show_bar=False)
     copy_model(work / "default", out / "default")
@@ -143,6 +144,12 @@ def train_default(dev, args, work, out):
 
 @stage("train_3d")
 def train_3d(dev, args, work, out):
+    if args.unet3d_from:
+        from medrecon.models import load_model
+
+        copy_model(Path(args.unet3d_from), work / "unet3d")
+        RESULTS["train_3d"] = {"loaded": args.unet3d_from}
+        return load_model(work / "unet3d")
     from medrecon.train.loop import LoopConfig
     from medrecon.train.segtrain import DEFAULT_ORGANS, TrainConfig, train_segmenter
 
@@ -236,6 +243,12 @@ def inference_timing(dev, args, models):
             times.append(time.perf_counter() - t0)
         out[f"{name}_{planes}_s"] = round(statistics.median(times), 4)
         out[f"{name}_{planes}_labels"] = labels.labels
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            segment(vol, model=model, device=str(dev), planes=planes, largest_component=False)
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_{planes}_no_cleanup_s"] = round(statistics.median(times), 4)
     # the 3D anchor: a 3D UNet, 96^3 windows, overlap 0.25, over 256 x 256 x 150
     net = build_network(NetSpec("unet3d", 1, 11, {"channels": [16, 32, 64, 128], "strides": [2, 2, 2],
                                                   "num_res_units": 1})).to(dev).eval()
@@ -285,7 +298,7 @@ def summary() -> str:
             lines.append(f"probe: 32 x 5 x 256 x 256 step {tp['model_only_256_nchw_ms']} ms bf16, "
                          f"{tp['model_only_256_cl_ms']} ms channels-last")
     for key in ("train_2p5d", "train_3d"):
-        if key in RESULTS:
+        if key in RESULTS and "steps" in RESULTS[key]:
             r = RESULTS[key]
             lines.append(f"{key}: {r['steps']} steps in {r['seconds']} s, loss {r['loss_first']:.3f} -> "
                          f"{r['loss_last']:.3f}")
@@ -312,6 +325,10 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=20)
     ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test of this script")
+    ap.add_argument("--init", default=None, help="fine-tune the 2.5D model from this checkpoint")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--unet3d-from", default=None, help="load the 3D baseline instead of training it")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     import torch

@@ -66,6 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUTDIR/train_state.pt")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tune)")
     p.add_argument("--val-every", type=int, default=0)
     p.add_argument("--eval", type=int, default=0, metavar="N",
                    help="afterwards score N held-out phantoms (seeds 0..N-1) into metrics.json")
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, cases=args.cases, refresh_every=args.refresh_every,
         phantom_small=args.small, spacing_mm=tuple(args.spacing), window=tuple(args.window),
         context=args.context, planes=("axial", "coronal", "sagittal") if args.planes == "all" else ("axial",),
-        patch=args.patch, batch=args.batch, workers=args.workers,
+        patch=args.patch, batch=args.batch, workers=args.workers, init=args.init,
         loop=LoopConfig(steps=args.steps, lr=args.lr, accum=args.accum, amp=not args.no_amp,
                         compile=args.compile, seed=args.seed, val_every=args.val_every,
                         checkpoint_every=max(100, args.steps // 10) if args.resume else 0),

@@ -51,6 +51,7 @@ def segment(
     trust_bundle: bool = False,
     batch_size: int | None = None,
     upsample: str = "auto",
+    largest_component: bool = True,
     progress: ProgressFn | None = None,
 ) -> LabelMap:
     """Segment organs in a CT volume.
@@ -79,6 +80,9 @@ def segment(
         How labels return to the input grid: ``"linear"`` (interpolate class
         probabilities, smooth borders), ``"nearest"`` (fast, for large volumes) or
         ``"auto"`` (linear up to :data:`LINEAR_LIMIT` input voxels).
+    largest_component : bool
+        Keep only the largest connected component of each organ (stray blobs are
+        false positives: every predicted structure is one body).
     progress : ProgressFn, optional
         Called with (stage, fraction); may raise ``Cancelled``.
 
@@ -123,6 +127,12 @@ def segment(
     out = predict_model_grid(seg_model, x, planes=planes, device=device, batch_size=batch_size,
                              probabilities=linear, progress=scaled(progress, 0.1, 0.9))
     del x
+    if largest_component:
+        from medrecon.models.postprocess import largest_component_labels, largest_components
+
+        report(progress, "removing stray fragments", 0.88)
+        out = (largest_components(out) if linear
+               else largest_component_labels(out, n_channels=len(card.channel_ids)))
     report(progress, "mapping labels to the input grid", 0.9)
     if linear:
         array = ids_from_channels(grid.argmax_to_input(out), card.channel_ids).cpu().numpy()

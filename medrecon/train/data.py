@@ -49,11 +49,15 @@ class Case:
         (I, J, K) int64 output-channel indices.
     name : str
         Where it came from (seed or file).
+    foreground : torch.Tensor or None
+        (F, 3) int64 voxel indices drawn at random from the labelled voxels (where
+        training samples are centred), or None when there are none.
     """
 
     image: object
     labels: object
     name: str
+    foreground: object = None
 
 
 def to_case(volume: Volume, labels: LabelMap, *, spacing, orientation: str,
@@ -77,7 +81,23 @@ def to_case(volume: Volume, labels: LabelMap, *, spacing, orientation: str,
     lut = np.zeros(int(max(int(ids.max()), max(channel_ids))) + 1, dtype=np.int64)
     for channel, label in enumerate(channel_ids):
         lut[label] = channel
-    return Case(image=image, labels=torch.from_numpy(lut[ids.numpy()]), name=name)
+    channels = torch.from_numpy(lut[ids.numpy()])
+    return Case(image=image, labels=channels, name=name, foreground=foreground_sample(channels))
+
+
+#: Foreground positions kept per case.
+FOREGROUND_SAMPLE = 50_000
+
+
+def foreground_sample(labels, n: int = FOREGROUND_SAMPLE, *, seed: int = 0):
+    """Draw ``n`` voxel indices (with replacement) among the non-zero labels, or None."""
+    import torch
+
+    fg = torch.nonzero(labels > 0)
+    if not len(fg):
+        return None
+    pick = torch.randint(0, len(fg), (n,), generator=torch.Generator().manual_seed(seed))
+    return fg[pick]
 
 
 def phantom_pair(seed: int, config=None) -> tuple[Volume, LabelMap]:

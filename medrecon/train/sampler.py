@@ -1,19 +1,22 @@
 """Batches of slice stacks (2.5D) or patches (3D), cut and augmented on the device.
 
-The cases live on the training device; indexing, cropping and augmentation
-(random in-plane rotation and scale, intensity scale/shift, Gaussian noise)
-are tensor operations there, so on a GPU the data pipeline costs a small
-fraction of a training step. Left/right flips are never applied: kidney_left
-and kidney_right must stay apart.
+All cases sit in one padded tensor on the training device. A batch is drawn
+without the host ever waiting for the device: sample centres (mostly on
+foreground voxels), windows, the gather of the slice stacks and the
+augmentation (random in-plane rotation and scale, intensity scale/shift,
+Gaussian noise) are a handful of batched tensor operations there. On a GPU the
+host can thus queue the next batch while the previous step runs. Left/right
+flips are never applied: kidney_left and kidney_right must stay apart.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 from medrecon.models.inference import plane_axis
-from medrecon.train.data import Case
+from medrecon.train.data import FOREGROUND_SAMPLE, Case, foreground_sample
 
 
 class Batcher:
@@ -22,15 +25,16 @@ class Batcher:
     Parameters
     ----------
     cases : sequence of Case
-        Model-grid cases (moved to ``device``).
+        Model-grid cases (copied to ``device``). Cases larger than the first ones
+        by more than ``margin`` voxels along an axis are centre-cropped.
     batch : int
         Samples per batch.
-    patch : int or tuple of 3 int
+    patch : int or tuple of int
         In-plane patch size (2D) or patch shape (3D), in model voxels.
     context : int
         Slices per stack (2D); 0 for 3D patches.
     planes : sequence of str
-        Planes to cut 2D stacks from (one plane per batch).
+        Planes to cut 2D stacks from, one plane per batch (repeat a name to weight it).
     orientation : str
         Model-grid orientation codes.
     device : torch.device
@@ -38,21 +42,23 @@ class Batcher:
     background : float
         Image value used for padding (air).
     seed : int
-        Seed of the batcher's own generator.
+        Seed of the batcher's generators.
     augment : bool
         Apply random spatial and intensity augmentation.
     foreground : float
         Probability that a sample is centred on a foreground voxel.
+    margin : int
+        Extra room per axis of the padded store, for later (larger) cases.
     """
-
-    MAX_FOREGROUND = 200_000
 
     def __init__(self, cases: Sequence[Case], *, batch: int, patch, context: int,
                  planes: Sequence[str] = ("axial",), orientation: str = "LPS", device=None,
                  background: float = -1.0, seed: int = 0, augment: bool = True,
-                 foreground: float = 0.8) -> None:
+                 foreground: float = 0.8, margin: int = 16) -> None:
         import torch
 
+        if not cases:
+            raise ValueError("the batcher needs at least one case")
         self.device = device or torch.device("cpu")
         self.batch = int(batch)
         self.context = int(context)
@@ -63,106 +69,138 @@ class Batcher:
         self.background = float(background)
         self.augment = augment
         self.foreground = float(foreground)
+        self.rng = random.Random(seed)
         self.gen = torch.Generator(device="cpu").manual_seed(int(seed))
         self.dgen = torch.Generator(device=self.device).manual_seed(int(seed) + 1)
-        self.cases: list[tuple] = []
-        for case in cases:
-            self.add(case)
+        self.slot = tuple(max(c.image.shape[d] for c in cases) + margin for d in range(3))
+        n = len(cases)
+        self.images = torch.full((n, *self.slot), self.background, device=self.device)
+        self.labels = torch.zeros((n, *self.slot), dtype=torch.uint8, device=self.device)
+        self.shapes = torch.zeros((n, 3), dtype=torch.long, device=self.device)
+        self.fg = torch.zeros((n, FOREGROUND_SAMPLE, 3), dtype=torch.long, device=self.device)
+        for i, case in enumerate(cases):
+            self._put(i, case)
         self._ring = 0
 
-    def add(self, case: Case, *, replace: bool = False) -> None:
-        """Add ``case`` (or, with ``replace``, put it in place of the oldest one)."""
+    @property
+    def n_cases(self) -> int:
+        """Cases held."""
+        return int(self.images.shape[0])
+
+    def _put(self, i: int, case: Case) -> None:
         import torch
 
-        img = case.image.to(self.device, non_blocking=True)
-        lab = case.labels.to(self.device, non_blocking=True)
-        # foreground positions stay on the host (a random subset), so that drawing a
-        # sample never waits for the device
-        fg = torch.nonzero(case.labels.cpu() > 0)
-        if len(fg) > self.MAX_FOREGROUND:
-            keep = torch.randperm(len(fg), generator=self.gen)[: self.MAX_FOREGROUND]
-            fg = fg[keep]
-        entry = (img, lab, fg)
-        if replace and self.cases:
-            self.cases[self._ring % len(self.cases)] = entry
-            self._ring += 1
+        src = []
+        for d in range(3):
+            n = case.image.shape[d]
+            start = max(0, (n - self.slot[d]) // 2)
+            src.append(slice(start, start + min(n, self.slot[d])))
+        img = case.image[tuple(src)]
+        lab = case.labels[tuple(src)]
+        dst = tuple(slice(0, s) for s in img.shape)
+        self.images[i].fill_(self.background)
+        self.labels[i].zero_()
+        self.images[i][dst] = img.to(self.device, non_blocking=True)
+        self.labels[i][dst] = lab.to(self.device, dtype=torch.uint8, non_blocking=True)
+        self.shapes[i] = torch.tensor(img.shape, device=self.device)
+        # sample centres: a fixed-size table per case, so a new case is one small copy
+        fg = case.foreground if case.foreground is not None else foreground_sample(lab)
+        if fg is None:  # no labels: centre anywhere in the volume
+            fg = (torch.rand(FOREGROUND_SAMPLE, 3, generator=self.gen)
+                  * torch.tensor(img.shape)).long()
         else:
-            self.cases.append(entry)
+            fg = fg - torch.tensor([s.start for s in src])
+            fg = torch.minimum(fg.clamp(min=0), torch.tensor(img.shape) - 1)
+        self.fg[i] = fg.to(self.device, non_blocking=True)
 
-    def _randint(self, high: int) -> int:
+    def add(self, case: Case, *, replace: bool = True) -> None:
+        """Put ``case`` in place of the oldest one (the store has a fixed number of slots)."""
+        if not replace:
+            raise ValueError("the batcher holds a fixed number of cases; use replace=True")
+        self._put(self._ring % self.n_cases, case)
+        self._ring += 1
+
+    def _centres(self):
+        """(B, 4) device tensor: case index and a voxel to centre each sample on."""
         import torch
 
-        return int(torch.randint(0, max(1, high), (1,), generator=self.gen))
+        b, dev, g = self.batch, self.device, self.dgen
+        case = torch.randint(0, self.n_cases, (b,), device=dev, generator=g)
+        uniform = (torch.rand(b, 3, device=dev, generator=g) * self.shapes[case]).long()
+        row = torch.randint(0, FOREGROUND_SAMPLE, (b,), device=dev, generator=g)
+        use = torch.rand(b, device=dev, generator=g) < self.foreground
+        voxel = torch.where(use[:, None], self.fg[case, row], uniform)
+        return torch.cat([case[:, None], voxel], 1)
 
-    def _centre(self, lab, fg) -> list[int]:
+    def _starts(self, centre, size: int):
         import torch
 
-        if len(fg) and float(torch.rand(1, generator=self.gen)) < self.foreground:
-            return [int(v) for v in fg[self._randint(len(fg))].tolist()]
-        return [self._randint(s) for s in lab.shape]
+        jitter = torch.randint(-(size // 4), size // 4 + 1, centre.shape, device=self.device,
+                               generator=self.dgen)
+        return centre - size // 2 + jitter
 
     def __call__(self):
-        """One batch: (x, y) with x (B, k, P, P) / (B, 1, P, P, P) float32, y (B, ...) int64."""
-        import torch
-
-        if not self.cases:
-            raise ValueError("the batcher holds no cases")
-        axis = self.axes[self._randint(len(self.axes))]
-        xs, ys = [], []
-        for _ in range(self.batch):
-            img, lab, fg = self.cases[self._randint(len(self.cases))]
-            c = self._centre(lab, fg)
-            if self.context:
-                x, y = self._stack(img, lab, c, axis)
-            else:
-                x, y = self._patch3d(img, lab, c)
-            xs.append(x)
-            ys.append(y)
-        x = torch.stack(xs)
-        y = torch.stack(ys)
+        """One batch: (x, y) with x (B, k, P, P) or (B, 1, P, P, P) float32, y (B, ...) int64."""
+        x, y = self._stacks() if self.context else self._patches()
         if self.augment:
             x, y = self._augment(x, y)
         return x, y
 
-    def _window(self, n: int, centre: int, size: int) -> tuple[int, int, int, int]:
-        """Source [a, b) and destination offset for a window of ``size`` around ``centre``."""
-        jitter = self._randint(size // 2 + 1) - size // 4
-        start = min(max(0, centre - size // 2 + jitter), max(0, n - size)) if n >= size else 0
-        a, b = start, min(n, start + size)
-        dst = 0 if n >= size else (size - n) // 2
-        return a, b, dst, dst + (b - a)
-
-    def _stack(self, img, lab, c, axis):
+    def _gather(self, idx):
+        """Image and labels at (case, i, j, k) index tensors; outside the store: background."""
         import torch
 
-        xs = img.movedim(axis, 0)
-        ys = lab.movedim(axis, 0)
-        centre = [c[axis]] + [c[i] for i in range(3) if i != axis]
-        n = xs.shape[0]
-        half = self.context // 2
-        idx = torch.arange(centre[0] - half, centre[0] + half + 1, device=xs.device).clamp(0, n - 1)
-        ph, pw = self.patch
-        a0, b0, d0, e0 = self._window(xs.shape[1], centre[1], ph)
-        a1, b1, d1, e1 = self._window(xs.shape[2], centre[2], pw)
-        x = torch.full((self.context, ph, pw), self.background, device=xs.device)
-        y = torch.zeros((ph, pw), dtype=torch.int64, device=xs.device)
-        x[:, d0:e0, d1:e1] = xs[idx, a0:b0, a1:b1]
-        y[d0:e0, d1:e1] = ys[centre[0], a0:b0, a1:b1]
-        return x, y
-
-    def _patch3d(self, img, lab, c):
-        import torch
-
-        x = torch.full((1, *self.patch), self.background, device=img.device)
-        y = torch.zeros(self.patch, dtype=torch.int64, device=img.device)
-        src, dst = [], []
+        inside = None
+        clamped = [idx[0]]
         for d in range(3):
-            a, b, s, e = self._window(img.shape[d], c[d], self.patch[d])
-            src.append(slice(a, b))
-            dst.append(slice(s, e))
-        x[(slice(None), *dst)] = img[tuple(src)]
-        y[tuple(dst)] = lab[tuple(src)]
-        return x, y
+            ix = idx[d + 1]
+            ok = (ix >= 0) & (ix < self.slot[d])
+            inside = ok if inside is None else inside & ok
+            clamped.append(ix.clamp(0, self.slot[d] - 1))
+        img = self.images[tuple(clamped)]
+        lab = self.labels[tuple(clamped)]
+        img = torch.where(inside, img, torch.full_like(img, self.background))
+        lab = torch.where(inside, lab, torch.zeros_like(lab))
+        return img, lab
+
+    def _stacks(self):
+        import torch
+
+        axis = self.axes[self.rng.randrange(len(self.axes))]
+        inplane = [d for d in range(3) if d != axis]
+        c = self._centres()
+        b, dev = self.batch, self.device
+        half = self.context // 2
+        offsets = torch.arange(-half, half + 1, device=dev)
+        # the slice axis clamps at the volume's ends, as inference does
+        last = self.shapes[c[:, 0], axis] - 1
+        s_idx = torch.minimum((c[:, axis + 1, None] + offsets).clamp(min=0), last[:, None])
+        idx = [None, None, None]
+        idx[axis] = s_idx.view(b, -1, 1, 1)
+        for n, (d, size) in enumerate(zip(inplane, self.patch, strict=True)):
+            start = self._starts(c[:, d + 1], size)
+            shape = [b, 1, 1, 1]
+            shape[2 + n] = size
+            idx[d] = (start[:, None] + torch.arange(size, device=dev)).view(shape)
+        case = c[:, 0].view(b, 1, 1, 1)
+        x, _ = self._gather([case, *idx])
+        idx[axis] = c[:, axis + 1].view(b, 1, 1, 1)
+        _, y = self._gather([case, *idx])
+        return x, y[:, 0].long()
+
+    def _patches(self):
+        import torch
+
+        c = self._centres()
+        b, dev = self.batch, self.device
+        idx = []
+        for d, size in enumerate(self.patch):
+            start = self._starts(c[:, d + 1], size)
+            shape = [b, 1, 1, 1]
+            shape[1 + d] = size
+            idx.append((start[:, None] + torch.arange(size, device=dev)).view(shape))
+        x, y = self._gather([c[:, 0].view(b, 1, 1, 1), *idx])
+        return x[:, None], y.long()
 
     def _augment(self, x, y):
         import torch
@@ -179,8 +217,9 @@ class Batcher:
             angle = (rand(b) - 0.5) * (math.pi / 6)
             scale = 0.85 + 0.3 * rand(b)
             cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-            theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-                                 torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
+            zero = torch.zeros_like(cos)
+            theta = torch.stack([torch.stack([cos, -sin, zero], 1),
+                                 torch.stack([sin, cos, zero], 1)], 1)
         else:  # 3D: scale only
             scale = 0.9 + 0.2 * rand(b)
             theta = torch.zeros(b, 3, 4, device=dev)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medrecon.errors import InputError
-from medrecon.models.checkpoint import ModelCard, SegModel, save_model
+from medrecon.models.checkpoint import ModelCard, SegModel, load_model, save_model
 from medrecon.models.nets import NetSpec, build_network
 from medrecon.progress import ProgressFn
 from medrecon.train.data import (
@@ -77,6 +77,9 @@ class TrainConfig:
         Samples per micro-batch.
     workers : int
         Processes making phantoms in the background (0: one thread).
+    init : str or None
+        Checkpoint (folder, ``.json`` or ``"default"``) whose weights start the
+        training (fine-tuning); its architecture and label table must match.
     loop : LoopConfig
         Optimisation settings (steps, lr, amp, accumulation, ...).
     """
@@ -96,6 +99,7 @@ class TrainConfig:
     patch: int = 128
     batch: int = 16
     workers: int = 1
+    init: str | None = None
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
@@ -181,7 +185,14 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
 
     spec = NetSpec(config.arch, in_channels=1 if is3d else config.context,
                    out_channels=len(channel_ids), options=dict(config.net_options))
-    model = build_network(spec).to(dev)
+    model = build_network(spec)
+    if config.init:
+        start_from = load_model(config.init)
+        if start_from.card.net != spec.to_dict() or tuple(start_from.card.channel_ids) != channel_ids:
+            raise InputError(f"--init {config.init}: its network or label table differs from this "
+                             "run's; fine-tuning needs the same architecture and labels")
+        model.load_state_dict(start_from.network.state_dict())
+    model = model.to(dev)
     batcher = Batcher(cases, batch=config.batch, patch=config.patch,
                       context=0 if is3d else config.context,
                       # axial slices are what inference uses by default: half the batches
@@ -234,6 +245,7 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
         "last_seed": stream.next_seed - 1 if stream is not None else None,
         "config": _jsonable_config(config), "device": str(dev), "world_size": world,
         "steps": history.start_step + len(history.losses), "seconds": round(history.seconds, 1),
+        "initialised_from": config.init,
         "final_loss": round(float(sum(history.losses[-20:]) / max(1, len(history.losses[-20:]))), 5),
         "validation": history.val[-1][1] if history.val else {},
         "command": " ".join(sys.argv) if sys.argv and "medrecon" in sys.argv[0] else "",
