@@ -16,6 +16,7 @@ to pydicom, which stays the reference.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
@@ -179,3 +180,56 @@ def _parse(buf: bytes) -> FlatHeader | None:
         pos = start + length
         if tag == 0x00280008 and raw[tag].strip(b" \x00") not in (b"", b"1"):
             return None  # multi-frame: per-frame geometry needs pydicom
+
+
+def _deflated_start(head: bytes) -> int | None:
+    """Offset of the data set when the file meta declares Deflated Explicit VR Little Endian."""
+    if len(head) < 144 or head[128:132] != b"DICM":
+        return None
+    pos, deflated = 132, False
+    while pos + 8 <= len(head) and struct.unpack_from("<H", head, pos)[0] == 0x0002:
+        tag, _vr, length, start = _element(head, pos, False)
+        if tag == 0x00020010:
+            deflated = head[start:start + length].rstrip(b"\0 ") == _NOT_FLAT[0].encode()
+        pos = start + length
+    return pos if deflated else None
+
+
+def check_deflated(path: str | os.PathLike) -> None:
+    """Refuse a deflated data set that inflates past ``MEDRECON_MAX_BYTES``.
+
+    pydicom inflates a deflated data set whole, before any size in it can be
+    checked; here the stream is inflated in bounded steps and discarded, so a
+    "zip bomb" costs time up to the limit but no memory.
+
+    Raises
+    ------
+    ResourceLimitError
+        If the data set inflates to more than the byte limit.
+    InputError
+        If the deflate stream is corrupt.
+    """
+    from medrecon.errors import ResourceLimitError
+    from medrecon.io._stream import Inflater
+    from medrecon.io.limits import ENV_MAX_BYTES, current_limits
+
+    with open(path, "rb") as fh:
+        try:
+            start = _deflated_start(fh.read(BLOCK))
+        except (_Odd, struct.error):
+            return  # an odd meta group: pydicom judges the file
+        if start is None:
+            return
+        fh.seek(start)
+        reader, scratch = Inflater(fh, wbits=-15), bytearray(1 << 20)
+        total, limit = 0, current_limits().max_bytes
+        while True:
+            got = reader.readinto(scratch)
+            total += got
+            if total > limit:
+                raise ResourceLimitError(
+                    f"{path}: the deflated data set inflates to more than {limit:,} bytes, over the "
+                    f"limit; if the file is genuine, raise {ENV_MAX_BYTES} (e.g. {ENV_MAX_BYTES}=32G)"
+                )
+            if got < len(scratch):
+                return

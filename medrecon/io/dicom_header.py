@@ -380,8 +380,17 @@ def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
+    from medrecon.errors import InputError
+    from medrecon.io.dicom_fast import check_deflated
+
     try:
         size = p.stat().st_size
+        try:
+            check_deflated(p)
+        except ResourceLimitError:
+            raise
+        except InputError as exc:
+            raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with _CappedReader(io.FileIO(p, "rb"), size) as fh:
