@@ -69,6 +69,57 @@ def test_gzip_bomb_of_a_gigabyte_is_never_inflated(tmp_path):
     assert peak < 8 * data.nbytes + (4 << 20)  # the declared array and small buffers, no more
 
 
+def _deflated_dicom_bomb(path: Path, source: Path, zeros_mib: int) -> Path:
+    """A valid deflated DICOM whose data set starts with an OB element of ``zeros_mib`` MiB of zeros.
+
+    Built from the raw deflate stream (one fully flushed 1 MiB block repeated), so
+    making it costs neither the memory nor the time it would take to inflate.
+    """
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from medrecon.io.dicom_fast import _deflated_start
+
+    ds = pydicom.dcmread(source)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    start = _deflated_start(raw[:65536])
+    dataset = zlib.decompress(raw[start:], -15)
+    head = zlib.compressobj(6, zlib.DEFLATED, -15)
+    element = b"\x08\x00\x01\x00OB\x00\x00" + (zeros_mib << 20).to_bytes(4, "little")
+    stream = head.compress(element) + head.flush(zlib.Z_FULL_FLUSH)
+    zeros = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = zeros.compress(b"\0" * (1 << 20)) + zeros.flush(zlib.Z_FULL_FLUSH)
+    tail = zlib.compressobj(6, zlib.DEFLATED, -15)
+    stream += block * zeros_mib + tail.compress(dataset) + tail.flush()
+    path.write_bytes(raw[:start] + stream)
+    return path
+
+
+def test_deflated_dicom_bomb_is_refused_before_inflating(tmp_path, sample_dir, monkeypatch):
+    import tracemalloc
+
+    from medrecon.errors import ResourceLimitError
+
+    source = sample_dir / "dicom" / "CT00030.dcm"
+    expected = load(source)
+    small = _deflated_dicom_bomb(tmp_path / "small.dcm", source, zeros_mib=2)
+    assert np.array_equal(load(small).array, expected.array)  # the construction is valid DICOM
+
+    monkeypatch.setenv("MEDRECON_MAX_BYTES", "64M")
+    bomb = _deflated_dicom_bomb(tmp_path / "bomb.dcm", source, zeros_mib=512)
+    assert bomb.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ResourceLimitError, match="deflated data set inflates to more than"):
+            load(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
 # --- label maps ----------------------------------------------------------------------
 
 
