@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medrecon import __version__
+from medrecon.errors import MissingDependencyError
 from medrecon.pipeline.config import DISCLAIMER, ReconstructConfig
 from medrecon.pipeline.phi import collect_identifiers, contains_identifier, scrub
 from medrecon.progress import ProgressFn, report, scaled
@@ -267,9 +269,13 @@ def reconstruct(
             from medrecon.pipeline.preview import render_preview
 
             with timer.stage("preview"):
-                render_preview(volume, labels, out / "preview.png",
-                               meshes={o.label: o.mesh for o in organ_meshes},
-                               title=f"medrecon ({config.method}): {len(organ_meshes)} structures")
+                try:
+                    render_preview(volume, labels, out / "preview.png",
+                                   meshes={o.label: o.mesh for o in organ_meshes},
+                                   title=f"medrecon ({config.method}): {len(organ_meshes)} structures")
+                except MissingDependencyError as exc:  # the meshes matter more than the picture
+                    warnings.warn(f"no preview.png: {exc}", stacklevel=2)
+                    extra["preview_skipped"] = str(exc)
         with timer.stage("export"):
             rep = export_organs(organ_meshes, out, fmt=config.fmt, frame=config.frame,
                                 extra_report=scrub(extra, identifiers, keep_phi=config.keep_phi))
