@@ -114,14 +114,19 @@ def _range_text(values: list[float] | None) -> str:
     return "-" if values is None else f"{values[0]:g} .. {values[1]:g}"
 
 
+def _printable(text: str) -> str:
+    # DICOM text is untrusted: control characters (terminal escapes) are shown escaped
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
+
+
 def _print_text(path: Path, entries: list[dict[str, Any]]) -> None:
     print(f"{path}: {len(entries)} series")
     for e in entries:
         number = "-" if e.get("number") is None else e["number"]
-        print(f"\nseries #{number} {e.get('modality') or '?'} "
-              f"'{e.get('description') or ''}'  uid={e.get('uid') or '-'}")
+        print(f"\nseries #{number} {_printable(e.get('modality') or '?')} "
+              f"'{_printable(e.get('description') or '')}'  uid={_printable(e.get('uid') or '-')}")
         if e.get("key") and e["key"] != e.get("uid"):
-            print(f"  select with: --series {e['key']}")
+            print(f"  select with: --series {_printable(e['key'])}")
         if e.get("error"):
             print(f"  {e.get('n_slices')} slices, cannot be loaded: {e['error']}")
             continue

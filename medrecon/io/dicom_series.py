@@ -125,8 +125,10 @@ class SeriesInfo:
             part += f" (echo {self.echo})"
         flag = "" if self.volume_like else f" [not a volume: {self.reason}]"
         desc = self.description or "(no description)"
-        return (f"#{number} {self.modality or '?'} '{desc}'{part}: {self.n_slices} slices "
+        line = (f"#{number} {self.modality or '?'} '{desc}'{part}: {self.n_slices} slices "
                 f"{self.cols}x{self.rows}{flag}  (--series {self.key})")
+        # descriptions and UIDs are untrusted: no raw control characters (terminal escapes)
+        return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
 
 
 def _same_orientation(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
