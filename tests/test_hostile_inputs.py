@@ -302,6 +302,24 @@ def test_hostile_study_folders_and_series_descriptions_in_batch(sandbox):
     assert len([p for p in files if p.suffix == ".stl"]) == visible
 
 
+def test_series_listing_escapes_control_characters(tmp_path, capsys):
+    from medrecon.errors import SeriesSelectionError
+    from medrecon.io.dicom_write import write_dicom_series
+
+    vol = Volume(array=np.zeros((8, 8, 4), np.float32), affine=AFFINE, modality="CT", units="HU")
+    for n in range(2):
+        write_dicom_series(vol, tmp_path / "study", series_uid=f"1.2.826.0.1.3680043.99.7{n}",
+                           description=f"\x1b[2J\x1b]0;owned\x07 series {n}", prefix=f"S{n}")
+    with pytest.raises(SeriesSelectionError) as info:
+        load(tmp_path / "study")
+    message = str(info.value)
+    assert "series 0" in message and "series 1" in message
+    assert "\x1b" not in message and "\x07" not in message
+    assert main(["info", str(tmp_path / "study")]) in (0, 1)
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out + out.err
+
+
 # --- code in checkpoints and bundles -------------------------------------------------
 
 
