@@ -163,6 +163,7 @@ def network_scores(
     spacing: np.ndarray,
     image: np.ndarray | None,
     model,
+    flips: bool = True,
     progress: ProgressFn | None = None,
 ) -> list[LabelScore]:
     """Occupancy logits of every annotated label, at full resolution in its box.
@@ -179,6 +180,9 @@ def network_scores(
         The image on the same grid.
     model : ShapeNet
         From :func:`load_shape_model`.
+    flips : bool
+        Average the residual over the 8 flips of the box axes (the flips the
+        network was trained with), which steadies the correction.
     """
     torch = _torch()
     import torch.nn.functional as F
@@ -191,8 +195,18 @@ def network_scores(
         report(progress, f"completion: {label}", 0.05 + 0.9 * n / max(1, len(items)))
         inputs = label_inputs(array, ann, spacing=spacing, image=image, grid=grid,
                               max_slices=cfg["max_slices"])
+        volume, slices, positions, valid = batch_inputs([inputs], max_slices=cfg["max_slices"])
+        combos = [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)] if flips else [(0, 0, 0)]
         with torch.inference_mode():
-            _, residual = model(*batch_inputs([inputs], max_slices=cfg["max_slices"]))
+            residual = torch.zeros((1, 1, *grid))
+            for fi, fj, fk in combos:
+                vdims = [d for d, f in ((2, fi), (3, fj), (4, fk)) if f]
+                sdims = [d for d, f in ((3, fi), (4, fj)) if f]
+                v = volume.flip(vdims) if vdims else volume
+                sl = slices.flip(sdims) if sdims else slices
+                pos = 1.0 - positions if fk else positions
+                _, r = model(v, sl, pos, valid)
+                residual += (r.flip(vdims) if vdims else r) / len(combos)
             full = F.interpolate(residual, size=inputs.sdf_full.shape, mode="trilinear",
                                  align_corners=True)[0, 0].numpy()
         gain, bias = model.gain.item(), model.bias.item()
