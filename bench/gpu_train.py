@@ -180,7 +180,7 @@ def copy_model(src: Path, dst: Path):
 @stage("evaluate")
 def evaluate_models(dev, args, work, out, models):
     from medrecon.train.heldout import evaluate_phantoms, format_metrics, write_metrics
-    from medrecon.train.segtrain import _phantom_config
+    from medrecon.train.segtrain import phantom_config
 
     seeds = range(args.eval)
     for name, model, planes in models:
@@ -188,7 +188,7 @@ def evaluate_models(dev, args, work, out, models):
             continue
         t0 = time.perf_counter()
         metrics = evaluate_phantoms(model, seeds=seeds, planes=planes, device=str(dev),
-                                    phantom_config=_phantom_config(args.tiny), workers=args.workers)
+                                    phantom_config=phantom_config(args.tiny), workers=args.workers)
         metrics["device"] = str(dev)
         key = name if planes == "axial" else f"{name}_{planes}"
         if planes == "axial":
@@ -335,7 +335,7 @@ def main() -> int:
 
     from medrecon.models.inference import resolve_device
     from medrecon.train.data import phantom_pair, to_case
-    from medrecon.train.segtrain import DEFAULT_ORGANS, _phantom_config
+    from medrecon.train.segtrain import DEFAULT_ORGANS, phantom_config
 
     dev = resolve_device(args.device)
     out, work = Path(args.out), Path(args.work)
@@ -344,7 +344,7 @@ def main() -> int:
     t_start = time.perf_counter()
     environment(dev)
     ids = (0, *sorted(DEFAULT_ORGANS))
-    cases = [to_case(*phantom_pair(1000 + i, _phantom_config(args.tiny)), spacing=(1.5, 1.5, 2.5),
+    cases = [to_case(*phantom_pair(1000 + i, phantom_config(args.tiny)), spacing=(1.5, 1.5, 2.5),
                      orientation="LPS", window=(-300.0, 400.0), value_range=(-1.0, 1.0),
                      channel_ids=ids) for i in range(2 if args.tiny else 4)]
     throughput(dev, args, cases)

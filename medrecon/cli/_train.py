@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, save, optionally evaluate."""
     from medrecon.train import LoopConfig, TrainConfig, train_segmenter
     from medrecon.train.heldout import evaluate_phantoms, format_metrics, write_metrics
-    from medrecon.train.segtrain import _phantom_config
+    from medrecon.train.segtrain import phantom_config
 
     options = {}
     if args.channels:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
           f"{last:.4f}; wrote {args.output}")
     if args.eval and args.data == "phantoms":
         metrics = evaluate_phantoms(model, seeds=range(args.eval), planes=args.planes,
-                                    device=args.device, phantom_config=_phantom_config(args.small),
+                                    device=args.device, phantom_config=phantom_config(args.small),
                                     workers=args.workers)
         write_metrics(args.output, metrics)
         print(format_metrics(metrics))

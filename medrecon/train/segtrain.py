@@ -107,7 +107,8 @@ class TrainConfig:
             raise ValueError(f"context must be odd, got {self.context}")
 
 
-def _phantom_config(small: bool):
+def phantom_config(small: bool):
+    """Return the phantom generator's ``small`` preset when asked for, else None (default)."""
     if not small:
         return None
     from medrecon.phantom import PhantomConfig
@@ -153,7 +154,7 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
     rank, world, ddp_device = distributed()
     dev = ddp_device or resolve_device(device)
     outdir = Path(outdir)
-    small = _phantom_config(config.phantom_small)
+    small = phantom_config(config.phantom_small)
     is3d = config.arch == "unet3d"
 
     if config.data == "phantoms":
