@@ -74,3 +74,8 @@ def test_cli_json_schema(tmp_path, capsys):
     # the table form names the organ too
     assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz")]) == 0
     assert "liver" in capsys.readouterr().out
+    # a label the ground truth lacks scores 0 when asked for
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz"),
+                 "--labels", "5,7", "--json"]) == 0
+    organs = json.loads(capsys.readouterr().out)["organs"]
+    assert [o["label"] for o in organs] == [5, 7] and organs[1]["dice"] == 1.0

@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("gt", help="ground-truth label map")
     p.add_argument("--names", default=None, help="JSON file of label id -> name")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--labels", default=None,
+                   help="label ids to score, comma separated, or 'predicted' (ids the prediction's "
+                        "names table or array holds); default: every id in GT")
     p.add_argument("--resample", action="store_true",
                    help="resample PRED onto GT's grid (nearest) when the grids differ")
     p.set_defaults(func=run)
@@ -24,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     """Load both maps, evaluate, print."""
     import json
 
+    from medrecon.errors import InputError
     from medrecon.evaluate import evaluate, format_table
     from medrecon.io import load_labels
     from medrecon.io.sidecar import read_names
@@ -33,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
     gt = load_labels(args.gt)
     if args.resample and not pred.same_grid(gt):
         pred = pred.resample_like(gt)
-    result = evaluate(pred, gt, names=names)
+    labels = None
+    if args.labels == "predicted":
+        labels = sorted(set(pred.names) | set(pred.labels))
+    elif args.labels:
+        try:
+            labels = [int(v) for v in args.labels.split(",")]
+        except ValueError:
+            raise InputError(f"--labels must be ids like 1,2,5 or 'predicted', got {args.labels!r}") from None
+    result = evaluate(pred, gt, names=names, labels=labels)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return 0
