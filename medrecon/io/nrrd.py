@@ -72,7 +72,9 @@ def _read_header(fh: Any, path: Path) -> dict:
             warnings.simplefilter("ignore")  # duplicate/unknown fields
             return dict(nrrd.read_header(fh))
     except (NRRDError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:
-        raise InputError(f"{path}: not a readable NRRD header ({exc})") from exc
+        # pynrrd quotes the bad line: escape its control characters
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(exc))
+        raise InputError(f"{path}: not a readable NRRD header ({text[:300]})") from exc
 
 
 def _spatial_axes(header: dict, sizes: list[int], directions: np.ndarray | None, path: Path) -> list[int]:
@@ -150,7 +152,10 @@ def _affine(header: dict, spatial: list[int], directions: np.ndarray | None, pat
         affine[:3, 2] = normal / max(float(np.linalg.norm(normal)), 1e-12)
     origin = header.get("space origin")
     if origin is not None:
-        affine[:3, 3] = np.asarray(origin, dtype=np.float64)
+        origin = np.asarray(origin, dtype=np.float64)
+        if origin.shape != (3,):
+            raise GeometryError(f"{path}: space origin {origin.tolist()} must have 3 coordinates")
+        affine[:3, 3] = origin
     affine[:3] *= scale
     affine[:3] *= np.asarray(flips)[:, None]
     return check_affine(affine), source
