@@ -20,7 +20,7 @@ def report(progress: ProgressFn | None, stage: str, fraction: float) -> None:
 
 
 def scaled(progress: ProgressFn | None, start: float, stop: float) -> ProgressFn | None:
-    """A callback mapping a sub-task's [0, 1] onto [start, stop] of ``progress``."""
+    """Return a callback mapping a sub-task's [0, 1] onto [start, stop] of ``progress``."""
     if progress is None:
         return None
 
@@ -40,6 +40,7 @@ class TqdmProgress:
                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
     def __call__(self, stage: str, fraction: float) -> None:
+        """Show ``stage`` and move the bar to ``fraction``."""
         self._bar.set_description_str(stage)
         self._bar.n = int(round(1000 * fraction))
         self._bar.refresh()

@@ -228,7 +228,7 @@ class _Grid:
         return self.resample_to(affine, tuple(shape), **kwargs)
 
     def same_grid(self, other: _Grid, *, atol: float = 1e-3) -> bool:
-        """True when ``other`` has the same shape and an affine within ``atol`` mm."""
+        """Tell whether ``other`` has the same shape and an affine within ``atol`` mm."""
         return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol))
 
 

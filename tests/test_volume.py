@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def test_volume_is_immutable_and_does_not_touch_caller_array():
     with pytest.raises(ValueError):
         v.array[0, 0, 0] = 1
     arr[0, 0, 0] = 5  # caller keeps a writable array
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         v.affine = np.eye(4)
 
 

@@ -14,7 +14,7 @@ _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    """The JSON sidecar of a label file: same folder, same stem, ``.json``."""
+    """Return the JSON sidecar path of a label file: same folder, same stem, ``.json``."""
     p = Path(path)
     name = p.name
     for suffix in _IMAGE_SUFFIXES:
