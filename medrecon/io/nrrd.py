@@ -228,8 +228,10 @@ def _read_data(header: dict, fh: Any, nbytes: int, dtype: np.dtype, path: Path) 
         text = fh.read(count * 64 + 4096)  # bounded: no number needs 64 characters
         try:
             values = np.array(text.split()[:count], dtype=np.float64)
-        except ValueError as exc:
-            raise InputError(f"{path}: ASCII voxel data holds a non-number ({exc})") from exc
+        except ValueError:
+            # not the numpy message: it quotes the whole offending token, binary included
+            raise InputError(f"{path}: ASCII voxel data holds something that is not a number; "
+                             "the encoding field is wrong or the file is corrupt") from None
         if values.size < count:
             raise InputError(f"{path}: {values.size} of {count} declared ASCII values; the file is truncated")
         return values.astype(dtype.newbyteorder("=")).view(np.uint8)
