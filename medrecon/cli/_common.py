@@ -17,8 +17,12 @@ def organ_list(text: str) -> list[str]:
     return items
 
 
-def add_mesh_options(p: argparse.ArgumentParser) -> None:
-    """Add ``medrecon mesh``'s mesh options (smoothing, decimation, clean-up, format, frame)."""
+def add_mesh_options(p: argparse.ArgumentParser, *, workers_flag: str = "--mesh-workers") -> None:
+    """Add the mesh options (smoothing, decimation, clean-up, format, frame).
+
+    ``medrecon mesh`` names the thread count ``--workers``; commands that also
+    run studies in parallel processes name it ``--mesh-workers``.
+    """
     g = p.add_argument_group("meshes")
     g.add_argument("--smooth", type=float, default=0.5, metavar="S",
                    help="smoothing factor on 3D Slicer's scale 0..1 (default 0.5, Slicer's default)")
@@ -30,7 +34,7 @@ def add_mesh_options(p: argparse.ArgumentParser) -> None:
                    help="drop pieces smaller than this volume in mm^3")
     g.add_argument("--hollow", type=float, default=0.0, metavar="MM", help="hollow shell wall thickness in mm")
     g.add_argument("--iso-spacing", type=float, metavar="MM", help="resample masks to cubic voxels first")
-    g.add_argument("--mesh-workers", type=int, default=1, metavar="N",
+    g.add_argument(workers_flag, dest="mesh_workers", type=int, default=1, metavar="N",
                    help="organs meshed in parallel threads (0: all cores; default 1)")
     g.add_argument("--format", dest="fmt", choices=("stl", "obj", "ply", "3mf"), default="stl",
                    help="mesh file format (default stl)")
@@ -68,6 +72,27 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
     out.add_argument("--no-preview", action="store_true", help="do not write preview.png")
 
 
+def mesh_options_from_args(args: argparse.Namespace):
+    """Build :class:`~medrecon.mesh.MeshOptions` from the options of :func:`add_mesh_options`.
+
+    Raises
+    ------
+    InputError
+        If an option value is out of range (the message says which).
+    """
+    from medrecon.errors import InputError
+    from medrecon.mesh import MeshOptions
+
+    try:
+        return MeshOptions(
+            smooth=args.smooth, decimate=args.decimate, target_faces=args.target_faces,
+            keep_largest=args.keep_largest, min_component_mm3=args.min_component,
+            hollow_mm=args.hollow, iso_spacing=args.iso_spacing, workers=args.mesh_workers,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def config_from_args(args: argparse.Namespace):
     """Build a :class:`~medrecon.pipeline.ReconstructConfig` from parsed options.
 
@@ -77,19 +102,14 @@ def config_from_args(args: argparse.Namespace):
         If an option value is out of range (the message says which).
     """
     from medrecon.errors import InputError
-    from medrecon.mesh import MeshOptions
     from medrecon.pipeline import ReconstructConfig
 
     labels = getattr(args, "labels", None)
     if getattr(args, "names", None) and not labels:
         raise InputError("--names goes with --labels FILE")
     method = "labels" if labels else "preset" if args.preset else "model"
+    mesh = mesh_options_from_args(args)
     try:
-        mesh = MeshOptions(
-            smooth=args.smooth, decimate=args.decimate, target_faces=args.target_faces,
-            keep_largest=args.keep_largest, min_component_mm3=args.min_component,
-            hollow_mm=args.hollow, iso_spacing=args.iso_spacing, workers=args.mesh_workers,
-        )
         return ReconstructConfig(
             method=method, model=args.model or "default", preset=args.preset or "bone",
             labels=labels, names=getattr(args, "names", None), organs=tuple(args.organs or ()),
