@@ -1,4 +1,4 @@
-"""Fuzzing the DICOM and NIfTI readers with seeded mutations of real and synthetic files.
+"""Fuzzing the DICOM, NIfTI and NRRD readers with seeded mutations of real and synthetic files.
 
 Every mutated case must load correctly (a Volume with a finite, non-singular
 affine and the shape its headers declare) or raise a ``MedreconError`` with a
@@ -14,7 +14,7 @@ import pytest
 from _fuzz.campaign import make_specs, run_campaign, summarise
 from _fuzz.worker import _message_problem
 
-N_CASES = 320  # 80 per source; bench/fuzz_report.py runs larger campaigns
+N_CASES = 400  # 80 per source; bench/fuzz_report.py runs larger campaigns
 BASE_SEED = 2026
 
 

@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _fuzz import _dicom, _nifti
+from _fuzz import _dicom, _nifti, _nrrd
 
 WORKER = Path(__file__).with_name("worker.py")
-SOURCES = ("sample", "j2k", "ge3", "nifti")
+SOURCES = ("sample", "j2k", "ge3", "nifti", "nrrd")
 STARTUP_S = 120.0  # imports and loading the unmutated inputs, on a loaded CI box
 
 
@@ -30,7 +30,7 @@ def make_specs(n: int, *, base_seed: int = 0, sources=SOURCES) -> list[dict]:
     specs = []
     for i in range(n):
         source = sources[i % len(sources)]
-        table = _nifti.WEIGHTS if source == "nifti" else _dicom.WEIGHTS
+        table = {"nifti": _nifti.WEIGHTS, "nrrd": _nrrd.WEIGHTS}.get(source, _dicom.WEIGHTS)
         rng = random.Random(f"spec:{base_seed}:{i}")
         mutation = rng.choices(sorted(table), weights=[table[k] for k in sorted(table)])[0]
         specs.append({"id": i, "source": source, "mutation": mutation, "seed": base_seed * 100_000 + i})

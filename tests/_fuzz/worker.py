@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``_fuzz`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _fuzz import _dicom, _nifti  # noqa: E402
+from _fuzz import _dicom, _nifti, _nrrd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -43,6 +43,7 @@ SOURCES = {
     "j2k": ("dicom", sorted((DATA / "totalseg" / "example_ct_dicom").iterdir())[8:11]),
     "ge3": ("dicom", sorted((DATA / "dcmqi_ct3" / "ct-3slice").iterdir())),
     "nifti": ("nifti", [DATA / "totalseg" / "example_ct_sm.nii.gz"]),
+    "nrrd": ("nrrd", [DATA / "dcmqi_ct3" / "liver_seg.nrrd"]),
 }
 #: MEDRECON_MAX_BYTES in the workers: a header may justify allocations up to this size.
 MAX_BYTES = 32 * 1024**2
@@ -90,6 +91,11 @@ class Worker:
         folder = self.tmp / "case"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
+        if kind == "nrrd":
+            if mutation is None:
+                return Path(shutil.copy(files[0], folder / "case.nrrd")), "unmutated", rng
+            path, what = _nrrd.write_case(files[0].read_bytes(), mutation, rng, folder)
+            return path, what, rng
         if kind == "nifti":
             if mutation is None:
                 path = folder / "case.nii.gz"
@@ -169,8 +175,9 @@ class Worker:
             check_affine(vol.affine)
         except Exception as e:  # noqa: BLE001
             return f"loaded affine is invalid: {e}"
-        if SOURCES[spec["source"]][0] == "nifti":
-            declared = _nifti.declared_shape(path)
+        kind = SOURCES[spec["source"]][0]
+        if kind in ("nifti", "nrrd"):
+            declared = (_nifti if kind == "nifti" else _nrrd).declared_shape(path)
             if declared is not None and tuple(vol.shape) != declared:
                 return f"loaded shape {vol.shape} but the header declares {declared}"
             return ""
