@@ -1,5 +1,9 @@
 """Hostile inputs: a gzip bomb, odd label maps, hostile names, pickles and bundles that run code.
 
+Checkpoint safety at the API level (a pickle disguised as safetensors, trusted
+bundles loading tensors only) is in ``test_checkpoint_safety.py``; here the
+command line (``segment``, ``reconstruct``) is exercised.
+
 Ground truth here is not produced by the code under test: voxel counts and
 positions chosen by the test, the declared header size of a hand-built bomb,
 marker files that only code execution could create, and a before/after walk of
@@ -17,7 +21,7 @@ import numpy as np
 import pytest
 
 from medrecon.cli import main
-from medrecon.errors import EmptySegmentationError, GeometryError, MedreconError, ModelError
+from medrecon.errors import EmptySegmentationError, GeometryError, ModelError
 from medrecon.io import load, save
 from medrecon.io.sidecar import write_names
 from medrecon.mesh import MeshOptions, build_organ_meshes
@@ -359,22 +363,6 @@ def test_pickled_checkpoint_is_refused_without_running(tmp_path, tiny_ct, suffix
         segment(load(tiny_ct), model=evil)
     assert not marker.exists()
     assert not (tmp_path / "seg.nii.gz").exists()
-
-
-def test_pickle_renamed_to_safetensors_is_refused(tmp_path, tiny_ct):
-    from medrecon.models import segment
-
-    marker = tmp_path / "pwned"
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    _evil_pickle(folder / "model.safetensors", marker)
-    card = {"net": {"arch": "unet2d"}, "labels": {"5": "liver"}, "channel_ids": [5]}
-    (folder / "model.json").write_text(json.dumps(card))
-    with pytest.raises(MedreconError):
-        segment(load(tiny_ct), model=folder)
-    assert main(["segment", str(tiny_ct), "-o", str(tmp_path / "seg.nii.gz"),
-                 "--model", str(folder), "--quiet"]) == 1
-    assert not marker.exists()
 
 
 def test_bundle_is_refused_unless_trusted(tmp_path, tiny_ct, capsys):
