@@ -107,6 +107,8 @@ def _run_local(todo: Sequence[Study], outdir: Path, config: ReconstructConfig, w
         for study in todo:
             yield study_fn(study, str(outdir / study.key), config)
         return
+    if not todo:  # a rerun with every study finished: no pool (max_workers must be > 0)
+        return
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
