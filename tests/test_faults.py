@@ -48,8 +48,9 @@ def studies(tmp_path_factory):
     return root
 
 
-def _batch_args(inputs: Path, out: Path) -> list[str]:
-    return ["batch", str(inputs), "-o", str(out), "--preset", "bone", "--no-preview", "--quiet"]
+def _batch_args(inputs: Path, out: Path, workers: int = 1) -> list[str]:
+    return ["batch", str(inputs), "-o", str(out), "--preset", "bone", "--no-preview", "--quiet",
+            "--workers", str(workers)]
 
 
 def _strip(doc):
@@ -91,19 +92,21 @@ def _touched_since(out: Path, t0: float) -> bool:
 
 
 @pytest.mark.slow
-def test_repeated_sigkill_then_resume_equals_an_uninterrupted_run(studies, tmp_path, capsys):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_repeated_sigkill_then_resume_equals_an_uninterrupted_run(studies, tmp_path, capsys, workers):
     reference = tmp_path / "reference"
     assert main(_batch_args(studies, reference)) == 0
     per_study = float(np.median([json.loads(p.read_text())["seconds"]
                                  for p in reference.glob(f"*/{DONE}")]))
     want = _contents(reference)
-    rng = random.Random(7)
+    rng = random.Random(7 + workers)
 
     out = tmp_path / "killed"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     kills, progress = 0, []
     for _cycle in range(5):
-        proc = subprocess.Popen([sys.executable, "-m", "medrecon", *_batch_args(studies, out)],
+        # the whole process group dies, pool workers included
+        proc = subprocess.Popen([sys.executable, "-m", "medrecon", *_batch_args(studies, out, workers)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         started = time.time() - 0.01
@@ -132,13 +135,23 @@ def test_repeated_sigkill_then_resume_equals_an_uninterrupted_run(studies, tmp_p
     assert progress[-1] > 0, f"no study ever finished between kills ({progress})"
 
     capsys.readouterr()
-    assert main(_batch_args(studies, out)) == 0
+    assert main(_batch_args(studies, out, workers)) == 0
     assert not _partial_files(out)
     got = _contents(out)
     assert sorted(got) == sorted(want)
     for key in want:
         assert got[key] == want[key], key
     print(f"kill-resume cycles survived: {kills}; studies done at each kill: {progress}")
+
+
+def test_rerun_of_a_finished_batch_with_workers_does_nothing(studies, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_batch_args(studies, out)) == 0
+    before = _contents(out)
+    capsys.readouterr()
+    assert main(_batch_args(studies, out, workers=2)) == 0  # was: max_workers must be > 0
+    assert f"({N_STUDIES} from earlier runs)" in capsys.readouterr().out
+    assert _contents(out) == before
 
 
 # --- disk full, unwritable outputs -----------------------------------------------------
