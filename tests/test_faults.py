@@ -111,14 +111,14 @@ def test_repeated_sigkill_then_resume_equals_an_uninterrupted_run(studies, tmp_p
                                 start_new_session=True)
         started = time.time() - 0.01
         deadline = time.monotonic() + 120
-        # kill after 0, 1 or 2 more studies finished, at a random point of the next one
-        target = len(list(out.glob(f"*/{DONE}"))) + rng.choice([0, 1, 2])
+        # kill after 0-2 more studies finished (0-1 with 2 workers), at a random point of the next
+        target = len(list(out.glob(f"*/{DONE}"))) + rng.choice(range(4 - workers))
         try:
             while proc.poll() is None and (not _touched_since(out, started)
                                            or len(list(out.glob(f"*/{DONE}"))) < target):
                 assert time.monotonic() < deadline, "the batch made no progress within 120 s"
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 1.0) * per_study)
+            time.sleep(rng.uniform(0.0, 1.0) * per_study / workers)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
