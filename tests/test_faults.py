@@ -335,3 +335,25 @@ def test_dask_worker_killed_mid_study_is_retried_elsewhere(studies, tmp_path, mo
     for record in records:  # each study ran again in a live worker, not the one that died
         assert int((markers / record["study"]).read_text()) != record["worker_pid"]
         assert (tmp_path / "out" / record["study"] / DONE).is_file()
+
+
+def die_on_s1(study, outdir, config):
+    """A study whose worker process always dies (a crash in a C library, the OOM killer)."""
+    from medrecon.batch import process_study
+
+    if study.key == "s1":
+        os._exit(9)
+    return process_study(study, outdir, config)
+
+
+@pytest.mark.slow
+def test_local_pool_worker_death_fails_only_its_study(studies, tmp_path):
+    todo = discover_studies(studies)[:3]
+    summary = run_batch(todo, tmp_path / "out", config=CONFIG, workers=2, study_fn=die_on_s1,
+                        show_progress=False)
+    status = {r["study"]: r["status"] for r in summary.records}
+    assert status == {"s0": "done", "s1": "failed", "s2": "done"}
+    failed = json.loads((tmp_path / "out" / "s1" / "FAILED.json").read_text())
+    assert "worker process died" in failed["error"]
+    assert summary.exit_code == 1
+    assert not _partial_files(tmp_path / "out")
