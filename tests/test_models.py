@@ -14,7 +14,7 @@ from medrecon.io.sidecar import sidecar_path
 from medrecon.models import load_model, segment
 from medrecon.models.checkpoint import ModelCard, SegModel
 from medrecon.models.grid import GridMap
-from medrecon.models.inference import predict_model_grid
+from medrecon.models.inference import plane_axis, predict_model_grid, resolve_planes
 from medrecon.models.nets import NetSpec, build_network
 from medrecon.phantom import make_phantom
 from medrecon.volume import LabelMap, Volume
@@ -164,3 +164,17 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
     got = predict_model_grid(model, x, planes="axial", batch_size=8)
     assert torch.equal(got, expected)
     assert seen[:3] == [8, 4, 2] and max(seen[3:]) == 2
+
+
+def test_auto_planes_fuse_on_whole_abdomens_and_stay_axial_on_slabs():
+    model = tiny_model()  # 4 mm model grid, trained on all three planes
+    axial = plane_axis("axial", model.card.orientation)
+    for n_axial, expected in ((9, "axial"), (40, "all")):  # 36 mm slab, 160 mm abdomen
+        shape = [12, 10, 11]
+        shape[axial] = n_axial
+        x = torch.randn(*shape)
+        auto = predict_model_grid(model, x, planes="auto", probabilities=True)
+        explicit = predict_model_grid(model, x, planes=expected, probabilities=True)
+        assert torch.equal(auto, explicit)
+    assert resolve_planes("auto", ("axial",)) == ("axial",)
+    assert resolve_planes("auto", ("axial", "coronal", "sagittal")) == ("axial", "coronal", "sagittal")

@@ -59,8 +59,9 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
     src.add_argument("--organs", type=organ_list, default=[], metavar="LIST",
                      help="organs to keep, names or ids, e.g. liver,spleen (default: all)")
     src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    src.add_argument("--planes", default="axial", choices=("axial", "all"),
-                     help="model planes: axial, or fuse axial+coronal+sagittal")
+    src.add_argument("--planes", default="auto", choices=("auto", "axial", "all"),
+                     help="model planes: axial, or fuse axial+coronal+sagittal "
+                          "(default auto: the planes the model was trained on)")
     src.add_argument("--series", default="auto",
                      help="DICOM series UID or number when a folder holds several (default auto)")
     src.add_argument("--trust-bundle", action="store_true",

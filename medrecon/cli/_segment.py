@@ -16,8 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", default="default",
                    help="'default', a checkpoint folder/.json/.safetensors, or a MONAI bundle folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--planes", default="axial", choices=("axial", "all"),
-                   help="axial slices, or fuse axial+coronal+sagittal passes")
+    p.add_argument("--planes", default="auto", choices=("auto", "axial", "all"),
+                   help="axial slices, or fuse axial+coronal+sagittal passes "
+                        "(default auto: the planes the model was trained on)")
     p.add_argument("--series", default=None, help="DICOM series UID or number if several")
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
     p.add_argument("--trust-bundle", action="store_true",

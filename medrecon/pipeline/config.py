@@ -44,7 +44,7 @@ class ReconstructConfig:
     device : str
         Torch device for the model (``"cpu"``, ``"cuda"``).
     planes : str
-        Planes of the 2.5D model (``"axial"`` or ``"all"``).
+        Planes of the 2.5D model (``"auto"``: those it was trained on; ``"axial"``; ``"all"``).
     series : str or None
         DICOM series to load when the input holds several (UID, number or ``"auto"``).
     keep_phi : bool
@@ -65,7 +65,7 @@ class ReconstructConfig:
     fmt: str = "stl"
     frame: str = "LPS"
     device: str = "cpu"
-    planes: str = "axial"
+    planes: str = "auto"
     series: str | None = "auto"
     keep_phi: bool = False
     trust_bundle: bool = False
