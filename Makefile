@@ -8,8 +8,6 @@ APT_PKGS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 l
 # Torch first, pinned to the CPU wheel: a bare "torch" requirement pulls a
 # multi-GB CUDA build. pyproject keeps a range.
 TORCH ?= torch==2.13.0
-export OMP_NUM_THREADS ?= 1
-export MKL_NUM_THREADS ?= 1
 
 .PHONY: demo test install apt lint clean sample-data
 
@@ -33,8 +31,10 @@ apt:
 demo: install
 	$(BIN)/medrecon demo -o demo_out
 
+# one BLAS/OpenMP thread per test process: busy-waiting threads on a loaded
+# 2-core machine run many times slower than one
 test: install apt
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check medrecon napari_plugin tests bench
