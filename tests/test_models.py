@@ -178,3 +178,21 @@ def test_auto_planes_fuse_on_whole_abdomens_and_stay_axial_on_slabs():
         assert torch.equal(auto, explicit)
     assert resolve_planes("auto", ("axial",)) == ("axial",)
     assert resolve_planes("auto", ("axial", "coronal", "sagittal")) == ("axial", "coronal", "sagittal")
+
+
+def test_clean_up_keeps_each_organs_largest_component():
+    from medrecon.models.postprocess import largest_component_labels, largest_components
+
+    lab = np.zeros((10, 10, 10), np.int64)
+    lab[1:4, 1:4, 1:4] = 1
+    lab[7, 7, 7] = 1  # stray voxel of class 1
+    lab[5:9, 0:3, 0:3] = 2
+    lab[0, 9, 9] = 2  # stray voxel of class 2
+    out = largest_component_labels(torch.from_numpy(lab), n_channels=3).numpy()
+    assert out[7, 7, 7] == 0 and out[0, 9, 9] == 0
+    assert (out == 1).sum() == 27 and (out == 2).sum() == 36
+    probs = torch.nn.functional.one_hot(torch.from_numpy(lab), 3).permute(3, 0, 1, 2).float()
+    cleaned = largest_components(probs)
+    assert cleaned[1, 7, 7, 7] == 0 and cleaned[2, 0, 9, 9] == 0
+    assert torch.equal(cleaned[1][torch.from_numpy(out == 1)], torch.ones(27))
+    assert torch.equal(probs, torch.nn.functional.one_hot(torch.from_numpy(lab), 3).permute(3, 0, 1, 2).float())

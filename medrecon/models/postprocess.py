@@ -27,23 +27,16 @@ def largest_components(probs, *, channels=None):
         (C, I, J, K) cleaned probabilities, same dtype and device.
     """
     import torch
-    from scipy import ndimage
 
     labels = probs.argmax(0).to(torch.uint8).cpu().numpy()
     out = probs.clone()
-    structure = ndimage.generate_binary_structure(3, 3)
     for c in channels if channels is not None else range(1, probs.shape[0]):
-        mask = labels == c
-        if not mask.any():
+        found = _strays(labels, c)
+        if found is None:
             continue
-        box = _box(mask)
-        comp, n = ndimage.label(mask[box], structure=structure)
-        if n <= 1:
-            continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        stray = np.zeros(mask.shape, dtype=bool)
-        stray[box] = (comp != 0) & (comp != int(sizes.argmax()))
+        box, stray_in_box = found
+        stray = np.zeros(labels.shape, dtype=bool)
+        stray[box] = stray_in_box
         out[c][torch.from_numpy(stray).to(out.device)] = 0
     return out
 
@@ -57,24 +50,34 @@ def largest_component_labels(channels, *, n_channels: int):
         (I, J, K) int64 channel map, same device.
     """
     import torch
-    from scipy import ndimage
 
     labels = channels.to(torch.uint8).cpu().numpy()
     out = labels.copy()
-    structure = ndimage.generate_binary_structure(3, 3)
     for c in range(1, n_channels):
-        mask = labels == c
-        if not mask.any():
-            continue
-        box = _box(mask)
-        comp, n = ndimage.label(mask[box], structure=structure)
-        if n <= 1:
-            continue
-        sizes = np.bincount(comp.ravel())
-        sizes[0] = 0
-        region = out[box]
-        region[(comp != 0) & (comp != int(sizes.argmax()))] = 0
+        found = _strays(labels, c)
+        if found is not None:
+            box, stray_in_box = found
+            out[box][stray_in_box] = 0
     return torch.from_numpy(out).long().to(channels.device)
+
+
+def _strays(labels: np.ndarray, c: int) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """Bounding box of class ``c`` and, inside it, its voxels outside the largest component.
+
+    None when the class is absent or already one connected body.
+    """
+    from scipy import ndimage
+
+    mask = labels == c
+    if not mask.any():
+        return None
+    box = _box(mask)
+    comp, n = ndimage.label(mask[box], structure=ndimage.generate_binary_structure(3, 3))
+    if n <= 1:
+        return None
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    return box, (comp != 0) & (comp != int(sizes.argmax()))
 
 
 def _box(mask: np.ndarray) -> tuple[slice, slice, slice]:
