@@ -100,6 +100,14 @@ class Inflater:
         return pos
 
 
+def open_input(path: Path) -> BinaryIO:
+    """Open ``path`` for binary reading, or raise :class:`InputError` saying why not."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"cannot open {path}: {exc.strerror or exc}") from exc
+
+
 def readinto(reader: Any, buf: np.ndarray, path: Path) -> int:
     """Fill ``buf`` from ``reader`` (a file or :class:`Inflater`); return the bytes read."""
     view = memoryview(buf).cast("B")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
-from medrecon.io._stream import AUTO, Inflater, read_exact, to_native
+from medrecon.io._stream import AUTO, Inflater, open_input, read_exact, to_native
 from medrecon.io.limits import check_alloc
 from medrecon.volume import check_affine
 
@@ -128,11 +128,7 @@ def read_metaimage(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dic
         Unknown element type, non-image objects, or data split over a file list.
     """
     p = Path(path)
-    try:
-        fh = open(p, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot open {p}: {exc.strerror or exc}") from exc
-    with fh:
+    with open_input(p) as fh:
         fields = _parse_header(fh, p)
         if fields.get("objecttype", "Image").lower() != "image":
             raise UnsupportedFormatError(f"{p}: MetaIO object {fields['objecttype']!r} is not an image")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
-from medrecon.io._stream import Inflater, read_exact, skip, to_native
+from medrecon.io._stream import Inflater, open_input, read_exact, skip, to_native
 from medrecon.io.atomic import atomic_path
 from medrecon.io.limits import check_alloc
 from medrecon.volume import LPS_TO_RAS, check_affine
@@ -191,11 +191,7 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
         RGB/complex data or a two-file ``.hdr``/``.img`` pair.
     """
     p = Path(path)
-    try:
-        fh = open(p, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot open {p}: {exc.strerror or exc}") from exc
-    with fh:
+    with open_input(p) as fh:
         gz = fh.read(2) == b"\x1f\x8b"
         fh.seek(0)
         reader = Inflater(fh) if gz else fh

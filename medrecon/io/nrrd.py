@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
-from medrecon.io._stream import AUTO, Inflater, read_exact, skip, to_native
+from medrecon.io._stream import AUTO, Inflater, open_input, read_exact, skip, to_native
 from medrecon.io.atomic import atomic_path
 from medrecon.io.limits import check_alloc
 from medrecon.volume import check_affine
@@ -270,11 +270,7 @@ def read_nrrd(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str
         An unsupported space, encoding, type or multi-file data.
     """
     p = Path(path)
-    try:
-        fh = open(p, "rb")
-    except OSError as exc:
-        raise InputError(f"cannot open {p}: {exc.strerror or exc}") from exc
-    with fh:
+    with open_input(p) as fh:
         header = _read_header(fh, p)
         for required in ("dimension", "type", "encoding", "sizes"):
             if required not in header:
