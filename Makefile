@@ -34,10 +34,11 @@ demo: install
 # one BLAS/OpenMP thread per test process: busy-waiting threads on a loaded
 # 2-core machine run many times slower than one
 test: install apt
+	$(BIN)/ruff check medrecon napari_plugin tests bench scripts
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check medrecon napari_plugin tests bench
+	$(BIN)/ruff check medrecon napari_plugin tests bench scripts
 
 sample-data: install
 	$(BIN)/medrecon phantom sample_data --seed 0 --format dicom --slices 72 --thickness 3
