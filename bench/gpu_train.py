@@ -19,6 +19,7 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -318,7 +319,7 @@ def summary() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--work", default="/tmp/medrecon_gpu")
+    ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "medrecon_gpu"))
     ap.add_argument("--train-seconds", type=float, default=210)
     ap.add_argument("--train3d-seconds", type=float, default=70)
     ap.add_argument("--steps", type=int, default=100_000)
