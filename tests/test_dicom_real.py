@@ -89,3 +89,18 @@ def test_dicom_seg_matches_slicer_labels(dcmqi_dir):
     assert seg.same_grid(ref, atol=1e-3)
     np.testing.assert_array_equal(seg.array == 5, ref.array == 1)
     assert seg.same_grid(load_dicom(dcmqi_dir / "ct-3slice"), atol=1e-3)
+
+
+def test_series_without_uid_can_be_chosen_beside_another(tmp_path, totalseg_dir, dcmqi_dir):
+    # the TotalSegmentator example was anonymised without a SeriesInstanceUID
+    import shutil
+
+    from medrecon.errors import SeriesSelectionError
+
+    shutil.copytree(totalseg_dir / "example_ct_dicom", tmp_path / "a")
+    shutil.copytree(dcmqi_dir / "ct-3slice", tmp_path / "b")
+    with pytest.raises(SeriesSelectionError, match="--series NOUID"):
+        load_dicom(tmp_path)
+    volume = load_dicom(tmp_path, series="NOUID")
+    assert volume.shape == (512, 512, 20)
+    assert load_dicom(tmp_path, series="auto").shape[2] == 3  # CT, then thinnest slices (1 mm < 2 mm)

@@ -46,6 +46,10 @@ AUTO_RULE = (
 _MODALITY_RANK = {"CT": 0, "MR": 1}
 
 
+#: Selector of the series formed by files that have no SeriesInstanceUID.
+NO_UID = "NOUID"
+
+
 @dataclass(frozen=True)
 class SeriesInfo:
     """One loadable part of a DICOM series, as the headers describe it.
@@ -102,8 +106,13 @@ class SeriesInfo:
 
     @property
     def key(self) -> str:
-        """Selector for ``series=``: the UID, or ``UID:part`` for a split series."""
-        return self.uid if self.n_parts == 1 else f"{self.uid}:{self.part}"
+        """Selector for ``series=``: the UID, or ``UID:part`` for a split series.
+
+        Files without a SeriesInstanceUID (some anonymisers remove it) form the
+        series ``NOUID``, so that it can still be chosen by name.
+        """
+        uid = self.uid or NO_UID
+        return uid if self.n_parts == 1 else f"{uid}:{self.part}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the frames)."""
