@@ -166,8 +166,6 @@ def _read_dicom(p: Path) -> list[tuple]:
         volume = load_dicom(p)
         name = _describe(images[0]) if images else (volume.description or _stem(p))
         return [image_layer_data(volume, name=name)]
-    # a series without a SeriesInstanceUID cannot be named to the loader beside others
-    images = [s for s in images if s.key] or images
     images.sort(key=lambda s: -int(s.n_slices))
     layers = []
     for n, info in enumerate(images):
