@@ -20,7 +20,7 @@ import trimesh
 from medrecon.mesh.decimate import decimate
 from medrecon.mesh.hollow import hollow
 from medrecon.mesh.repair import check, repair
-from medrecon.mesh.report import fidelity, mesh_report, triangles, volume_area
+from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.surface.extract import ENGINES
@@ -150,7 +150,8 @@ def _process(
     if not state.printable:  # marching cubes and smoothing keep topology; never assume it
         mesh, state = repair(mesh)
     # fidelity is measured on the outer surface: a cavity is meant to be far from it
-    distances = fidelity(mesh, raw)
+    geometry, raw_geometry = FaceGeometry.of(mesh), FaceGeometry.of(raw)
+    distances = fidelity(geometry, raw_geometry)
     if options.hollow_mm > 0:
         shift = np.eye(4)
         shift[:3, 3] = [b.start for b in box]
@@ -159,10 +160,12 @@ def _process(
         state = check(mesh)
         if not state.printable:
             mesh, state = repair(mesh)
+        geometry = FaceGeometry.of(mesh)
     voxels = int(np.count_nonzero(np.asarray(labels.array)[box] == label))
-    raw_volume, raw_area = volume_area(triangles(raw))
+    raw_volume, raw_area = raw_geometry.volume_area()
     rep = {"name": name, "label": int(label)}
-    rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3, state=state))
+    rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3, state=state,
+                           geometry=geometry))
     for key in ("hd95_mm", "mean_distance_mm", "max_distance_mm"):
         rep[key] = distances[key]
     rep.update(

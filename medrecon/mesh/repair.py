@@ -57,12 +57,24 @@ class MeshCheck:
         return self.watertight and self.manifold and self.winding_consistent and self.outward
 
 
-def _edge_table(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Undirected edge ids of the 3F half-edges, the unique edge keys and their face counts."""
+def _edge_table(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edge table of the 3F half-edges, from one sort.
+
+    Returns each half-edge's undirected edge id, the unique edge keys, their
+    face counts and the half-edges ordered by edge id.
+    """
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
     key = pair_keys(half)
-    unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    return inverse.ravel(), unique, counts
+    order = np.argsort(key)
+    sorted_key = key[order]
+    first = np.empty(len(key), dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_key[1:], sorted_key[:-1], out=first[1:])
+    inverse = np.empty(len(key), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(key)))
+    return inverse, sorted_key[starts], counts, order
 
 
 def pair_keys(pairs: np.ndarray) -> np.ndarray:
@@ -72,18 +84,18 @@ def pair_keys(pairs: np.ndarray) -> np.ndarray:
     return lo * (int(hi.max(initial=0)) + 1) + hi
 
 
-def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int) -> int:
+def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int, *, _table: tuple | None = None) -> int:
     """Vertices whose incident faces form more than one edge-connected fan."""
     faces = np.asarray(faces, dtype=np.int64)
     if len(faces) == 0:
         return 0
-    edge_of_half, _, counts = _edge_table(faces)
+    edge_of_half, _, counts, order = _edge_table(faces) if _table is None else _table
     n_corner = faces.size
     # half-edge h of face f goes from corner (f, h) to corner (f, h+1)
     corner_a = np.arange(n_corner)
     corner_b = (corner_a // 3) * 3 + (corner_a % 3 + 1) % 3
     # link corners of the same vertex across each edge shared by exactly two faces
-    order = np.argsort(edge_of_half, kind="stable")
+    # (which of the two half-edges comes first does not matter: the graph is undirected)
     e_sorted = edge_of_half[order]
     pair = np.flatnonzero((e_sorted[:-1] == e_sorted[1:]) & (counts[e_sorted[:-1]] == 2))
     h1, h2 = order[pair], order[pair + 1]
@@ -95,10 +107,12 @@ def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int) -> int:
     cols_a = np.concatenate([np.where(opposite, b2, a2), np.where(opposite, a2, b2)])
     graph = sparse.coo_matrix((np.ones(len(rows_a)), (rows_a, cols_a)), shape=(n_corner, n_corner))
     _, comp = connected_components(graph, directed=False)
-    vertex_of_corner = faces.ravel()
-    fan_key = vertex_of_corner.astype(np.int64) * (int(comp.max()) + 1) + comp
-    fans = np.unique(fan_key) // (int(comp.max()) + 1)
-    return int(np.count_nonzero(np.bincount(fans, minlength=n_vertices) > 1))
+    # a vertex is non-manifold when its corners lie in more than one fan: compare
+    # each corner's fan with one fan picked per vertex (no sort needed)
+    fan_of_vertex = np.empty(n_vertices, dtype=comp.dtype)
+    fan_of_vertex[vert] = comp
+    other_fan = vert[comp != fan_of_vertex[vert]]
+    return int(np.count_nonzero(np.bincount(other_fan, minlength=n_vertices)))
 
 
 def check(mesh: trimesh.Trimesh) -> MeshCheck:
@@ -106,10 +120,11 @@ def check(mesh: trimesh.Trimesh) -> MeshCheck:
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0:
         return MeshCheck(False, False, False, False, 0, 0, 0, 0)
-    edge_of_half, _, counts = _edge_table(faces)
+    table = _edge_table(faces)
+    edge_of_half, _, counts, _ = table
     boundary = int(np.count_nonzero(counts == 1))
     nm_edges = int(np.count_nonzero(counts > 2))
-    nm_verts = nonmanifold_vertex_count(faces, len(mesh.vertices))
+    nm_verts = nonmanifold_vertex_count(faces, len(mesh.vertices), _table=table)
     # consistent winding: each manifold edge is traversed once in each direction
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
     forward = half[:, 0] < half[:, 1]
@@ -233,7 +248,7 @@ def _without_duplicates(faces: np.ndarray) -> np.ndarray:
 def fill_holes(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """Close every boundary loop with a fan around its centroid (new mesh)."""
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    edge_of_half, _, counts = _edge_table(faces)
+    edge_of_half, _, counts, _ = _edge_table(faces)
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
     border = half[counts[edge_of_half] == 1]
     if len(border) == 0:
@@ -282,7 +297,7 @@ def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     faces = np.asarray(out.faces, dtype=np.int64)
     if len(faces) == 0:
         return out
-    edge_of_half, _, _ = _edge_table(faces)
+    edge_of_half, _, _, _ = _edge_table(faces)
     n, shell = _shells(faces, edge_of_half)
     vertices = np.asarray(out.vertices)
     sign = np.sign(_signed_volumes(vertices, faces, shell, n))

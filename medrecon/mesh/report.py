@@ -69,20 +69,65 @@ def triangles(mesh: trimesh.Trimesh) -> np.ndarray:
     return np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces, dtype=np.int64)]
 
 
+class FaceGeometry:
+    """Corners, area normals and areas of a mesh's triangles, computed once.
+
+    The report needs them several times per surface (volume and area, area
+    weights for sampling, centroids for the distance search); this holds them.
+
+    Attributes
+    ----------
+    tri : (F, 3, 3) ndarray of float64
+        Corner positions in mm.
+    normals : (F, 3) ndarray of float64
+        ``(b - a) x (c - a)``: normal times twice the area, mm^2.
+    double_areas : (F,) ndarray of float64
+        Twice each triangle's area, mm^2.
+    """
+
+    def __init__(self, tri: np.ndarray):
+        self.tri = tri
+        self.normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        self.double_areas = np.linalg.norm(self.normals, axis=1)
+
+    @classmethod
+    def of(cls, mesh: trimesh.Trimesh) -> FaceGeometry:
+        """Compute the geometry of ``mesh``'s faces."""
+        return cls(triangles(mesh))
+
+    def volume_area(self) -> tuple[float, float]:
+        """Signed volume (mm^3) and area (mm^2), as :func:`volume_area`."""
+        tri = self.tri
+        if len(tri) == 0:
+            return 0.0, 0.0
+        # a . (b x c) = a . ((b - a) x (c - a)): the area normals give the signed
+        # tetrahedra from the centroid (centred: no digits lost far from the origin)
+        corner = tri[:, 0] - tri.reshape(-1, 3).mean(axis=0)
+        volume = float(np.einsum("ij,ij->", corner, self.normals)) / 6.0
+        return volume, float(0.5 * self.double_areas.sum())
+
+    def sample(self, count: int, *, seed: int = 0) -> np.ndarray:
+        """(count, 3) points uniformly distributed (by area), as :func:`sample_points`."""
+        return _sample(self.tri, self.double_areas, count, seed)
+
+    def centroids(self) -> np.ndarray:
+        """(F, 3) triangle centroids."""
+        tri = self.tri
+        return (tri[:, 0] + tri[:, 1] + tri[:, 2]) / 3.0
+
+
 def volume_area(tri: np.ndarray) -> tuple[float, float]:
     """Signed volume (mm^3, signed tetrahedra from the centroid) and area (mm^2) of triangles."""
-    if len(tri) == 0:
-        return 0.0, 0.0
-    t = tri - tri.reshape(-1, 3).mean(axis=0)
-    volume = float(np.einsum("ij,ij->", t[:, 0], np.cross(t[:, 1], t[:, 2]))) / 6.0
-    area = float(0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1).sum())
-    return volume, area
+    return FaceGeometry(tri).volume_area()
 
 
 def sample_points(tri: np.ndarray, count: int, *, seed: int = 0) -> np.ndarray:
     """(count, 3) points uniformly distributed (by area) over triangles ``tri``."""
+    return FaceGeometry(tri).sample(count, seed=seed)
+
+
+def _sample(tri: np.ndarray, areas: np.ndarray, count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    areas = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     face = rng.choice(len(tri), size=count, p=areas / areas.sum())
     u, v = rng.random(count), rng.random(count)
     flip = u + v > 1.0
@@ -102,9 +147,13 @@ def distances_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, *, candidate
     return _distances(np.asarray(points, dtype=np.float64), triangles(mesh), candidates)
 
 
-def _distances(points: np.ndarray, tri: np.ndarray, candidates: int = CANDIDATES) -> np.ndarray:
+def _distances(
+    points: np.ndarray, tri: np.ndarray, candidates: int = CANDIDATES, centroids: np.ndarray | None = None
+) -> np.ndarray:
     k = min(candidates, len(tri))
-    tree = cKDTree(tri.mean(axis=1), balanced_tree=False, compact_nodes=False)
+    if centroids is None:
+        centroids = (tri[:, 0] + tri[:, 1] + tri[:, 2]) / 3.0
+    tree = cKDTree(centroids, balanced_tree=False, compact_nodes=False)
     _, idx = tree.query(points, k=k)
     idx = np.asarray(idx).reshape(-1)
     rep = np.repeat(points, k, axis=0)
@@ -113,18 +162,19 @@ def _distances(points: np.ndarray, tri: np.ndarray, candidates: int = CANDIDATES
 
 
 def surface_distances(
-    a: trimesh.Trimesh, b: trimesh.Trimesh, *, samples: int = SAMPLES, seed: int = 0
+    a: trimesh.Trimesh | FaceGeometry, b: trimesh.Trimesh | FaceGeometry, *, samples: int = SAMPLES, seed: int = 0
 ) -> np.ndarray:
     """Pooled distances (mm) from points on ``a`` to ``b`` and from points on ``b`` to ``a``.
 
     Each surface gets twice its face count in points, at least
-    :data:`MIN_SAMPLES` and at most ``samples``.
+    :data:`MIN_SAMPLES` and at most ``samples``. ``a`` and ``b`` are meshes or
+    their :class:`FaceGeometry` (when the caller already has it).
     """
+    ga, gb = (g if isinstance(g, FaceGeometry) else FaceGeometry.of(g) for g in (a, b))
     out = []
-    ta, tb = triangles(a), triangles(b)
-    for n, (src, dst) in enumerate(((ta, tb), (tb, ta))):
-        count = int(min(samples, max(MIN_SAMPLES, 2 * len(src))))
-        out.append(_distances(sample_points(src, count, seed=seed + n), dst))
+    for n, (src, dst) in enumerate(((ga, gb), (gb, ga))):
+        count = int(min(samples, max(MIN_SAMPLES, 2 * len(src.tri))))
+        out.append(_distances(src.sample(count, seed=seed + n), dst.tri, centroids=dst.centroids()))
     return np.concatenate(out)
 
 
@@ -134,6 +184,7 @@ def mesh_report(
     raw: trimesh.Trimesh | None = None,
     voxel_volume_mm3: float | None = None,
     state: MeshCheck | None = None,
+    geometry: FaceGeometry | None = None,
 ) -> dict[str, Any]:
     """Numbers that say whether ``mesh`` will print and how far processing moved it.
 
@@ -148,6 +199,8 @@ def mesh_report(
         Volume of the mask (voxel count x voxel volume).
     state : MeshCheck, optional
         A check already computed for ``mesh``.
+    geometry : FaceGeometry, optional
+        ``FaceGeometry.of(mesh)`` already computed.
 
     Returns
     -------
@@ -162,7 +215,8 @@ def mesh_report(
         Numbers are not rounded.
     """
     state = state or check(mesh)
-    volume_mm3, area_mm2 = volume_area(triangles(mesh))
+    geometry = geometry or FaceGeometry.of(mesh)
+    volume_mm3, area_mm2 = geometry.volume_area()
     v = np.asarray(mesh.vertices, dtype=np.float64)
     lo, hi = (v.min(axis=0), v.max(axis=0)) if len(v) else (np.zeros(3), np.zeros(3))
     out: dict[str, Any] = {
@@ -190,15 +244,21 @@ def mesh_report(
     if voxel_volume_mm3:
         out["volume_difference_percent"] = 100.0 * (volume_mm3 - voxel_volume_mm3) / voxel_volume_mm3
     if raw is not None:
-        out.update(fidelity(mesh, raw))
+        out.update(fidelity(geometry, raw))
     return out
 
 
-def fidelity(mesh: trimesh.Trimesh, raw: trimesh.Trimesh) -> dict[str, float | None]:
-    """``hd95_mm``, ``mean_distance_mm`` and ``max_distance_mm`` between two surfaces."""
-    if not len(mesh.faces) or not len(raw.faces):
+def fidelity(
+    mesh: trimesh.Trimesh | FaceGeometry, raw: trimesh.Trimesh | FaceGeometry
+) -> dict[str, float | None]:
+    """``hd95_mm``, ``mean_distance_mm`` and ``max_distance_mm`` between two surfaces.
+
+    ``mesh`` and ``raw`` are meshes or their :class:`FaceGeometry`.
+    """
+    gm, gr = (g if isinstance(g, FaceGeometry) else FaceGeometry.of(g) for g in (mesh, raw))
+    if not len(gm.tri) or not len(gr.tri):
         return {"hd95_mm": None, "mean_distance_mm": None, "max_distance_mm": None}
-    d = surface_distances(mesh, raw)
+    d = surface_distances(gm, gr)
     return {
         "hd95_mm": float(np.percentile(d, 95)),
         "mean_distance_mm": float(d.mean()),

@@ -93,17 +93,17 @@ def _umbrella(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
 
     Every triangle edge enters once per adjacent face; on a closed manifold mesh
     (what marching cubes gives) each neighbour is thus counted exactly twice,
-    which leaves the mean unchanged and spares a de-duplication pass.
+    which leaves the mean unchanged. Building the matrix from coordinates merges
+    the two entries into one (with twice the weight, exactly), so the 20 products
+    of the filter touch half as many entries, and it needs no argsort.
     """
     a = faces.ravel()
     b = faces[:, [1, 2, 0]].ravel()
     rows = np.concatenate([a, b])
     cols = np.concatenate([b, a])
-    order = np.argsort(rows, kind="stable")
     counts = np.bincount(rows, minlength=n_vertices)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
     weights = np.divide(1.0, counts, out=np.zeros(n_vertices), where=counts > 0)
-    return sparse.csr_matrix((np.repeat(weights, counts), cols[order], indptr), shape=(n_vertices, n_vertices))
+    return sparse.csr_matrix((weights[rows], (rows, cols)), shape=(n_vertices, n_vertices))
 
 
 def windowed_sinc(
