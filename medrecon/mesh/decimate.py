@@ -26,9 +26,12 @@ def _simplify(mesh: trimesh.Trimesh, reduction: float) -> trimesh.Trimesh:
         # result moves < 0.03 mm more (HD95) on a liver at 0.8 mm
         agg=9,
     )
-    # drop the vertices no face uses any more
-    used, f = np.unique(np.asarray(f, dtype=np.int64), return_inverse=True)
-    return trimesh.Trimesh(np.asarray(v)[used], f.reshape(-1, 3), process=False)
+    # drop the vertices no face uses any more (keeping their order; no sort needed)
+    f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
+    used = np.zeros(len(v), dtype=bool)
+    used[f.ravel()] = True
+    new_index = np.cumsum(used) - 1
+    return trimesh.Trimesh(np.asarray(v)[used], new_index[f], process=False)
 
 
 def decimate(

@@ -147,7 +147,9 @@ def windowed_sinc(
     t_cur = 0.5 * (x0 + w @ x0)
     out = c[0] * x0 + c[1] * t_cur
     for n in range(2, len(c)):
-        t_next = (t_cur + w @ t_cur) - t_prev
+        t_next = w @ t_cur
+        t_next += t_cur
+        t_next -= t_prev
         out += c[n] * t_next
         t_prev, t_cur = t_cur, t_next
     out[isolated] = x0[isolated]

@@ -57,13 +57,20 @@ def resolve_engine(engine: str) -> str:
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     """Tight (i, j, k) slices around the non-zero voxels of ``mask``, or None if empty."""
-    slices = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=other))
+    # One pass over the whole array, along its slowest axis (whole planes OR-ed
+    # together), then a pass over the box it gives to find the extent along that axis.
+    outer = 2 if mask.flags.f_contiguous and not mask.flags.c_contiguous else 0
+    rest = [a for a in range(3) if a != outer]
+    plane = mask.any(axis=outer)
+    slices: list[slice] = [slice(0, 0)] * 3
+    for n, axis in enumerate(rest):
+        hit = np.flatnonzero(plane.any(axis=1 - n))
         if hit.size == 0:
             return None
-        slices.append(slice(int(hit[0]), int(hit[-1]) + 1))
+        slices[axis] = slice(int(hit[0]), int(hit[-1]) + 1)
+    sub = mask[tuple(slice(None) if a == outer else slices[a] for a in range(3))]
+    hit = np.flatnonzero(sub.any(axis=tuple(rest)))
+    slices[outer] = slice(int(hit[0]), int(hit[-1]) + 1)
     return tuple(slices)  # type: ignore[return-value]
 
 
@@ -76,7 +83,9 @@ def padded_crop(array: np.ndarray, box: tuple[slice, slice, slice], fill: float)
     hi = np.array([s.stop + 1 for s in box])
     src_lo = np.maximum(lo, 0)
     src_hi = np.minimum(hi, array.shape)
-    crop = np.full(tuple(hi - lo), fill, dtype=array.dtype)
+    # keep the source's memory order (NIfTI arrays are Fortran-ordered, as VTK wants them)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    crop = np.full(tuple(hi - lo), fill, dtype=array.dtype, order=order)
     dst = tuple(slice(a - b, c - b) for a, b, c in zip(src_lo, lo, src_hi, strict=True))
     crop[dst] = array[tuple(slice(a, c) for a, c in zip(src_lo, src_hi, strict=True))]
     return crop, lo

@@ -117,8 +117,6 @@ def label_boxes(
     InputError
         If a requested name is not in the label table.
     """
-    from scipy import ndimage
-
     array = np.asarray(labels.array)
     if array.dtype.kind not in "iu":
         array = array.astype(np.int64)
@@ -132,12 +130,19 @@ def label_boxes(
         # find_objects skips labels < 1 and needs no temporary copy of the array;
         # run it on the box around all labels (cheap to find) rather than the whole field
         outer = bounding_box(array)
-        objects = ndimage.find_objects(array[outer]) if outer is not None else []
-        present = {
-            n + 1: tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, box, strict=True))
-            for n, box in enumerate(objects)
-            if box is not None
-        }
+        present = {}
+        if outer is not None:
+            crop = array[outer]
+            if int(crop.max()) == 1 and (crop.dtype.kind == "u" or int(crop.min()) >= 0):
+                present = {1: outer}  # a binary mask: one label, and its box is the outer box
+            else:
+                from scipy import ndimage
+
+                present = {
+                    n + 1: tuple(slice(o.start + b.start, o.start + b.stop) for o, b in zip(outer, box, strict=True))
+                    for n, box in enumerate(ndimage.find_objects(crop))
+                    if box is not None
+                }
     if not present:
         raise EmptySegmentationError(
             "the label map holds no labelled voxels; check that the right file was given"
