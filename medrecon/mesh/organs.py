@@ -19,8 +19,8 @@ import trimesh
 
 from medrecon.mesh.decimate import decimate
 from medrecon.mesh.hollow import hollow
-from medrecon.mesh.repair import check, repair
-from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report
+from medrecon.mesh.repair import MeshCheck, check, repair
+from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report, triangles
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.surface.extract import ENGINES
@@ -131,10 +131,8 @@ def filter_components(
     return trimesh.util.concatenate(kept)
 
 
-def _process(
-    label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, box: tuple[slice, slice, slice],
-    options: MeshOptions,
-) -> OrganMesh:
+def _printable(raw: trimesh.Trimesh, options: MeshOptions) -> tuple[trimesh.Trimesh, MeshCheck, float]:
+    """Filter, smooth, decimate and check ``raw`` (repaired if need be): mesh, check, reduction applied."""
     mesh = filter_components(
         raw, keep_largest=options.keep_largest, min_volume_mm3=options.min_component_mm3
     )
@@ -149,8 +147,28 @@ def _process(
         state = check(mesh)
     if not state.printable:  # marching cubes and smoothing keep topology; never assume it
         mesh, state = repair(mesh)
+    return mesh, state, applied
+
+
+def _raw_geometry(tri: np.ndarray) -> tuple[FaceGeometry, tuple[float, float]]:
+    geometry = FaceGeometry(tri)
+    geometry.tree()
+    return geometry, geometry.volume_area()
+
+
+def _process(
+    label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, box: tuple[slice, slice, slice],
+    options: MeshOptions,
+) -> OrganMesh:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The raw surface's part of the report (geometry, centroid tree) does not
+        # depend on the processing: a second thread computes it meanwhile (numpy
+        # and the KD-tree build release the GIL).
+        raw_job = pool.submit(_raw_geometry, triangles(raw))
+        mesh, state, applied = _printable(raw, options)
+        raw_geometry, (raw_volume, raw_area) = raw_job.result()
     # fidelity is measured on the outer surface: a cavity is meant to be far from it
-    geometry, raw_geometry = FaceGeometry.of(mesh), FaceGeometry.of(raw)
+    geometry = FaceGeometry.of(mesh)
     distances = fidelity(geometry, raw_geometry)
     if options.hollow_mm > 0:
         shift = np.eye(4)
@@ -162,7 +180,6 @@ def _process(
             mesh, state = repair(mesh)
         geometry = FaceGeometry.of(mesh)
     voxels = int(np.count_nonzero(np.asarray(labels.array)[box] == label))
-    raw_volume, raw_area = raw_geometry.volume_area()
     rep = {"name": name, "label": int(label)}
     rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3, state=state,
                            geometry=geometry))

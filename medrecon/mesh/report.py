@@ -89,6 +89,7 @@ class FaceGeometry:
         self.tri = tri
         self.normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         self.double_areas = np.linalg.norm(self.normals, axis=1)
+        self._tree: cKDTree | None = None
 
     @classmethod
     def of(cls, mesh: trimesh.Trimesh) -> FaceGeometry:
@@ -114,6 +115,12 @@ class FaceGeometry:
         """(F, 3) triangle centroids."""
         tri = self.tri
         return (tri[:, 0] + tri[:, 1] + tri[:, 2]) / 3.0
+
+    def tree(self) -> cKDTree:
+        """KD-tree of the triangle centroids (built once), for the distance search."""
+        if self._tree is None:
+            self._tree = _centroid_tree(self.centroids())
+        return self._tree
 
 
 def volume_area(tri: np.ndarray) -> tuple[float, float]:
@@ -148,17 +155,20 @@ def distances_to_surface(points: np.ndarray, mesh: trimesh.Trimesh, *, candidate
 
 
 def _distances(
-    points: np.ndarray, tri: np.ndarray, candidates: int = CANDIDATES, centroids: np.ndarray | None = None
+    points: np.ndarray, tri: np.ndarray, candidates: int = CANDIDATES, tree: cKDTree | None = None
 ) -> np.ndarray:
     k = min(candidates, len(tri))
-    if centroids is None:
-        centroids = (tri[:, 0] + tri[:, 1] + tri[:, 2]) / 3.0
-    tree = cKDTree(centroids, balanced_tree=False, compact_nodes=False)
+    if tree is None:
+        tree = _centroid_tree((tri[:, 0] + tri[:, 1] + tri[:, 2]) / 3.0)
     _, idx = tree.query(points, k=k)
     idx = np.asarray(idx).reshape(-1)
     rep = np.repeat(points, k, axis=0)
     d = point_triangle_distance(rep, tri[idx, 0], tri[idx, 1], tri[idx, 2])
     return d.reshape(len(points), k).min(axis=1)
+
+
+def _centroid_tree(centroids: np.ndarray) -> cKDTree:
+    return cKDTree(centroids, balanced_tree=False, compact_nodes=False)
 
 
 def surface_distances(
@@ -174,7 +184,7 @@ def surface_distances(
     out = []
     for n, (src, dst) in enumerate(((ga, gb), (gb, ga))):
         count = int(min(samples, max(MIN_SAMPLES, 2 * len(src.tri))))
-        out.append(_distances(src.sample(count, seed=seed + n), dst.tri, centroids=dst.centroids()))
+        out.append(_distances(src.sample(count, seed=seed + n), dst.tri, tree=dst.tree()))
     return np.concatenate(out)
 
 
