@@ -161,10 +161,7 @@ def test_organ_selection_errors(totalseg_dir):
 def test_demo_default_model_on_sample_study(tmp_path, sample_dir, capsys):
     """``medrecon demo``: the sample study through the default model to STL files."""
     from medrecon.cli import main
-    from medrecon.models.checkpoint import resolve_model_path
 
-    if not resolve_model_path("default").exists():
-        pytest.skip("the default model (medrecon/models/default) is not committed yet")
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
