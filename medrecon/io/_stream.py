@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from medrecon.errors import InputError
+from medrecon.errors import InputError, UnsupportedFormatError
 
 CHUNK = 1 << 20  # compressed bytes read per step
 OUT_CHUNK = 1 << 23  # most bytes inflated per step: bounds the temporary copy
@@ -106,6 +106,36 @@ def open_input(path: Path) -> BinaryIO:
         return open(path, "rb")
     except OSError as exc:
         raise InputError(f"cannot open {path}: {exc.strerror or exc}") from exc
+
+
+def detached_data(path: Path, name: str, *, resave: str) -> Path:
+    """Resolve the separate data file ``name`` that the header ``path`` points at.
+
+    Parameters
+    ----------
+    path : Path
+        The header file (.nhdr, .mhd).
+    name : str
+        Its data-file field: a path absolute or relative to the header's folder.
+    resave : str
+        How to re-save as one file, for the error message of a multi-file list.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        For data split over several files.
+    InputError
+        When the data file does not exist or is not a regular file.
+    """
+    text = name.strip()
+    if text.upper().startswith("LIST") or "%" in text or len(text.split()) > 1:
+        raise UnsupportedFormatError(
+            f"{path}: image data split over several files ({text!r}) is not supported; {resave}"
+        )
+    target = Path(text) if Path(text).is_absolute() else path.parent / text
+    if not target.is_file():
+        raise InputError(f"{path}: its data file {target} does not exist or is not a regular file")
+    return target
 
 
 def readinto(reader: Any, buf: np.ndarray, path: Path) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
-from medrecon.io._stream import AUTO, Inflater, open_input, read_exact, to_native
+from medrecon.io._stream import AUTO, Inflater, detached_data, open_input, read_exact, to_native
 from medrecon.io.limits import check_alloc
 from medrecon.volume import check_affine
 
@@ -167,15 +167,8 @@ def _read_data(fields: dict[str, str], fh: Any, nbytes: int, path: Path) -> np.n
     datafile = fields["elementdatafile"]
     if datafile.upper() == "LOCAL":
         return _read_from(fh, fields, nbytes, path, local=True)
-    if datafile.upper().startswith("LIST") or "%" in datafile or len(datafile.split()) > 1:
-        raise UnsupportedFormatError(
-            f"{path}: image data split over several files ({datafile!r}) is not supported; "
-            "re-save it as a single .mha (e.g. SimpleITK.WriteImage)"
-        )
-    target = Path(datafile) if os.path.isabs(datafile) else path.parent / datafile
-    if not target.is_file():
-        raise InputError(f"{path}: its data file {target} does not exist or is not a regular file")
-    with open(target, "rb") as data_fh:
+    target = detached_data(path, datafile, resave="re-save it as a single .mha (e.g. SimpleITK.WriteImage)")
+    with open_input(target) as data_fh:
         return _read_from(data_fh, fields, nbytes, target, local=False)
 
 

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
-from medrecon.io._stream import AUTO, Inflater, open_input, read_exact, skip, to_native
+from medrecon.io._stream import (
+    AUTO,
+    Inflater,
+    detached_data,
+    open_input,
+    read_exact,
+    skip,
+    to_native,
+)
 from medrecon.io.atomic import atomic_path
 from medrecon.io.limits import check_alloc
 from medrecon.volume import check_affine
@@ -183,19 +191,8 @@ def _data_source(header: dict, path: Path, fh: Any):
     datafile = _field(header, "data file", "datafile")
     if datafile is None:
         return fh, None
-    text = str(datafile).strip()
-    if text.upper().startswith("LIST") or len(text.split()) > 1:
-        raise UnsupportedFormatError(
-            f"{path}: data split over several files ({text!r}) is not supported; "
-            "re-save it as a single .nrrd file (e.g. in 3D Slicer)"
-        )
-    target = Path(text) if os.path.isabs(text) else path.parent / text
-    if not target.is_file():
-        raise InputError(f"{path}: its data file {target} does not exist or is not a regular file")
-    try:
-        return open(target, "rb"), target
-    except OSError as exc:
-        raise InputError(f"cannot open {target}: {exc.strerror or exc}") from exc
+    target = detached_data(path, str(datafile), resave="re-save it as a single .nrrd file (e.g. in 3D Slicer)")
+    return open_input(target), target
 
 
 def _read_data(header: dict, fh: Any, nbytes: int, dtype: np.dtype, path: Path) -> np.ndarray:
