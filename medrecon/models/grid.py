@@ -176,11 +176,19 @@ class GridMap:
         ndarray
             Labels of shape :attr:`src_shape`, same dtype.
         """
+        inverse = [int(i) for i in np.argsort(self.axes)]
         x = as_tensor(labels, None)
-        for m in range(3):
-            x = x.index_select(m, self._src_index(m).to(x.device))
-        inverse = np.argsort(self.axes)
-        return np.ascontiguousarray(x.permute(*[int(i) for i in inverse]).cpu().numpy())
+        if x.device.type != "cpu":
+            for m in range(3):
+                x = x.index_select(m, self._src_index(m).to(x.device))
+            return np.ascontiguousarray(x.permute(*inverse).cpu().numpy())
+        # on the CPU NumPy's take is ~10x faster than index_select for small integer
+        # types; permuting the small model grid first and growing the innermost axis
+        # first makes the later takes whole-row and whole-plane copies
+        out = np.ascontiguousarray(np.transpose(x.numpy(), inverse))
+        for axis in (2, 1, 0):
+            out = np.take(out, self._src_index(inverse[axis]).numpy(), axis=axis)
+        return out
 
     def argmax_to_input(self, probs):
         """Resample (C, *shape) model-grid probabilities linearly and take the argmax.

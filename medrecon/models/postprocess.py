@@ -28,7 +28,9 @@ def largest_components(probs, *, channels=None):
     """
     import torch
 
-    labels = probs.argmax(0).to(torch.uint8).cpu().numpy()
+    from medrecon.models.inference import channel_argmax
+
+    labels = channel_argmax(probs, 0).to(torch.uint8).cpu().numpy()
     out = probs.clone()
     for c in channels if channels is not None else range(1, probs.shape[0]):
         found = _strays(labels, c)
