@@ -56,6 +56,38 @@ def test_batches_pair_images_with_their_labels(toy_cases):
         assert organ_hu.min() > -80 and (y > 0).any()
 
 
+def test_graphed_batches_fall_back_on_the_cpu(toy_cases):
+    from medrecon.train.graphed import GraphedBatches
+
+    batcher = Batcher(toy_cases, batch=2, patch=16, context=3, seed=0)
+    assert GraphedBatches.wrap(batcher) is batcher
+    with pytest.raises(ValueError, match="CUDA"):
+        GraphedBatches(batcher)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_batches_match_the_batcher_on_a_gpu(toy_cases):
+    from medrecon.train.graphed import GraphedBatches
+
+    dev = torch.device("cuda")
+    source = GraphedBatches.wrap(Batcher(toy_cases, batch=8, patch=24, context=3, device=dev,
+                                         planes=("axial", "coronal", "sagittal"), seed=3,
+                                         augment=False),
+                                 channels_last=True)
+    assert isinstance(source, GraphedBatches)
+    seen = []
+    for i in range(8):
+        if i == 4:  # swapping a case in while the next batch is being made
+            source.add(toy_cases[0])
+        x, y = source()
+        assert x.shape == (8, 3, 24, 24) and y.shape == (8, 24, 24) and y.dtype == torch.int64
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        organ_hu = (x[:, 1][y > 0] + 1) / 2 * 700 - 300
+        assert (y > 0).any() and organ_hu.min() > -80
+        seen.append(x.sum().item())
+    assert len(set(seen)) == len(seen)  # every replay draws fresh sample centres
+
+
 def test_resume_and_determinism(toy_cases, tmp_path):
     def run(steps, state=None, seed=0):
         torch.manual_seed(123)

@@ -141,7 +141,20 @@ class Batcher:
 
     def __call__(self):
         """One batch: (x, y) with x (B, k, P, P) or (B, 1, P, P, P) float32, y (B, ...) int64."""
-        x, y = self._stacks() if self.context else self._patches()
+        return self.make(self.next_kind())
+
+    @property
+    def kinds(self) -> int:
+        """Kinds of batch: one per entry of ``planes`` (2D), one for 3D patches."""
+        return len(self.axes) if self.context else 1
+
+    def next_kind(self) -> int:
+        """Draw which kind of batch comes next: an index into the planes (0 for 3D patches)."""
+        return self.rng.randrange(len(self.axes)) if self.context else 0
+
+    def make(self, kind: int):
+        """One batch of ``kind`` (see :meth:`next_kind`); only device work, no host waits."""
+        x, y = self._stacks(self.axes[kind]) if self.context else self._patches()
         if self.augment:
             x, y = self._augment(x, y)
         return x, y
@@ -163,10 +176,9 @@ class Batcher:
         lab = torch.where(inside, lab, torch.zeros_like(lab))
         return img, lab
 
-    def _stacks(self):
+    def _stacks(self, axis: int):
         import torch
 
-        axis = self.axes[self.rng.randrange(len(self.axes))]
         inplane = [d for d in range(3) if d != axis]
         c = self._centres()
         b, dev = self.batch, self.device

@@ -149,6 +149,7 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
     from monai.losses import DiceCELoss
 
     from medrecon.models.inference import resolve_device
+    from medrecon.train.graphed import GraphedBatches
     from medrecon.train.sampler import Batcher
 
     rank, world, ddp_device = distributed()
@@ -200,6 +201,8 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
                       planes=config.planes if len(config.planes) == 1 else ("axial", *config.planes),
                       orientation=config.orientation, device=dev, background=-1.0,
                       seed=config.loop.seed + rank)
+    # on a GPU, batches are replayed CUDA graphs made one step ahead (see train.graphed)
+    source = GraphedBatches.wrap(batcher, channels_last=config.loop.channels_last and not is3d)
     loss = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-5, smooth_dr=1e-5)
     steps_seen = [0]
 
@@ -208,8 +211,8 @@ def train_segmenter(config: TrainConfig, outdir: str | os.PathLike, *, device: s
         if stream is not None and config.refresh_every and steps_seen[0] % config.refresh_every == 0:
             fresh = stream.ready()
             if fresh is not None:
-                batcher.add(fresh, replace=True)
-        return batcher()
+                source.add(fresh, replace=True)
+        return source()
 
     def loss_fn(net, batch):
         x, y = batch
