@@ -280,6 +280,17 @@ def inference_timing(dev, args, models):
             segment(vol, model=model, device=str(dev), planes=planes, largest_component=False)
             times.append(time.perf_counter() - t0)
         out[f"{name}_{planes}_no_cleanup_s"] = round(statistics.median(times), 4)
+        # where a whole call's time goes: stage boundaries from the progress callback
+        marks = []
+
+        def mark(stage, fraction, marks=marks):
+            if not marks or marks[-1][0] != stage:
+                sync(dev)
+                marks.append((stage, time.perf_counter()))
+
+        segment(vol, model=model, device=str(dev), planes=planes, progress=mark)
+        marks.append(("end", time.perf_counter()))
+        out[f"{name}_{planes}_stages_s"] = {a[0]: round(b[1] - a[1], 4) for a, b in zip(marks, marks[1:], strict=False)}
         # the network pass alone, on the model grid already on the device
         grid = GridMap.build(vol.affine, vol.shape, spacing=model.card.spacing_mm,
                              orientation=model.card.orientation)
@@ -344,6 +355,10 @@ def summary() -> str:
         if "model_only_256_nchw_ms" in tp:
             lines.append(f"probe: 32 x 5 x 256 x 256 step {tp['model_only_256_nchw_ms']} ms bf16, "
                          f"{tp['model_only_256_cl_ms']} ms channels-last")
+    if tp and RESULTS.get("train_2p5d", {}).get("slices_per_s"):
+        real = RESULTS["train_2p5d"]["slices_per_s"]
+        lines.append(f"real training loop (fresh phantoms swapped in, clipping, schedule) {real} slices/s = "
+                     f"{real / tp['model_only_clip_slices_per_s']:.1%} of the model-only step with clipping")
     for key in ("train_2p5d", "train_3d"):
         if key in RESULTS and "steps" in RESULTS[key]:
             r = RESULTS[key]
@@ -357,7 +372,9 @@ def summary() -> str:
     inf = RESULTS.get("inference")
     if inf:
         for k, v in inf.items():
-            if k.endswith("_s"):
+            if isinstance(v, dict):
+                lines.append(f"inference {k}: " + ", ".join(f"{a} {b} s" for a, b in v.items()))
+            elif k.endswith("_s"):
                 lines.append(f"inference {k}: {v} s")
         for kind in ("s", "no_cleanup_s", "network_only_s"):
             a, b = inf.get(f"default_axial_{kind}"), inf.get(f"unet3d_axial_{kind}")

@@ -148,6 +148,7 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
     n_out = len(card.channel_ids)
     out = (torch.zeros((n_out, n, h, w), dtype=torch.float32, device=x.device) if probabilities
            else torch.zeros((n, h, w), dtype=torch.int64, device=x.device))
+    report(progress, stage, 0.0)
     for s in range(0, n, chunk):
         idx = (torch.arange(s, min(n, s + chunk))[:, None] + offsets[None, :]).clamp(0, n - 1)
         logits = runner.forward(xs[idx.to(xs.device)])[:, :, :h, :w].to(x.device)  # (b, C, h, w)

@@ -102,7 +102,8 @@ class Batcher:
         self.labels[i].zero_()
         self.images[i][dst] = img.to(self.device, non_blocking=True)
         self.labels[i][dst] = lab.to(self.device, dtype=torch.uint8, non_blocking=True)
-        self.shapes[i] = torch.tensor(img.shape, device=self.device)
+        # non-blocking copies only: a blocking one would make the host wait for the GPU
+        self.shapes[i] = torch.tensor(img.shape).to(self.device, non_blocking=True)
         # sample centres: a fixed-size table per case, so a new case is one small copy
         fg = case.foreground if case.foreground is not None else foreground_sample(lab)
         if fg is None:  # no labels: centre anywhere in the volume
