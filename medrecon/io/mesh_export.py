@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import trimesh
 
 from medrecon.errors import UnsupportedFormatError
 from medrecon.io.atomic import atomic_path, safe_name, write_text
+from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, same_kind
 from medrecon.volume import LPS_TO_RAS
 
 #: Version of the report.json layout.
@@ -39,18 +39,18 @@ def check_frame(frame: str) -> str:
     return f
 
 
-def to_frame(mesh: trimesh.Trimesh, frame: str) -> trimesh.Trimesh:
-    """Return a copy of an LPS mesh in ``frame`` (``"LPS"`` or ``"RAS"``)."""
-    out = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
+def to_frame(mesh: Mesh, frame: str) -> Mesh:
+    """Return an LPS mesh in ``frame`` (``"LPS"`` or ``"RAS"``): a new mesh of its kind."""
+    out = MeshArrays.of(mesh)
     if check_frame(frame) == "RAS":
-        out.apply_transform(LPS_TO_RAS)  # a rotation: winding unchanged
-    return out
+        out = out.transformed(LPS_TO_RAS)  # a rotation: winding unchanged
+    return same_kind(mesh, out.vertices, out.faces)
 
 
-def stl_bytes(mesh: trimesh.Trimesh, *, frame: str) -> bytes:
+def stl_bytes(mesh: MeshLike, *, frame: str) -> bytes:
     """Binary STL of ``mesh`` (already in ``frame``) with header ``SPACE=<frame>``."""
     header = f"SPACE={frame} units=mm medrecon".encode("ascii").ljust(80, b" ")
-    tri = np.asarray(mesh.triangles, dtype=np.float64)
+    tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces, dtype=np.int64)]
     records = np.zeros(len(tri), dtype=_STL_RECORD)
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     length = np.linalg.norm(normal, axis=1, keepdims=True)
@@ -59,7 +59,7 @@ def stl_bytes(mesh: trimesh.Trimesh, *, frame: str) -> bytes:
     return header + np.uint32(len(tri)).tobytes() + records.tobytes()
 
 
-def obj_text(mesh: trimesh.Trimesh, *, frame: str, name: str = "mesh") -> str:
+def obj_text(mesh: MeshLike, *, frame: str, name: str = "mesh") -> str:
     """Wavefront OBJ text of ``mesh`` with the frame and units in comments."""
     v = np.asarray(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, dtype=np.int64) + 1
@@ -69,7 +69,7 @@ def obj_text(mesh: trimesh.Trimesh, *, frame: str, name: str = "mesh") -> str:
     return "".join(lines)
 
 
-def ply_bytes(mesh: trimesh.Trimesh, *, frame: str) -> bytes:
+def ply_bytes(mesh: MeshLike, *, frame: str) -> bytes:
     """Binary little-endian PLY of ``mesh`` with the frame and units in comments."""
     v = np.asarray(mesh.vertices, dtype="<f4")
     f = np.asarray(mesh.faces)
@@ -98,13 +98,13 @@ def _format_of(path: Path) -> str:
 
 
 def write_mesh(
-    mesh: trimesh.Trimesh, path: str | os.PathLike, *, frame: str = "LPS", name: str | None = None
+    mesh: MeshLike, path: str | os.PathLike, *, frame: str = "LPS", name: str | None = None
 ) -> Path:
     """Write one LPS-mm mesh to ``path`` (format from the suffix), atomically.
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh
+    mesh : trimesh.Trimesh or MeshArrays
         Vertices in LPS millimetres.
     path : path-like
         ``.stl`` (binary), ``.obj``, ``.ply`` (binary) or ``.3mf``.
@@ -121,7 +121,7 @@ def write_mesh(
     p = Path(path)
     fmt = _format_of(p)
     frame = check_frame(frame)
-    out = to_frame(mesh, frame)
+    out = to_frame(MeshArrays.of(mesh), frame)
     name = name or p.stem
     if fmt == "3mf":
         from medrecon.io.threemf import write_3mf
@@ -213,11 +213,11 @@ def export_organs(
     entries = []
     for organ, stem in zip(organs, stems, strict=True):
         rel = f"meshes/{stem}.{fmt}"
-        write_mesh(organ.mesh, out / rel, frame=frame, name=organ.name)
+        write_mesh(organ.arrays, out / rel, frame=frame, name=organ.name)
         entry = dict(organ.report)
         entry.update(name=organ.name, label=int(organ.label), file=rel)
         if frame == "RAS" and entry.get("bbox_mm") is not None:
-            entry["bbox_mm"] = _ras_bbox(organ.mesh)
+            entry["bbox_mm"] = _ras_bbox(organ.arrays)
         entries.append(entry)
     report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "frame": frame, "units": "mm"}
     if merged:
@@ -233,9 +233,9 @@ def export_organs(
     return report
 
 
-def _ras_bbox(mesh: trimesh.Trimesh) -> list[list[float]]:
-    ras = to_frame(mesh, "RAS")
-    return np.asarray(ras.bounds, dtype=float).tolist()
+def _ras_bbox(mesh: MeshArrays) -> list[list[float]]:
+    ras = to_frame(mesh, "RAS").vertices
+    return [ras.min(axis=0).tolist(), ras.max(axis=0).tolist()]
 
 
 def _scene_stem(stems: list[str]) -> str:
@@ -249,7 +249,9 @@ def _write_scene(organs: list[Any], stems: list[str], path: Path, *, fmt: str, f
     if fmt == "3mf":
         from medrecon.io.threemf import write_3mf
 
-        write_3mf({o.name: to_frame(o.mesh, frame) for o in organs}, path, frame=frame)
+        write_3mf({o.name: to_frame(o.arrays, frame) for o in organs}, path, frame=frame)
         return
-    scene = trimesh.util.concatenate([o.mesh for o in organs])
+    offsets = np.cumsum([0] + [len(o.arrays.vertices) for o in organs[:-1]])
+    scene = MeshArrays(np.vstack([o.arrays.vertices for o in organs]),
+                       np.vstack([o.arrays.faces + n for o, n in zip(organs, offsets, strict=True)]))
     write_mesh(scene, path, frame=frame, name="all_organs")

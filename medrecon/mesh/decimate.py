@@ -10,12 +10,12 @@ kept rather than a broken one.
 from __future__ import annotations
 
 import numpy as np
-import trimesh
 
 from medrecon.mesh.repair import MeshCheck, check, repair
+from medrecon.surface.arrays import Mesh, same_kind
 
 
-def _simplify(mesh: trimesh.Trimesh, reduction: float) -> trimesh.Trimesh:
+def _simplify(mesh: Mesh, reduction: float) -> Mesh:
     import fast_simplification
 
     v, f = fast_simplification.simplify(
@@ -31,21 +31,21 @@ def _simplify(mesh: trimesh.Trimesh, reduction: float) -> trimesh.Trimesh:
     used = np.zeros(len(v), dtype=bool)
     used[f.ravel()] = True
     new_index = np.cumsum(used) - 1
-    return trimesh.Trimesh(np.asarray(v)[used], new_index[f], process=False)
+    return same_kind(mesh, np.asarray(v)[used], new_index[f])
 
 
 def decimate(
-    mesh: trimesh.Trimesh,
+    mesh: Mesh,
     *,
     reduction: float | None = None,
     target_faces: int | None = None,
     attempts: int = 3,
-) -> tuple[trimesh.Trimesh, MeshCheck, float]:
+) -> tuple[Mesh, MeshCheck, float]:
     """Reduce the face count of ``mesh`` and return a checked, repaired result.
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh
+    mesh : trimesh.Trimesh or MeshArrays
         Closed surface in mm.
     reduction : float, optional
         Fraction of faces to remove, in [0, 1); 0.75 keeps a quarter.
@@ -56,8 +56,9 @@ def decimate(
 
     Returns
     -------
-    mesh : trimesh.Trimesh
-        The decimated mesh, or ``mesh`` itself (copied) if every attempt broke it.
+    mesh : trimesh.Trimesh or MeshArrays
+        The decimated mesh (of ``mesh``'s kind), or ``mesh`` itself (copied) if
+        every attempt broke it.
     check : MeshCheck
         State of the returned mesh.
     reduction : float

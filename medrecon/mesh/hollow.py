@@ -15,14 +15,14 @@ added in the slicer software.
 from __future__ import annotations
 
 import numpy as np
-import trimesh
 
 from medrecon.errors import MedreconError
 from medrecon.mesh.repair import MeshCheck, check
 from medrecon.mesh.smooth import smooth
+from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, same_kind
 
 
-def _to_manifold(mesh: trimesh.Trimesh):
+def _to_manifold(mesh: MeshLike):
     import manifold3d
 
     m = manifold3d.Manifold(
@@ -39,16 +39,14 @@ def _to_manifold(mesh: trimesh.Trimesh):
     return m
 
 
-def _from_manifold(m) -> trimesh.Trimesh:
+def _from_manifold(m) -> MeshArrays:
     out = m.to_mesh64()
-    return trimesh.Trimesh(
-        np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts, dtype=np.int64), process=False
-    )
+    return MeshArrays(np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts, dtype=np.int64))
 
 
 def cavity_surface(
     mask: np.ndarray, affine: np.ndarray, thickness_mm: float, *, smoothing: float = 0.0
-) -> trimesh.Trimesh | None:
+) -> MeshArrays | None:
     """Surface of the points more than ``thickness_mm`` inside ``mask`` (None if none are).
 
     Parameters
@@ -85,18 +83,18 @@ def cavity_surface(
 
 
 def hollow(
-    outer: trimesh.Trimesh,
+    outer: Mesh,
     mask: np.ndarray,
     affine: np.ndarray,
     thickness_mm: float,
     *,
     smoothing: float = 0.0,
-) -> tuple[trimesh.Trimesh, MeshCheck]:
+) -> tuple[Mesh, MeshCheck]:
     """Hollow ``outer`` (the surface of ``mask``) leaving walls ``thickness_mm`` thick.
 
     Parameters
     ----------
-    outer : trimesh.Trimesh
+    outer : trimesh.Trimesh or MeshArrays
         Closed, outward-wound surface of the organ in LPS mm.
     mask, affine : see :func:`cavity_surface`.
     thickness_mm : float
@@ -106,9 +104,9 @@ def hollow(
 
     Returns
     -------
-    mesh : trimesh.Trimesh
-        Outer shell plus inward-facing cavity shell(s); ``outer`` unchanged if
-        the organ is nowhere thicker than two walls.
+    mesh : trimesh.Trimesh or MeshArrays
+        Outer shell plus inward-facing cavity shell(s), of ``outer``'s kind;
+        ``outer`` unchanged (copied) if the organ is nowhere thicker than two walls.
     check : MeshCheck
     """
     if not thickness_mm > 0:
@@ -118,4 +116,4 @@ def hollow(
         out = outer.copy()
         return out, check(out)
     shell = _from_manifold(_to_manifold(outer) - _to_manifold(cavity))
-    return shell, check(shell)
+    return same_kind(outer, shell.vertices, shell.faces), check(shell)

@@ -3,7 +3,10 @@
 For each label: raw marching-cubes surface (:mod:`medrecon.surface`), optional
 component filtering, windowed-sinc smoothing, quadric decimation, optional
 hollowing, then a repair and a check of the final mesh, and the report of
-:mod:`medrecon.mesh.report`. Every mesh is in LPS millimetres.
+:mod:`medrecon.mesh.report`. Every mesh is in LPS millimetres. The steps pass
+:class:`~medrecon.surface.arrays.MeshArrays` along; trimesh is imported only
+when a step needs it (component filtering, a repair) or when a caller asks for
+:attr:`OrganMesh.mesh`.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import trimesh
 
 from medrecon.mesh.decimate import decimate
 from medrecon.mesh.hollow import hollow
@@ -23,9 +26,13 @@ from medrecon.mesh.repair import MeshCheck, check, repair
 from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report, triangles
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
 from medrecon.progress import ProgressFn, report, scaled
+from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, as_trimesh, same_kind
 from medrecon.surface.extract import ENGINES
-from medrecon.surface.labels import label_boxes, surfaces_in_boxes
+from medrecon.surface.labels import label_boxes, surface_arrays_in_boxes
 from medrecon.volume import LabelMap
+
+if TYPE_CHECKING:
+    import trimesh
 
 
 @dataclass(frozen=True)
@@ -85,53 +92,82 @@ class MeshOptions:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
-@dataclass(frozen=True, eq=False)
 class OrganMesh:
     """One organ's final mesh, its raw surface and its report.
 
-    Attributes
+    Parameters
     ----------
     label : int
         Label id in the label map.
     name : str
         Structure name from the label table (``label_<id>`` if unnamed).
-    mesh : trimesh.Trimesh
+    mesh : trimesh.Trimesh or MeshArrays
         Final mesh, LPS mm, outward winding.
-    raw : trimesh.Trimesh
+    raw : trimesh.Trimesh or MeshArrays
         Raw marching-cubes surface of the mask, LPS mm.
-    report : dict
+    report : dict, optional
         Print-readiness numbers (see :func:`medrecon.mesh.report.mesh_report`)
         with ``name`` and ``label``.
+
+    Attributes
+    ----------
+    label, name, report
+        As given.
+    arrays, raw_arrays : MeshArrays
+        The final and the raw mesh as arrays (what the file writers read).
+    mesh, raw : trimesh.Trimesh
+        The same as :class:`trimesh.Trimesh`, made on first access.
     """
 
-    label: int
-    name: str
-    mesh: trimesh.Trimesh
-    raw: trimesh.Trimesh
-    report: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self, label: int, name: str, mesh: MeshLike, raw: MeshLike, report: dict[str, Any] | None = None
+    ) -> None:
+        self.label = int(label)
+        self.name = name
+        self.report = {} if report is None else report
+        self._given = (mesh, raw)
+        self.arrays = MeshArrays.of(mesh)
+        self.raw_arrays = MeshArrays.of(raw)
+
+    @cached_property
+    def mesh(self) -> trimesh.Trimesh:
+        """Final mesh, LPS mm, outward winding."""
+        return as_trimesh(self._given[0])
+
+    @cached_property
+    def raw(self) -> trimesh.Trimesh:
+        """Raw marching-cubes surface of the mask, LPS mm."""
+        return as_trimesh(self._given[1])
+
+    def __repr__(self) -> str:
+        return (f"OrganMesh(label={self.label}, name={self.name!r}, faces={len(self.arrays.faces)}, "
+                f"raw_faces={len(self.raw_arrays.faces)})")
 
 
-def filter_components(
-    mesh: trimesh.Trimesh, *, keep_largest: bool = False, min_volume_mm3: float = 0.0
-) -> trimesh.Trimesh:
+def filter_components(mesh: Mesh, *, keep_largest: bool = False, min_volume_mm3: float = 0.0) -> Mesh:
     """Drop small connected pieces of a closed mesh; the largest always stays.
 
-    Returns ``mesh`` itself when nothing is dropped, else a new mesh.
+    Returns ``mesh`` itself when nothing is dropped, else a new mesh of its kind.
     """
     if not keep_largest and min_volume_mm3 <= 0:
         return mesh
-    parts = mesh.split(only_watertight=False)
+    import trimesh
+
+    parts = as_trimesh(mesh).split(only_watertight=False)
     if len(parts) <= 1:
         return mesh
     volumes = np.array([abs(p.volume) for p in parts])
     largest = int(np.argmax(volumes))
     if keep_largest:
-        return parts[largest]
-    kept = [p for n, p in enumerate(parts) if n == largest or volumes[n] >= min_volume_mm3]
-    return trimesh.util.concatenate(kept)
+        kept = parts[largest]
+    else:
+        kept = trimesh.util.concatenate(
+            [p for n, p in enumerate(parts) if n == largest or volumes[n] >= min_volume_mm3]
+        )
+    return same_kind(mesh, kept.vertices, kept.faces)
 
 
-def _printable(raw: trimesh.Trimesh, options: MeshOptions) -> tuple[trimesh.Trimesh, MeshCheck, float]:
+def _printable(raw: MeshArrays, options: MeshOptions) -> tuple[MeshArrays, MeshCheck, float]:
     """Filter, smooth, decimate and check ``raw`` (repaired if need be): mesh, check, reduction applied."""
     mesh = filter_components(
         raw, keep_largest=options.keep_largest, min_volume_mm3=options.min_component_mm3
@@ -157,7 +193,7 @@ def _raw_geometry(tri: np.ndarray) -> tuple[FaceGeometry, tuple[float, float]]:
 
 
 def _process(
-    label: int, name: str, raw: trimesh.Trimesh, labels: LabelMap, box: tuple[slice, slice, slice],
+    label: int, name: str, raw: MeshArrays, labels: LabelMap, box: tuple[slice, slice, slice],
     options: MeshOptions,
 ) -> OrganMesh:
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -228,7 +264,7 @@ def build_organ_meshes(
     """
     boxes = label_boxes(labels, organs)
     ids = list(boxes)
-    raws = surfaces_in_boxes(
+    raws = surface_arrays_in_boxes(
         labels, boxes, iso_spacing=options.iso_spacing, workers=options.workers,
         engine=options.engine, progress=scaled(progress, 0.0, 0.3),
     )
@@ -254,6 +290,8 @@ def build_organ_meshes(
 
 def merge_scene(organ_meshes: Iterable[OrganMesh]) -> trimesh.Trimesh:
     """All organs in one mesh (one shell set per organ), e.g. for a single print job."""
+    import trimesh
+
     meshes = [o.mesh for o in organ_meshes]
     if not meshes:
         raise ValueError("no organ meshes to merge")

@@ -5,7 +5,8 @@ A printable part is *watertight* (every edge shared by exactly two triangles),
 one single fan of triangles), consistently wound with outward normals (positive
 signed volume per shell). :func:`check` measures these; :func:`repair` restores
 them where they were lost (degenerate or duplicate faces, holes, flipped
-triangles) and says honestly when it could not.
+triangles) and says honestly when it could not. :func:`check` reads the arrays
+only; repairing uses trimesh, imported when a repair is needed.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+
+from medrecon.surface.arrays import Mesh, MeshLike, as_trimesh, same_kind
+
+if TYPE_CHECKING:
+    import trimesh
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int, *, _table: tupl
     return int(np.count_nonzero(np.bincount(other_fan, minlength=n_vertices)))
 
 
-def check(mesh: trimesh.Trimesh) -> MeshCheck:
+def check(mesh: MeshLike) -> MeshCheck:
     """Measure watertightness, manifoldness, winding and shells of ``mesh``."""
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0:
@@ -209,6 +215,8 @@ def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     behind): both go. Of faces repeated with the same winding one is kept.
     Returns a new mesh; ``mesh`` is not modified.
     """
+    import trimesh
+
     out = trimesh.Trimesh(np.asarray(mesh.vertices), np.asarray(mesh.faces), process=False)
     out.merge_vertices(merge_tex=True, merge_norm=True)
     faces = np.asarray(out.faces)
@@ -247,6 +255,8 @@ def _without_duplicates(faces: np.ndarray) -> np.ndarray:
 
 def fill_holes(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     """Close every boundary loop with a fan around its centroid (new mesh)."""
+    import trimesh
+
     faces = np.asarray(mesh.faces, dtype=np.int64)
     edge_of_half, _, counts, _ = _edge_table(faces)
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
@@ -292,6 +302,8 @@ def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     Shells nested inside an odd number of other shells are cavities: their
     normals point into the cavity (negative signed volume).
     """
+    import trimesh
+
     out = mesh.copy()
     trimesh.repair.fix_winding(out)
     faces = np.asarray(out.faces, dtype=np.int64)
@@ -309,27 +321,31 @@ def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return out
 
 
-def repair(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, MeshCheck]:
+def repair(mesh: Mesh) -> tuple[Mesh, MeshCheck]:
     """Clean, fill holes, fix winding; fall back on pymeshfix if still broken.
+
+    Parameters
+    ----------
+    mesh : trimesh.Trimesh or MeshArrays
+        Surface in mm.
 
     Returns
     -------
-    mesh : trimesh.Trimesh
-        The repaired mesh (a new object).
+    mesh : trimesh.Trimesh or MeshArrays
+        The repaired mesh (a new object of ``mesh``'s kind).
     check : MeshCheck
         Its state after repair; callers must look at it (repair can fail on
         badly broken input, and then says so here rather than pretending).
     """
-    out = fix_orientation(fill_holes(clean(mesh)))
+    out = fix_orientation(fill_holes(clean(as_trimesh(mesh))))
     state = check(out)
-    if state.printable:
-        return out, state
-    fixed = _pymeshfix(out)
-    if fixed is not None:
-        fixed_state = check(fixed)
-        if fixed_state.printable:
-            return fixed, fixed_state
-    return out, state
+    if not state.printable:
+        fixed = _pymeshfix(out)
+        if fixed is not None:
+            fixed_state = check(fixed)
+            if fixed_state.printable:
+                out, state = fixed, fixed_state
+    return same_kind(mesh, out.vertices, out.faces), state
 
 
 def _pymeshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh | None:
@@ -337,6 +353,8 @@ def _pymeshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh | None:
         import pymeshfix
     except ImportError:
         return None
+    import trimesh
+
     shells = mesh.split(only_watertight=False) if len(mesh.faces) else []
     parts = []
     for part in shells:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import trimesh
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
+
+from medrecon.surface.arrays import Mesh, same_kind
 
 #: Slicer's default smoothing factor for segmentation closed surfaces.
 SLICER_DEFAULT_SMOOTHING = 0.5
@@ -156,12 +157,12 @@ def windowed_sinc(
     return out + centre
 
 
-def smooth(mesh: trimesh.Trimesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> trimesh.Trimesh:
-    """Smooth ``mesh`` with Slicer's strength ``factor`` in [0, 1] (new mesh).
+def smooth(mesh: Mesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> Mesh:
+    """Smooth ``mesh`` with Slicer's strength ``factor`` in [0, 1] (new mesh of the same kind).
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh
+    mesh : trimesh.Trimesh or MeshArrays
         Surface in mm; only vertex positions change.
     factor : float
         0 returns an unchanged copy; 0.5 is Slicer's default; 1 is the strongest.
@@ -183,14 +184,14 @@ def smooth(mesh: trimesh.Trimesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> t
     # collapse to a point: such shells keep their raw shape instead.
     n_comp, comp = connected_components(w, directed=False)
     if np.bincount(comp, minlength=n_comp).min() >= SMALL_SHELL:
-        return trimesh.Trimesh(after, faces, process=False)
+        return same_kind(mesh, after, faces)
     shell = comp[faces[:, 0]]
     v0, v1 = (_shell_volumes(x, faces, shell, comp.max() + 1) for x in (before, after))
     collapsed = (v1 < 0.5 * v0) | (np.sign(v1) != np.sign(v0))
     if np.any(collapsed):
         revert = collapsed[comp]
         after[revert] = before[revert]
-    return trimesh.Trimesh(after, faces, process=False)
+    return same_kind(mesh, after, faces)
 
 
 def _shell_volumes(vertices: np.ndarray, faces: np.ndarray, shell: np.ndarray, n: int) -> np.ndarray:

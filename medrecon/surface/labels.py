@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
-import trimesh
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report
-from medrecon.surface.extract import bounding_box, mask_surface, resolve_engine
+from medrecon.surface.arrays import MeshArrays
+from medrecon.surface.extract import bounding_box, mask_surface_arrays, resolve_engine
 from medrecon.volume import LabelMap
+
+if TYPE_CHECKING:
+    import trimesh
 
 
 def label_surfaces(
@@ -68,18 +72,33 @@ def surfaces_in_boxes(
     progress: ProgressFn | None = None,
 ) -> dict[int, trimesh.Trimesh]:
     """:func:`label_surfaces` for labels whose bounding boxes are already known."""
+    arrays = surface_arrays_in_boxes(labels, boxes, iso_spacing=iso_spacing, workers=workers,
+                                     engine=engine, progress=progress)
+    return {label: mesh.to_trimesh() for label, mesh in arrays.items()}
+
+
+def surface_arrays_in_boxes(
+    labels: LabelMap,
+    boxes: dict[int, tuple[slice, slice, slice]],
+    *,
+    iso_spacing: float | None = None,
+    workers: int = 1,
+    engine: str = "auto",
+    progress: ProgressFn | None = None,
+) -> dict[int, MeshArrays]:
+    """:func:`surfaces_in_boxes` as :class:`~medrecon.surface.arrays.MeshArrays` (no trimesh import)."""
     engine = resolve_engine(engine)
     array = np.asarray(labels.array)
     ids = sorted(boxes)
     workers = (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
 
-    def one(label: int) -> trimesh.Trimesh:
+    def one(label: int) -> MeshArrays:
         sub = array[boxes[label]] == label
         shift = np.eye(4)
         shift[:3, 3] = [s.start for s in boxes[label]]
-        return mask_surface(sub, labels.affine @ shift, iso_spacing=iso_spacing, engine=engine)
+        return mask_surface_arrays(sub, labels.affine @ shift, iso_spacing=iso_spacing, engine=engine)
 
-    out: dict[int, trimesh.Trimesh] = {}
+    out: dict[int, MeshArrays] = {}
     report(progress, "surfaces", 0.0)
     if workers == 1 or len(ids) == 1:
         for n, label in enumerate(ids):
