@@ -8,6 +8,7 @@ inside their ``run`` functions only, so ``medrecon info`` starts fast.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 import traceback
@@ -45,7 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code.
+
+    ``argv`` None means the program itself (``medrecon``, ``python -m
+    medrecon``): the arguments come from ``sys.argv`` and the process ends
+    when this returns.
+    """
+    code = _run(argv)
+    if argv is None:
+        # The process ends next: spare the interpreter's final garbage collection
+        # a walk over every object of the imported libraries (numpy, scipy, VTK:
+        # ~0.06 s after a mesh run). Nothing it could free matters any more.
+        gc.freeze()
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
