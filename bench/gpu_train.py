@@ -126,7 +126,7 @@ def throughput(dev, args, cases):
     out["end_to_end_source"] = type(graphed).__name__
     rows = {"model_only": lambda: (x_fixed, y_fixed), "eager": eager, "graphed": graphed}
     times = {(name, clip): [] for name in rows for clip in (False, True)}
-    for _ in range(1 if args.tiny else 3):  # interleaved rounds, median: clocks drift
+    for _ in range(1 if args.tiny else args.rounds):  # interleaved rounds, median: clocks drift
         for (name, clip), got in times.items():
             got.append(bench(rows[name], True, 3 if args.tiny else 200, clip=clip))
     med = {key: statistics.median(v) for key, v in times.items()}
@@ -166,7 +166,9 @@ def train_default(dev, args, work, out):
     RESULTS["train_2p5d"] = {"steps": len(history.losses), "seconds": round(history.seconds, 1),
                              "loss_first": history.losses[0], "loss_last": history.losses[-1],
                              "val": history.val[-1][1] if history.val else {},
-                             "slices_per_s": round(len(history.losses) * cfg.batch / history.seconds, 1)}
+                             "slices_per_s": round(len(history.losses) * cfg.batch / history.seconds, 1),
+                             "steady_slices_per_s": (round(history.steady_rate() * cfg.batch, 1)
+                                                     if history.steady_rate() else None)}
     print(json.dumps(RESULTS["train_2p5d"]), flush=True)
     return model
 
@@ -197,6 +199,31 @@ def train_3d(dev, args, work, out):
                            "loss_first": history.losses[0], "loss_last": history.losses[-1]}
     print(json.dumps(RESULTS["train_3d"]), flush=True)
     return model
+
+
+@stage("real_loop")
+def real_loop(dev, args, work):
+    """The real training loop (fresh phantoms made by N processes, swapped in every 8 steps)."""
+    from medrecon.train.loop import LoopConfig
+    from medrecon.train.segtrain import DEFAULT_ORGANS, TrainConfig, train_segmenter
+
+    out = {}
+    for workers in args.real_loop_workers:
+        cfg = TrainConfig(
+            arch="unet2d", net_options=default_options(), labels=DEFAULT_ORGANS,
+            cases=4 if args.tiny else 24, phantom_small=args.tiny, spacing_mm=(1.5, 1.5, 2.5),
+            context=5, planes=("axial", "coronal", "sagittal"), patch=64 if args.tiny else 160,
+            batch=4 if args.tiny else 32, workers=workers, refresh_every=8,
+            init=args.init,
+            loop=LoopConfig(steps=args.steps, lr=args.lr, warmup=2, max_seconds=args.real_loop_seconds,
+                            seed=args.seed),
+        )
+        _, history = train_segmenter(cfg, work / f"real_loop_{workers}", device=str(dev), show_bar=False)
+        out[f"workers_{workers}_slices_per_s"] = round(len(history.losses) * cfg.batch / history.seconds, 1)
+        steady = history.steady_rate()
+        out[f"workers_{workers}_steady_slices_per_s"] = round(steady * cfg.batch, 1) if steady else None
+    RESULTS["real_loop"] = out
+    print(json.dumps(out), flush=True)
 
 
 def copy_model(src: Path, dst: Path):
@@ -355,6 +382,11 @@ def summary() -> str:
         if "model_only_256_nchw_ms" in tp:
             lines.append(f"probe: 32 x 5 x 256 x 256 step {tp['model_only_256_nchw_ms']} ms bf16, "
                          f"{tp['model_only_256_cl_ms']} ms channels-last")
+    for key, real in RESULTS.get("real_loop", {}).items():
+        if tp and real:
+            what = "after the first 25 steps" if "steady" in key else "whole run"
+            lines.append(f"real training loop, {key.split('_')[1]} phantom processes, {what}: {real} slices/s = "
+                         f"{real / tp['model_only_clip_slices_per_s']:.1%} of the model-only step with clipping")
     if tp and RESULTS.get("train_2p5d", {}).get("slices_per_s"):
         real = RESULTS["train_2p5d"]["slices_per_s"]
         lines.append(f"real training loop (fresh phantoms swapped in, clipping, schedule) {real} slices/s = "
@@ -398,6 +430,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--unet3d-from", default=None, help="load the 3D baseline instead of training it")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput stage")
+    ap.add_argument("--real-loop-workers", type=lambda v: [int(w) for w in v.split(",") if w], default=[],
+                    help="also time the real training loop with these phantom process counts, e.g. 12,6")
+    ap.add_argument("--real-loop-seconds", type=float, default=25)
+    ap.add_argument("--skip-inference", action="store_true")
     args = ap.parse_args()
     import torch
 
@@ -419,13 +456,21 @@ def main() -> int:
     del cases
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-    m2 = train_default(dev, args, work, out)
+    if args.real_loop_workers:
+        real_loop(dev, args, work)
+    if args.train_seconds <= 0 and args.init:  # no training: time the given checkpoint
+        from medrecon.models import load_model
+
+        m2 = load_model(args.init)
+    else:
+        m2 = train_default(dev, args, work, out)
     m3 = train_3d(dev, args, work, out)
     if args.eval:
         evaluate_models(dev, args, work, out, [("default", m2, "axial"), ("unet3d", m3, "axial"),
                                                ("default", m2, "all")])
-    inference_timing(dev, args, [("default", m2, "axial"), ("default", m2, "all"),
-                                 ("unet3d", m3, "axial")])
+    if not args.skip_inference:
+        inference_timing(dev, args, [("default", m2, "axial"), ("default", m2, "all"),
+                                     ("unet3d", m3, "axial")])
     RESULTS["total_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "gpu_results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
     print(summary(), flush=True)

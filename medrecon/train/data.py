@@ -18,6 +18,7 @@ int64 channel indices.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -144,6 +145,10 @@ def _unpack(packed: tuple) -> Case:
 def _init_worker() -> None:
     # one thread per worker process: the workers already fill the cores
     os.environ["OMP_NUM_THREADS"] = "1"
+    # below the training process: on a GPU its thread launches the kernels, and
+    # when it waits for a core the GPU waits too
+    with contextlib.suppress(OSError):
+        os.nice(10)
     try:
         import torch
 

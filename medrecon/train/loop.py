@@ -91,6 +91,16 @@ class History:
     val: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     seconds: float = 0.0
     start_step: int = 0
+    #: (steps done, seconds since the start) each time losses were read back: the device
+    #: has finished those steps then, so rates between marks are exact
+    marks: list[tuple[int, float]] = field(default_factory=list)
+
+    def steady_rate(self) -> float | None:
+        """Return steps per second between the first and last marks (start-up excluded)."""
+        if len(self.marks) < 2 or self.marks[-1][1] <= self.marks[0][1]:
+            return None
+        (s0, t0), (s1, t1) = self.marks[0], self.marks[-1]
+        return (s1 - s0) / (t1 - t0)
 
 
 def seed_everything(seed: int) -> None:
@@ -246,6 +256,7 @@ def fit(
         # step would stop the host from preparing the next batch while the GPU works
         if len(pending) >= _SYNC_EVERY or done == config.steps:
             _flush(pending, history, writer, step)
+            history.marks.append((done, time.perf_counter() - t0))
         if validate is not None and config.val_every and done % config.val_every == 0 and done < config.steps:
             last_val = _run_validation(net, model, validate, done, history, writer, rank)
         if state_path is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and rank == 0:
