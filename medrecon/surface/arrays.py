@@ -8,10 +8,10 @@ from a label map to mesh files does not import trimesh, whose package import
 The public functions still take and return :class:`trimesh.Trimesh`;
 :meth:`MeshArrays.to_trimesh` converts on demand.
 
-:meth:`MeshArrays.transformed` places a mesh by an affine exactly as
-:meth:`trimesh.Trimesh.apply_transform` does: a reflection (negative
-determinant, as LPS/RAS affines often are) reverses the triangle winding, so
-outward triangles stay outward.
+:meth:`MeshArrays.transformed` places a mesh by an affine as
+:meth:`trimesh.Trimesh.apply_transform` does (and is tested against it): a
+reflection (negative determinant, as LPS/RAS affines often are) reverses the
+triangle winding, so outward triangles stay outward.
 """
 
 from __future__ import annotations
