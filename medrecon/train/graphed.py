@@ -93,7 +93,7 @@ class GraphedBatches:
         self._pending = (kind, ready)
 
     def __call__(self):
-        """The next batch, (x, y) as from ``Batcher``; starts making the one after it."""
+        """Return the next batch, (x, y) as from ``Batcher``, and start making the one after."""
         import torch
 
         if self._pending is None:
