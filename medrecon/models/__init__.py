@@ -76,7 +76,8 @@ def segment(
     trust_bundle : bool
         Allow MONAI bundle folders (their configs contain code).
     batch_size : int, optional
-        Slices per forward pass (default 16 on the CPU, 64 on a GPU); halved
+        Slices (2D) or windows (3D) per forward pass (default 8 slices or 4 windows
+        on the CPU, 64 slices or 8 windows on a GPU); halved
         automatically on GPU out-of-memory errors.
     upsample : str
         How labels return to the input grid: ``"linear"`` (interpolate class

@@ -90,12 +90,25 @@ class _Runner:
         self.batch_size = max(1, int(batch_size))
 
     def _move(self, device) -> None:
-        import torch
-
         self.device = device
         self.network.to(device)
-        if device.type == "cuda" and not any(p.ndim == 5 for p in self.network.parameters()):
-            self.network.to(memory_format=torch.channels_last)
+        volumetric = any(p.ndim == 5 for p in self.network.parameters())
+        self.network.to(memory_format=self._memory_format(5 if volumetric else 4))
+
+    def _memory_format(self, ndim: int):
+        """Channels-last where it is faster: 2D nets everywhere, 3D nets on the CPU.
+
+        On the CPU, oneDNN runs the default 2.5D network 1.5x and the 3D baseline
+        1.45x faster channels-last (2 threads); on a GPU, 2D channels-last is what
+        the tensor cores want, and 3D stays as measured.
+        """
+        import torch
+
+        if ndim == 4:
+            return torch.channels_last
+        if ndim == 5 and self.device.type == "cpu":
+            return torch.channels_last_3d
+        return torch.contiguous_format
 
     def forward(self, x):
         """Logits for ``x`` (N, C, ...) as float32 on the CPU-or-device of the run."""
@@ -107,12 +120,11 @@ class _Runner:
                     parts = []
                     for s in range(0, x.shape[0], self.batch_size):
                         xb = x[s:s + self.batch_size].to(self.device, non_blocking=True)
-                        if self.device.type == "cuda" and xb.ndim == 4:
-                            xb = xb.contiguous(memory_format=torch.channels_last)
+                        xb = xb.contiguous(memory_format=self._memory_format(xb.ndim))
                         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                             enabled=self.device.type == "cuda"):
                             parts.append(self.network(xb).float())
-                    return torch.cat(parts)
+                    return parts[0] if len(parts) == 1 else torch.cat(parts)
             except torch.OutOfMemoryError as exc:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -162,6 +174,18 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
     return out.movedim(0, axis)
 
 
+#: Slices (2D) or windows (3D) per forward pass, by (spatial dims, device type). On
+#: 2 CPU threads the 2.5D network runs fastest with 4-8 slices (1.18 s per 104 slices
+#: of 240 x 240 at 8, 1.40 s at 16: cache), the 3D baseline with 4 windows of 96^3
+#: (2.88 s per 18 windows, 3.29 s at 2).
+DEFAULT_BATCH = {(2, "cpu"): 8, (3, "cpu"): 4, (2, "cuda"): 64, (3, "cuda"): 8}
+
+
+def default_batch(spatial_dims: int, device_type: str) -> int:
+    """Default slices or windows per forward pass (see :data:`DEFAULT_BATCH`)."""
+    return DEFAULT_BATCH.get((spatial_dims, device_type), 8)
+
+
 def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "auto",
                        device: str = "cpu", batch_size: int | None = None,
                        probabilities: bool = False, progress: ProgressFn | None = None):
@@ -180,7 +204,7 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     batch_size : int, optional
-        Slices (2D) or windows (3D) per forward pass; default 16 on the CPU, 64 on a GPU.
+        Slices (2D) or windows (3D) per forward pass; default :func:`default_batch`.
     probabilities : bool
         Return softmax probabilities instead of channel indices.
 
@@ -192,7 +216,7 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
     """
     card = model.card
     dev = resolve_device(device)
-    runner = _Runner(model.network, dev, batch_size or (64 if dev.type == "cuda" else 16))
+    runner = _Runner(model.network, dev, batch_size or default_batch(card.spatial_dims, dev.type))
     runner._move(dev)
     divisor = _divisor(model)
     if card.spatial_dims == 3:
@@ -208,12 +232,12 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
                          f"{', '.join(missing)}; use planes='axial' or a model trained on all planes")
     if len(chosen) == 1 and not probabilities:
         return _slice_pass(runner, x, plane_axis(chosen[0], card.orientation), card, divisor,
-                           probabilities=False, chunk=runner.batch_size * 4,
+                           probabilities=False, chunk=runner.batch_size,
                            progress=progress, stage=f"segmenting {chosen[0]} slices")
     total = None
     for plane in chosen:
         p = _slice_pass(runner, x, plane_axis(plane, card.orientation), card, divisor,
-                        probabilities=True, chunk=runner.batch_size * 4,
+                        probabilities=True, chunk=runner.batch_size,
                         progress=progress, stage=f"segmenting {plane} slices")
         total = p if total is None else total.add_(p)
     if probabilities:
@@ -238,7 +262,7 @@ def _volume_pass(runner: _Runner, x, card: ModelCard, divisor: int, progress, pr
     report(progress, "segmenting volume", 0.0)
     with torch.inference_mode():  # the runner returns inference tensors MONAI then scales in place
         logits = sliding_window_inference(
-            x[None, None], roi_size=roi, sw_batch_size=max(1, runner.batch_size // 8),
+            x[None, None], roi_size=roi, sw_batch_size=runner.batch_size,
             predictor=runner.forward, overlap=0.25, mode="gaussian",
             sw_device=runner.device, device=x.device,
         )
