@@ -435,6 +435,7 @@ def main() -> int:
                     help="also time the real training loop with these phantom process counts, e.g. 12,6")
     ap.add_argument("--real-loop-seconds", type=float, default=25)
     ap.add_argument("--skip-inference", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
     args = ap.parse_args()
     import torch
 
@@ -449,10 +450,12 @@ def main() -> int:
     t_start = time.perf_counter()
     environment(dev)
     ids = (0, *sorted(DEFAULT_ORGANS))
+    n_cases = 0 if args.skip_throughput else 2 if args.tiny else 4
     cases = [to_case(*phantom_pair(1000 + i, phantom_config(args.tiny)), spacing=(1.5, 1.5, 2.5),
                      orientation="LPS", window=(-300.0, 400.0), value_range=(-1.0, 1.0),
-                     channel_ids=ids) for i in range(2 if args.tiny else 4)]
-    throughput(dev, args, cases)
+                     channel_ids=ids) for i in range(n_cases)]
+    if not args.skip_throughput:
+        throughput(dev, args, cases)
     del cases
     if dev.type == "cuda":
         torch.cuda.empty_cache()
