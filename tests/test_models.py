@@ -161,7 +161,8 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
         return forward(inp)
 
     monkeypatch.setattr(model.network, "forward", flaky)
-    got = predict_model_grid(model, x, planes="axial", batch_size=8)
+    with pytest.warns(RuntimeWarning, match="retrying with 2 per batch"):
+        got = predict_model_grid(model, x, planes="axial", batch_size=8)
     assert torch.equal(got, expected)
     assert seen[:3] == [8, 4, 2] and max(seen[3:]) == 2
 

@@ -130,6 +130,9 @@ class _Runner:
                     torch.cuda.empty_cache()
                 if self.batch_size > 1:
                     self.batch_size //= 2
+                    warnings.warn(f"out of memory on {self.device}: retrying with {self.batch_size} "
+                                  "per batch (slower; --batch-size sets it)", RuntimeWarning,
+                                  stacklevel=3)
                     continue
                 if self.device.type == "cuda":
                     warnings.warn("GPU out of memory at a batch of one slice: continuing on the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -139,6 +140,10 @@ def label_boxes(
     array = np.asarray(labels.array)
     if array.dtype.kind not in "iu":
         array = array.astype(np.int64)
+    if array.dtype.kind == "i" and array.size and (lowest := int(array.min())) < 0:
+        warnings.warn(f"the label map has negative values (down to {lowest}); organ ids are "
+                      "positive, so those voxels are treated as background", UserWarning,
+                      stacklevel=2)
     if array.size and int(array.max()) > 65535:
         # sparse huge ids: one box per present id rather than a list up to the maximum
         present = {}
