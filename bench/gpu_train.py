@@ -283,7 +283,7 @@ def inference_timing(dev, args, models):
     from monai.inferers import sliding_window_inference
 
     from medrecon.models import segment
-    from medrecon.models.grid import GridMap
+    from medrecon.models.grid import GridMap, as_tensor
     from medrecon.models.inference import normalise, predict_model_grid
     from medrecon.models.nets import NetSpec, build_network
 
@@ -321,7 +321,7 @@ def inference_timing(dev, args, models):
         # the network pass alone, on the model grid already on the device
         grid = GridMap.build(vol.affine, vol.shape, spacing=model.card.spacing_mm,
                              orientation=model.card.orientation)
-        xg = normalise(grid.image_to_model(torch.as_tensor(vol.array).to(dev), fill=model.card.window[0]),
+        xg = normalise(grid.image_to_model(as_tensor(vol.array, torch.float32).to(dev), fill=model.card.window[0]),
                        model.card)
         predict_model_grid(model, xg, planes=planes, device=str(dev))
         times = []
