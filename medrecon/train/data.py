@@ -127,9 +127,11 @@ def _pack(case: Case) -> tuple:
     GIL (70 ms for a 230 x 230 x 106 case), which stalls the training thread;
     NumPy arrays unpickle as one copy (5 ms). Labels travel as uint8 when they fit.
     """
+    import torch
+
     labels = case.labels
     if int(labels.max()) < 256:
-        labels = labels.to(__import__("torch").uint8)
+        labels = labels.to(torch.uint8)
     fg = None if case.foreground is None else case.foreground.numpy()
     return case.image.numpy(), labels.numpy(), fg, case.name
 
