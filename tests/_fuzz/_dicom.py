@@ -196,16 +196,17 @@ def _explicit(data: bytes, at: int) -> bool:
     return vr.isalpha() and vr.isupper()
 
 
-def raw_vr(files: list[Path], rng: random.Random) -> str:
+def raw_vr(files: list[Path], rng: random.Random, *, tags: dict | None = None) -> str:
     """Rewrite the VR bytes of one element (explicit VR files) or its length (implicit)."""
+    tags = tags or _RAW_TAGS
     path = rng.choice(files)
     data = bytearray(path.read_bytes())
-    name = rng.choice(sorted(_RAW_TAGS))
-    at = _find(data, _RAW_TAGS[name], _meta_end(data))
+    name = rng.choice(sorted(tags))
+    at = _find(data, tags[name], _meta_end(data))
     if at < 0:
         return f"{name} not found in {path.name}: unchanged"
     if not _explicit(data, at):
-        return raw_length(files, rng, path=path, name=name)
+        return raw_length(files, rng, path=path, name=name, tags=tags)
     new = rng.choice(_SHORT_VRS + sorted(_LONG_VRS))
     old = bytes(data[at + 4:at + 6])
     data[at + 4:at + 6] = new
@@ -214,12 +215,13 @@ def raw_vr(files: list[Path], rng: random.Random) -> str:
 
 
 def raw_length(files: list[Path], rng: random.Random, *, path: Path | None = None,
-               name: str | None = None) -> str:
-    """Rewrite the value length of one element to a wrong value."""
+               name: str | None = None, tags: dict | None = None) -> str:
+    """Rewrite the value length of one element (from ``tags``, default image tags) to a wrong value."""
+    tags = tags or _RAW_TAGS
     path = path or rng.choice(files)
-    name = name or rng.choice(sorted(_RAW_TAGS))
+    name = name or rng.choice(sorted(tags))
     data = bytearray(path.read_bytes())
-    at = _find(data, _RAW_TAGS[name], _meta_end(data))
+    at = _find(data, tags[name], _meta_end(data))
     if at < 0:
         return f"{name} not found in {path.name}: unchanged"
     if _explicit(data, at) and bytes(data[at + 4:at + 6]) not in _LONG_VRS:

@@ -18,10 +18,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _fuzz import _dicom, _nifti, _nrrd
+from _fuzz import _dicom, _nifti, _nrrd, _rtstruct, _seg
 
 WORKER = Path(__file__).with_name("worker.py")
+#: Image inputs (the default campaign) and label inputs (DICOM SEG, RTSTRUCT).
 SOURCES = ("sample", "j2k", "ge3", "nifti", "nrrd")
+LABEL_SOURCES = ("seg", "rtstruct")
+_TABLES = {"nifti": _nifti.WEIGHTS, "nrrd": _nrrd.WEIGHTS, "seg": _seg.WEIGHTS, "rtstruct": _rtstruct.WEIGHTS}
 STARTUP_S = 120.0  # imports and loading the unmutated inputs, on a loaded CI box
 
 
@@ -30,7 +33,7 @@ def make_specs(n: int, *, base_seed: int = 0, sources=SOURCES) -> list[dict]:
     specs = []
     for i in range(n):
         source = sources[i % len(sources)]
-        table = {"nifti": _nifti.WEIGHTS, "nrrd": _nrrd.WEIGHTS}.get(source, _dicom.WEIGHTS)
+        table = _TABLES.get(source, _dicom.WEIGHTS)
         rng = random.Random(f"spec:{base_seed}:{i}")
         mutation = rng.choices(sorted(table), weights=[table[k] for k in sorted(table)])[0]
         specs.append({"id": i, "source": source, "mutation": mutation, "seed": base_seed * 100_000 + i})
