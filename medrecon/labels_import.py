@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medrecon.errors import EmptySegmentationError, GeometryError, InputError
+from medrecon.errors import DicomError, EmptySegmentationError, GeometryError, InputError
+from medrecon.io.dicom_header import describe_error
 from medrecon.pipeline.phi import sanitize_text
 from medrecon.progress import ProgressFn, report
 from medrecon.volume import LabelMap, Volume
@@ -75,13 +76,15 @@ def assign_ids(structure_names: list[str], names: Mapping[int, str]) -> dict[str
 
 
 def _dicom_modality(path: Path) -> str | None:
-    import pydicom
+    from medrecon.io.dicom_header import looks_like_dicom, read_dataset
 
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-    except Exception:  # noqa: BLE001 - not DICOM: the caller tries other readers
+    if not looks_like_dicom(path):
         return None
-    return str(ds.get("Modality", "")).upper() or None
+    try:
+        ds = read_dataset(path, stop_before_pixels=True, specific_tags=["Modality"])
+        return str(ds.get("Modality", "")).upper() or None
+    except Exception:  # noqa: BLE001 - not DICOM (or a corrupt value): the caller tries other readers
+        return None
 
 
 def _dicom_in_folder(folder: Path) -> list[tuple[Path, str]]:
@@ -119,7 +122,7 @@ def detect_label_source(path: str | os.PathLike) -> str:
     if modality in ("SEG", "RTSTRUCT"):
         return modality.lower()
     if modality:
-        raise InputError(f"{p} is a DICOM {modality} image, not a segmentation: give it as the "
+        raise InputError(f"{p} is a DICOM {sanitize_text(modality)[:16]} image, not a segmentation: give it as the "
                          "input image, or give a DICOM SEG / RTSTRUCT / label image as --labels")
     return "image"
 
@@ -209,57 +212,166 @@ def read_rtstruct(
     GeometryError
         If no contour lies in a plane of the image grid.
     """
-    import pydicom
     from skimage.draw import polygon
 
-    ds = pydicom.dcmread(path)
-    if str(ds.get("Modality", "")).upper() != "RTSTRUCT":
-        raise InputError(f"{path} is not an RTSTRUCT (Modality {ds.get('Modality', '?')})")
-    roi_names = {int(r.ROINumber): sanitize_text(r.get("ROIName", "")) or f"roi_{int(r.ROINumber)}"
-                 for r in ds.get("StructureSetROISequence", [])}
+    from medrecon.io.dicom_header import read_dataset
+    from medrecon.io.limits import check_alloc
+
+    ds = read_dataset(path)
+    modality = _rt_value(ds, "Modality", path)
+    if str(modality or "").upper() != "RTSTRUCT":
+        raise InputError(f"{path} is not an RTSTRUCT (Modality {sanitize_text(str(modality or '?'))[:40]})")
+    roi_names, rois = _structure_set(ds, path)
     table = _names_table(names)
-    ids = assign_ids(list(roi_names.values()), table)
+    ids = dict(zip(roi_names, assign_ids(list(roi_names.values()), table).values(), strict=True))
     shape = image.shape
     inv = np.linalg.inv(image.affine)
-    masks: list[tuple[int, str, np.ndarray]] = []
-    placed = skipped = 0
-    for roi in ds.get("ROIContourSequence", []):
-        number = int(roi.ReferencedROINumber)
-        name = roi_names.get(number, f"roi_{number}")
-        mask = np.zeros(shape, dtype=bool)
-        for contour in roi.get("ContourSequence", []):
-            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).upper() != "CLOSED_PLANAR":
-                continue
-            pts = np.asarray(contour.ContourData, dtype=np.float64).reshape(-1, 3)
-            if len(pts) < 3:
-                continue
+    # one 2D mask per (ROI, plane) touched: memory follows the contours the file holds
+    check_alloc((max(1, sum(len(c) for _n, c, _t in rois)), *sorted(shape)[1:]), np.bool_, str(path))
+    planes: dict[int, dict[tuple[int, int], np.ndarray]] = {}
+    placed = skipped = other_types = 0
+    for number, contours, open_types in rois:
+        other_types += open_types
+        roi_planes = planes.setdefault(number, {})
+        for pts in contours:
             ijk = pts @ inv[:3, :3].T + inv[:3, 3]
             axis = int(np.argmin(np.ptp(ijk, axis=0)))
             index = float(np.mean(ijk[:, axis]))
-            if np.ptp(ijk[:, axis]) > 0.5 or abs(index - round(index)) > 0.5 - 1e-6 or index < -0.5:
-                skipped += 1
-                continue
-            index = int(round(index))
-            if index >= shape[axis]:
+            if (np.ptp(ijk[:, axis]) > 0.5 or abs(index - round(index)) > 0.5 - 1e-6 or index < -0.5
+                    or round(index) >= shape[axis]):
                 skipped += 1
                 continue
             a, b = [ax for ax in range(3) if ax != axis]
             rr, cc = polygon(ijk[:, a], ijk[:, b], shape=(shape[a], shape[b]))
-            sel = [slice(None)] * 3
-            sel[axis] = index
-            plane = mask[tuple(sel)]
+            key = (axis, int(round(index)))
+            plane = roi_planes.get(key)
+            if plane is None:
+                plane = roi_planes[key] = np.zeros((shape[a], shape[b]), dtype=bool)
             plane[rr, cc] ^= True  # even-odd: an inner contour is a hole
             placed += 1
-        if mask.any():
-            masks.append((ids[name], table.get(ids[name], name), mask))
     if placed == 0:
+        if other_types and not skipped:
+            raise GeometryError(f"{path}: none of its contours is CLOSED_PLANAR ({other_types} points or "
+                                "open contours); medrecon fills closed planar contours only")
         raise GeometryError(
             f"{path}: none of its {skipped} contours lies in a plane of the image grid; "
             "was the structure set drawn on this series?"
         )
-    if not masks:
+    sizes = {n: sum(int(m.sum()) for m in pl.values()) for n, pl in planes.items()}
+    out = np.zeros(shape, dtype=np.uint16)
+    painted: dict[int, str] = {}
+    # larger structures first, so that organs inside a body outline stay visible
+    for number in sorted((n for n in sizes if sizes[n]), key=lambda n: -sizes[n]):
+        label = ids[number]
+        for (axis, index), plane in planes[number].items():
+            sel: list = [slice(None)] * 3
+            sel[axis] = index
+            out[tuple(sel)][plane] = label
+        painted[label] = table.get(label, roi_names[number])
+    if not painted:
         raise EmptySegmentationError(f"{path}: its contours enclose no voxel centre of the image")
-    return _paint(masks, image.affine, shape, source=str(path))
+    return LabelMap(out, image.affine, names=painted, source=str(path))
+
+
+def _rt_value(item, keyword: str, path, where: str = ""):
+    """``item.keyword`` or None; a value pydicom cannot convert is a DicomError naming it."""
+    try:
+        return item.get(keyword)
+    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily, on access
+        raise DicomError(f"{path}: {keyword}{where} cannot be read ({describe_error(exc)}); "
+                         "the structure set is corrupt: re-export it") from exc
+
+
+def _rt_items(item, keyword: str, path) -> list:
+    from pydicom.sequence import Sequence
+
+    value = _rt_value(item, keyword, path)
+    if value is None:
+        return []
+    if not isinstance(value, Sequence):
+        raise DicomError(f"{path}: {keyword} is not a sequence; the structure set is corrupt: re-export it")
+    return list(value)
+
+
+def _rt_int(item, keyword: str, path, where: str) -> int:
+    value = _rt_value(item, keyword, path, where)
+    try:
+        number = int(value)
+        ok = number == float(value) and 0 <= number < 2**31
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        shown = "missing" if value in (None, "") else f"{sanitize_text(str(value))[:40]!r}"
+        raise DicomError(f"{path}: {keyword}{where} is {shown}, expected a non-negative integer; "
+                         "the structure set is corrupt: re-export it")
+    return number
+
+
+#: Largest |coordinate| (mm) accepted in ContourData: 1 km, far beyond any patient.
+_MAX_MM = 1e6
+
+
+def _structure_set(ds, path) -> tuple[dict[int, str], list[tuple[int, list[np.ndarray], int]]]:
+    """Validate the ROI table and contours.
+
+    Returns ``({ROI number: unique name}, [(ROI number, [(N, 3) LPS mm contours], n_not_closed)])``.
+    """
+    roi_names: dict[int, str] = {}
+    for n, item in enumerate(_rt_items(ds, "StructureSetROISequence", path)):
+        number = _rt_int(item, "ROINumber", path, f" of StructureSetROISequence item {n + 1}")
+        if number in roi_names:
+            raise DicomError(f"{path}: ROI number {number} is declared twice in StructureSetROISequence; "
+                             "the structure set is corrupt: re-export it")
+        name = sanitize_text(str(_rt_value(item, "ROIName", path) or "")) or f"roi_{number}"
+        if name in roi_names.values():
+            name = f"{name}_{number}"  # two ROIs of one name stay two structures
+        roi_names[number] = name
+    rois = []
+    for n, item in enumerate(_rt_items(ds, "ROIContourSequence", path)):
+        number = _rt_int(item, "ReferencedROINumber", path, f" of ROIContourSequence item {n + 1}")
+        if number not in roi_names:
+            raise DicomError(
+                f"{path}: ROIContourSequence item {n + 1} refers to ROI {number}, which "
+                f"StructureSetROISequence does not declare (ROIs {sorted(roi_names)[:10]}); the "
+                "structure set is inconsistent: re-export it"
+            )
+        contours, other = [], 0
+        for c, contour in enumerate(_rt_items(item, "ContourSequence", path)):
+            where = f" of contour {c + 1} of ROI {number}"
+            kind = str(_rt_value(contour, "ContourGeometricType", path, where) or "CLOSED_PLANAR")
+            if kind.strip().upper() != "CLOSED_PLANAR":
+                other += 1
+                continue
+            pts = _contour_points(_rt_value(contour, "ContourData", path, where), path, where)
+            if pts is not None:
+                contours.append(pts)
+        rois.append((number, contours, other))
+    if not any(c or o for _n, c, o in rois):
+        raise InputError(f"{path}: the structure set holds no contours (ROIContourSequence or its "
+                         "ContourSequences are empty); export the structures with their contours")
+    return roi_names, rois
+
+
+def _contour_points(value, path, where: str) -> np.ndarray | None:
+    """ContourData as (N, 3) LPS mm, or None for fewer than 3 points (encloses nothing)."""
+    from pydicom.multival import MultiValue
+
+    if value is None or value == "":
+        raise DicomError(f"{path}: ContourData{where} is missing; the structure set is corrupt: re-export it")
+    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    try:
+        values = np.array([float(v) for v in items], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DicomError(f"{path}: ContourData{where} holds a value that is not a number; the structure "
+                         "set is corrupt: re-export it") from None
+    if values.size % 3:
+        raise DicomError(f"{path}: ContourData{where} holds {values.size} numbers, not x, y, z triples; "
+                         "the structure set is corrupt: re-export it")
+    if not np.all(np.isfinite(values)) or np.any(np.abs(values) > _MAX_MM):
+        raise GeometryError(f"{path}: ContourData{where} holds NaN, infinite or absurd coordinates "
+                            f"(beyond {_MAX_MM:.0e} mm); the structure set is corrupt: re-export it")
+    pts = values.reshape(-1, 3)
+    return pts if len(pts) >= 3 else None
 
 
 def import_labels(
@@ -310,6 +422,12 @@ def import_labels(
         labels = load_labels(p, names=table)
     labels = labels.replace(names={k: sanitize_text(v) or f"label_{k}" for k, v in labels.names.items()})
     if image is not None and not labels.same_grid(image):
+        had_voxels = bool(np.any(labels.array))
         labels = labels.resample_like(image)
+        if had_voxels and not np.any(labels.array):
+            raise EmptySegmentationError(
+                f"{p}: its labels do not overlap the image (no labelled voxel lies on its grid); "
+                "were they made on this series?"
+            )
     report(progress, "import labels", 1.0)
     return labels

@@ -376,6 +376,48 @@ class _CappedReader(io.BufferedReader):
         return super().read(n)
 
 
+def read_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
+                 specific_tags: list[str] | None = None) -> Any:
+    """Parse a whole DICOM file (a SEG, an RTSTRUCT) with pydicom, bounded by its size.
+
+    Element reads are capped at the bytes left in the file and a deflated data
+    set is inflated in bounded steps first (see :func:`read_headers`). Values
+    are converted lazily by pydicom: callers must still expect corrupt values.
+
+    Raises
+    ------
+    DicomError
+        If pydicom cannot parse the file.
+    ResourceLimitError
+        If a deflated data set inflates past ``MEDRECON_MAX_BYTES``.
+    """
+    import pydicom
+
+    from medrecon.errors import InputError
+    from medrecon.io.dicom_fast import check_deflated
+
+    p = Path(path)
+    try:
+        try:
+            check_deflated(p)
+        except ResourceLimitError:
+            raise
+        except InputError as exc:
+            raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _CappedReader(io.FileIO(p, "rb"), p.stat().st_size) as fh:
+                return pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels,
+                                       specific_tags=specific_tags)
+    except (DicomError, ResourceLimitError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt files
+        raise DicomError(
+            f"{p} is not a readable DICOM file ({describe_error(exc)}); it may be truncated or "
+            "corrupt: re-export it"
+        ) from exc
+
+
 def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError

@@ -11,6 +11,7 @@ and the pixel data length.
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 from pathlib import Path
@@ -113,7 +114,7 @@ def segments(files: list[Path], rng: random.Random) -> str:
         ds.SegmentSequence[0].SegmentLabel = label
         what = f"SegmentLabel={label[:40]!r}"
     elif how == "extra":
-        extra = pydicom.Dataset(ds.SegmentSequence[0])
+        extra = copy.deepcopy(ds.SegmentSequence[0])
         number = rng.choice([2, 3, 1000, 65535])
         extra.SegmentNumber = number
         extra.SegmentLabel = rng.choice(["Spleen", "Liver", "blob"])
