@@ -2,11 +2,8 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from _fuzz._rtstruct import write_rtstruct
 
 from medrecon.errors import GeometryError, InputError
 from medrecon.labels_import import (
@@ -27,38 +24,6 @@ def _image(flip_j=True):
     return Volume(np.zeros((40, 36, 10), np.float32), affine, modality="CT", units="HU")
 
 
-def _write_rtstruct(path, rois):
-    """rois: list of (number, name, [contour (N, 3) LPS mm arrays])."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = RTStructureSetStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "RTSTRUCT"
-    ds.StructureSetLabel = "test"
-    ds.StructureSetROISequence = Sequence()
-    ds.ROIContourSequence = Sequence()
-    for number, name, contours in rois:
-        item = pydicom.Dataset()
-        item.ROINumber = number
-        item.ROIName = name
-        ds.StructureSetROISequence.append(item)
-        rc = pydicom.Dataset()
-        rc.ReferencedROINumber = number
-        rc.ContourSequence = Sequence()
-        for pts in contours:
-            c = pydicom.Dataset()
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(pts)
-            c.ContourData = [f"{v:.4f}" for v in np.asarray(pts).ravel()]
-            rc.ContourSequence.append(c)
-        ds.ROIContourSequence.append(rc)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _circle(cx, cy, z, r, n=96):
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t), np.full(n, z)], 1)
@@ -72,7 +37,7 @@ def test_rtstruct_sphere_and_ring_rasterised_on_flipped_grid(tmp_path):
               for z in zs if abs(z - centre[2]) < radius - 0.5]
     ring_z = zs[7]
     ring = [_circle(5.0, 0.0, ring_z, 9.0), _circle(5.0, 0.0, ring_z, 4.0)]
-    path = _write_rtstruct(tmp_path / "rs.dcm", [(1, "Liver", sphere), (2, "GTV ring", ring)])
+    path = write_rtstruct(tmp_path / "rs.dcm", [(1, "Liver", sphere), (2, "GTV ring", ring)])
     assert detect_label_source(path) == "rtstruct"
     lm = read_rtstruct(path, img)
     assert lm.same_grid(img)
@@ -102,7 +67,7 @@ def test_rtstruct_off_grid_contours_are_refused(tmp_path):
     img = _image()
     tilted = _circle(0.0, 0.0, 0.0, 8.0)
     tilted[:, 2] += 0.5 * (tilted[:, 0])  # leaves the image plane
-    path = _write_rtstruct(tmp_path / "rs.dcm", [(1, "spleen", [tilted])])
+    path = write_rtstruct(tmp_path / "rs.dcm", [(1, "spleen", [tilted])])
     with pytest.raises(GeometryError, match="plane of the image grid"):
         read_rtstruct(path, img)
     with pytest.raises(InputError, match="need the image"):
@@ -170,7 +135,7 @@ def test_a_ct_image_is_not_a_segmentation(dcmqi_dir):
 
 def test_labelmap_names_are_sanitised(tmp_path):
     img = _image(flip_j=False)
-    path = _write_rtstruct(tmp_path / "rs.dcm", [(3, "Tumour\x00^left\nlobe", [_circle(0, 50, img.origin[2] + 9.0, 8.0)])])
+    path = write_rtstruct(tmp_path / "rs.dcm", [(3, "Tumour\x00^left\nlobe", [_circle(0, 50, img.origin[2] + 9.0, 8.0)])])
     lm = import_labels(path, image=img)
     assert list(lm.names.values()) == ["Tumour left lobe"]
     assert isinstance(lm, LabelMap)
