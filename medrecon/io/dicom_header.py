@@ -13,6 +13,7 @@ Geometry fields stay in DICOM's patient frame (LPS, mm), as the file states them
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -393,22 +394,11 @@ def read_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
     """
     import pydicom
 
-    from medrecon.errors import InputError
-    from medrecon.io.dicom_fast import check_deflated
-
     p = Path(path)
     try:
-        try:
-            check_deflated(p)
-        except ResourceLimitError:
-            raise
-        except InputError as exc:
-            raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with _CappedReader(io.FileIO(p, "rb"), p.stat().st_size) as fh:
-                return pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels,
-                                       specific_tags=specific_tags)
+        with _open_capped(p, p.stat().st_size) as fh:
+            return pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels,
+                                   specific_tags=specific_tags)
     except (DicomError, ResourceLimitError):
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt files
@@ -418,27 +408,38 @@ def read_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
         ) from exc
 
 
-def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
-    import pydicom
-    from pydicom.errors import BytesLengthException, InvalidDicomError
+@contextlib.contextmanager
+def _open_capped(p: Path, size: int):
+    """Open ``p`` for pydicom: deflated data checked first, reads capped at ``size`` bytes.
 
+    pydicom's warnings are silenced while the handle is open; a corrupt deflated
+    stream is a :class:`DicomError`, one that inflates too far a ``ResourceLimitError``.
+    """
     from medrecon.errors import InputError
     from medrecon.io.dicom_fast import check_deflated
 
     try:
+        check_deflated(p)
+    except ResourceLimitError:
+        raise
+    except InputError as exc:
+        raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _CappedReader(io.FileIO(p, "rb"), size) as fh:
+            yield fh
+
+
+def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
+    import pydicom
+    from pydicom.errors import BytesLengthException, InvalidDicomError
+
+    try:
         size = p.stat().st_size
-        try:
-            check_deflated(p)
-        except ResourceLimitError:
-            raise
-        except InputError as exc:
-            raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with _CappedReader(io.FileIO(p, "rb"), size) as fh:
-                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-                tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-                offset, length = _pixel_element(fh, ds, tsyntax)
+        with _open_capped(p, size) as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            offset, length = _pixel_element(fh, ds, tsyntax)
             problem = _incomplete(ds)
             if problem:
                 raise DicomError(f"{p}: {problem}; the file is truncated or corrupt: "

@@ -77,6 +77,17 @@ def _message_problem(message: str) -> str:
     return ""
 
 
+
+def _grid_problem(obj, what: str, check_affine) -> str:
+    """Why ``obj`` (a Volume or LabelMap) is not a 3D array with a valid affine, or ""."""
+    if obj.array.ndim != 3 or min(obj.shape) < 1:
+        return f"{what} array has shape {obj.shape}"
+    try:
+        check_affine(obj.affine)
+    except Exception as e:  # noqa: BLE001
+        return f"{what} affine is invalid: {e}"
+    return ""
+
 class Worker:
     """Holds the unmutated inputs and their decoded sizes; runs cases."""
 
@@ -220,12 +231,9 @@ class Worker:
             return self._check_labels(vol, path, spec, check_affine)
         if not isinstance(vol, Volume):
             return f"load returned {type(vol).__name__}, not a Volume"
-        if vol.array.ndim != 3 or min(vol.shape) < 1:
-            return f"loaded array has shape {vol.shape}"
-        try:
-            check_affine(vol.affine)
-        except Exception as e:  # noqa: BLE001
-            return f"loaded affine is invalid: {e}"
+        problem = _grid_problem(vol, "loaded", check_affine)
+        if problem:
+            return problem
         if kind in ("nifti", "nrrd"):
             declared = (_nifti if kind == "nifti" else _nrrd).declared_shape(path)
             if declared is not None and tuple(vol.shape) != declared:
@@ -245,12 +253,9 @@ class Worker:
 
         if not isinstance(labels, LabelMap):
             return f"returned {type(labels).__name__}, not a LabelMap"
-        if labels.array.ndim != 3 or min(labels.shape) < 1:
-            return f"label array has shape {labels.shape}"
-        try:
-            check_affine(labels.affine)
-        except Exception as e:  # noqa: BLE001
-            return f"label affine is invalid: {e}"
+        problem = _grid_problem(labels, "label", check_affine)
+        if problem:
+            return problem
         if self._entry(spec) == "import_labels":
             if not labels.same_grid(self.image):
                 return "labels are not on the image's grid"
