@@ -68,7 +68,7 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
     list of str
         The written files, in layer order.
     """
-    from medrecon.io.atomic import safe_name
+    from medrecon.atomic import safe_name
     from medrecon.io.mesh_export import write_mesh
 
     target = Path(path)

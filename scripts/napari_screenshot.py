@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from medrecon.io.atomic import atomic_path
+    from medrecon.atomic import atomic_path
     from napari_plugin._layers import show_as_plane
 
     viewer = napari.Viewer(title="medrecon", show=True)

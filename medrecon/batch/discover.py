@@ -12,7 +12,7 @@ Rules, applied to every folder under the input (hidden ones skipped):
 A ``.csv`` (column ``path``, optional ``id``) or text list (one path per line,
 ``#`` comments) names the studies instead; relative paths are relative to the
 list's folder. Each study's output folder is its path relative to the input,
-file suffixes removed, each part made safe with :func:`medrecon.io.atomic.safe_name`.
+file suffixes removed, each part made safe with :func:`medrecon.atomic.safe_name`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medrecon.atomic import safe_name
 from medrecon.errors import InputError
-from medrecon.io.atomic import safe_name
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LIST_SUFFIXES = (".csv", ".txt", ".lst")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from medrecon.io.atomic import write_text
+from medrecon.atomic import write_text
 
 DONE = "DONE.json"
 FAILED = "FAILED.json"

@@ -80,7 +80,7 @@ def save_shape_model(model, folder: str | os.PathLike, *, info: dict[str, Any]) 
     """
     from safetensors.torch import save
 
-    from medrecon.io.atomic import write_bytes, write_text
+    from medrecon.atomic import write_bytes, write_text
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

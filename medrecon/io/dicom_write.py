@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medrecon.atomic import atomic_path
 from medrecon.errors import GeometryError, InputError
-from medrecon.io.atomic import atomic_path
 from medrecon.progress import ProgressFn, report
 from medrecon.volume import Volume
 

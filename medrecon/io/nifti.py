@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from medrecon.atomic import atomic_path
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
 from medrecon.io._stream import Inflater, open_input, read_exact, skip, to_native
-from medrecon.io.atomic import atomic_path
 from medrecon.io.limits import check_alloc
 from medrecon.volume import LPS_TO_RAS, check_affine
 

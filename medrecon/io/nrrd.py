@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medrecon.atomic import atomic_path
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
 from medrecon.io._stream import (
     AUTO,
@@ -30,7 +31,6 @@ from medrecon.io._stream import (
     skip,
     to_native,
 )
-from medrecon.io.atomic import atomic_path
 from medrecon.io.limits import check_alloc
 from medrecon.volume import check_affine
 

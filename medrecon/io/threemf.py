@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
-from medrecon.io.atomic import write_bytes
+from medrecon.atomic import write_bytes
 from medrecon.surface.arrays import MeshLike
 
 CORE_NS = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from medrecon.atomic import atomic_path
 from medrecon.errors import InputError, require
-from medrecon.io.atomic import atomic_path
 
 #: Faces per organ drawn at most (the picture, not the files, is simplified).
 MAX_FACES = 6000

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medrecon.atomic import write_text
 from medrecon.errors import OutputError
-from medrecon.io.atomic import write_text
 from medrecon.phantom.config import PhantomConfig
 from medrecon.phantom.generate import make_phantom
 from medrecon.progress import ProgressFn, report, scaled

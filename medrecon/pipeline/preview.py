@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medrecon.atomic import write_bytes
 from medrecon.errors import require
-from medrecon.io.atomic import write_bytes
 from medrecon.volume import LabelMap, Volume
 
 #: Triangles drawn in the 3D panel at most (meshes are simplified beyond this).

@@ -258,8 +258,8 @@ def reconstruct(
     }
     out = None if outdir is None else Path(outdir)
     if out is not None:
+        from medrecon.atomic import write_text
         from medrecon.io import save
-        from medrecon.io.atomic import write_text
         from medrecon.io.mesh_export import export_organs
 
         report(progress, "writing", 0.85)

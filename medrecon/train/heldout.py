@@ -96,7 +96,7 @@ def write_metrics(folder: str | os.PathLike, metrics: dict) -> None:
     """Write ``metrics.json`` beside a checkpoint and copy the numbers into its card."""
     from pathlib import Path
 
-    from medrecon.io.atomic import write_text
+    from medrecon.atomic import write_text
 
     folder = Path(folder)
     write_text(folder / "metrics.json", json.dumps(metrics, indent=1) + "\n")

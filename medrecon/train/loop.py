@@ -315,7 +315,7 @@ def _run_validation(net, model, validate, step, history, writer, rank) -> dict[s
 def _save_state(path: Path, model, opt, step: int) -> None:
     import torch
 
-    from medrecon.io.atomic import atomic_path
+    from medrecon.atomic import atomic_path
 
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(),
              "step": torch.tensor(step)}
