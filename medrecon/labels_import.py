@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, GeometryError, InputError
-from medrecon.pipeline.phi import sanitize_text
 from medrecon.progress import ProgressFn, report
+from medrecon.text import sanitize_text
 from medrecon.volume import LabelMap, Volume
 
 #: Ids given to imported structures that TotalSegmentator's class map does not name.

@@ -9,8 +9,9 @@ import pytest
 
 from medrecon.cli import main
 from medrecon.pipeline import ReconstructConfig, reconstruct
-from medrecon.pipeline.phi import collect_identifiers, sanitize_text, scrub
+from medrecon.pipeline.phi import collect_identifiers, scrub
 from medrecon.pipeline.preview import render_preview
+from medrecon.text import sanitize_text
 from medrecon.volume import LabelMap, Volume
 
 PHI = {

@@ -15,7 +15,7 @@ import numpy as np
 
 from medrecon.errors import DicomError, GeometryError, InputError
 from medrecon.io.dicom_header import describe_error
-from medrecon.pipeline.phi import sanitize_text
+from medrecon.text import sanitize_text
 
 
 def read_structure_set(path: str | os.PathLike) -> tuple[dict[int, str], list[tuple[int, list[np.ndarray], int]]]:

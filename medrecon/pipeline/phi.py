@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,20 +36,6 @@ PHI_KEYS = frozenset({
 })
 
 REMOVED = "[removed]"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def sanitize_text(text: Any, *, max_len: int = 64) -> str:
-    """Clean a name taken from DICOM text (ROI names, segment labels, descriptions).
-
-    Unicode is normalised (NFKC), control characters and DICOM's ``^`` component
-    separators become spaces, runs of spaces collapse and the result is cut to
-    ``max_len`` characters. File names are made from it separately with
-    :func:`medrecon.io.atomic.safe_name`.
-    """
-    s = unicodedata.normalize("NFKC", str(text))
-    s = _CONTROL.sub(" ", s).replace("^", " ")
-    return " ".join(s.split())[:max_len].strip()
 
 
 def _dicom_header(source: Path):
