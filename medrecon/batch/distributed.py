@@ -18,7 +18,7 @@ Resume and failure records work as in local runs: ``DONE.json`` last,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from medrecon.batch.discover import Study
@@ -37,7 +37,7 @@ def run_dask(
     *,
     scheduler: str,
     workers: int = 1,
-    study_fn=None,
+    study_fn: Callable[[Study, str, ReconstructConfig], dict],
     processes: bool = True,
 ) -> Iterator[dict]:
     """Submit ``todo`` to a Dask cluster and yield each study's record as it finishes.
@@ -55,16 +55,15 @@ def run_dask(
         one thread) or a scheduler address such as ``tcp://head:8786``.
     workers : int
         Workers of the LocalCluster.
-    study_fn : callable, optional
-        Per-study function (default :func:`medrecon.batch.runner.process_study`).
+    study_fn : callable
+        Per-study function, picklable and top-level: :func:`medrecon.batch.runner.process_study`
+        as passed by :func:`~medrecon.batch.runner.run_batch` (which imports this module).
     processes : bool
         LocalCluster workers as processes (True) or threads (False).
     """
     require("dask.distributed", extra="distributed", feature="--scheduler (Dask)", package="dask")
     from dask.distributed import Client, LocalCluster, as_completed
 
-    if study_fn is None:
-        from medrecon.batch.runner import process_study as study_fn
     if not todo:
         return
     cluster = None
