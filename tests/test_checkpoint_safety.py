@@ -7,7 +7,8 @@ import torch
 
 from medrecon.errors import ModelError
 from medrecon.models import segment
-from medrecon.models.checkpoint import ModelCard, load_model, save_model
+from medrecon.models.card import ModelCard
+from medrecon.models.checkpoint import load_model, save_model
 from medrecon.models.nets import NetSpec, build_network
 from medrecon.train.toy import make_toy
 

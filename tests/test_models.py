@@ -12,7 +12,7 @@ from medrecon.evaluate import evaluate
 from medrecon.io import load_labels, save
 from medrecon.io.sidecar import sidecar_path
 from medrecon.models import load_model, segment
-from medrecon.models.checkpoint import ModelCard, SegModel
+from medrecon.models.card import ModelCard, SegModel
 from medrecon.models.grid import GridMap
 from medrecon.models.inference import plane_axis, predict_model_grid, resolve_planes
 from medrecon.models.nets import NetSpec, build_network

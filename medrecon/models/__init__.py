@@ -25,7 +25,8 @@ LINEAR_LIMIT = 24_000_000
 
 def load_model(model="default", *, trust_bundle: bool = False):
     """Load a model (see :func:`medrecon.models.checkpoint.load_model`), cached by path."""
-    from medrecon.models.checkpoint import SegModel, resolve_model_path
+    from medrecon.models.card import SegModel
+    from medrecon.models.checkpoint import resolve_model_path
 
     if isinstance(model, SegModel):
         return model

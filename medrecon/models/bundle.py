@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medrecon.errors import ModelError, require
-from medrecon.models.checkpoint import ModelCard, SegModel, load_weights
+from medrecon.models.card import ModelCard, SegModel, load_weights
 
 
 def _config_file(folder: Path) -> Path:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from medrecon.errors import ModelError, ResourceLimitError
-from medrecon.models.checkpoint import ModelCard, SegModel
+from medrecon.models.card import ModelCard, SegModel
 from medrecon.progress import ProgressFn, report
 
 PLANES = ("axial", "coronal", "sagittal")

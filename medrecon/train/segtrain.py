@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from medrecon.errors import InputError
-from medrecon.models.checkpoint import ModelCard, SegModel, load_model, save_model
+from medrecon.models.card import ModelCard, SegModel
+from medrecon.models.checkpoint import load_model, save_model
 from medrecon.models.nets import NetSpec, build_network
 from medrecon.progress import ProgressFn
 from medrecon.train.data import (
