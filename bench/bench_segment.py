@@ -6,7 +6,8 @@
   slices, clean-up, labels back onto the input grid), axial and ``auto`` (the
   default: 3-plane fusion on a whole abdomen);
 * the trained 3D UNet baseline (same data, grid and path; MONAI sliding windows),
-  and both networks' passes alone on the model grid;
+  and both networks' passes alone on the model grid; its weights are not committed:
+  the first run trains it into ``.bench/unet3d_baseline`` (see ``bench/_baseline3d.py``);
 * the anchor 2D baseline: a MONAI 2D UNet (channels 16-256, 2 residual units)
   over 512 x 512 slices in fp32 (issue: 76 s for 300 slices on this machine kind);
   timed on ``--baseline-slices`` slices and scaled to 300;
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _baseline3d import CACHE, SECONDS, ensure_baseline  # noqa: E402
 
 
 def big_volume():
@@ -65,8 +67,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--baseline-slices", type=int, default=30)
     ap.add_argument("--skip-all-planes", action="store_true")
-    ap.add_argument("--baseline3d", default=str(Path(__file__).parent / "unet3d_baseline"),
-                    help="trained 3D UNet baseline checkpoint (same data as the default model)")
+    ap.add_argument("--baseline3d", default=str(CACHE),
+                    help="trained 3D UNet baseline checkpoint (same data as the default model); "
+                         "trained into this folder when it holds none (default: %(default)s)")
+    ap.add_argument("--baseline3d-seconds", type=float, default=SECONDS,
+                    help="training time when the baseline has to be trained (default: %(default)s)")
+    ap.add_argument("--skip-baseline3d", action="store_true", help="leave the 3D baseline rows out")
     args = ap.parse_args()
     import torch
     from monai.inferers import sliding_window_inference
@@ -88,8 +94,8 @@ def main() -> int:
         rows["default model, auto (= 3 planes here)"] = timed(lambda: segment(vol, model=model), 1)
 
     m3 = None
-    if Path(args.baseline3d).is_dir():
-        m3 = load_model(args.baseline3d)
+    if not args.skip_baseline3d:
+        m3 = load_model(ensure_baseline(Path(args.baseline3d), seconds=args.baseline3d_seconds))
         segment(vol, model=m3)
         rows["trained 3D UNet baseline, same path"] = timed(lambda: segment(vol, model=m3), args.repeats)
     # the network passes alone, on the model grid (no resampling, clean-up or labels back)

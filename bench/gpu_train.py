@@ -4,7 +4,8 @@ Run by bench/gpu_check.sh on a CUDA machine (or with --tiny on the CPU to test t
 script itself). Every stage is guarded: a failing stage is logged and the next one
 runs, and the trained models are written as soon as they exist.
 
-    python bench/gpu_train.py --out OUT [--train-seconds 210] [--train3d-seconds 70] [--tiny]
+    python bench/gpu_train.py --out OUT [--train-seconds 210] [--train3d-seconds 55]
+                              [--unet3d-from .bench/unet3d_baseline] [--tiny]
 
 Writes OUT/default/{model.safetensors,model.json,metrics.json},
 OUT/unet3d/{model.safetensors,model.json,metrics.json} and OUT/gpu_results.json,
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -25,6 +25,14 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _baseline3d import (  # noqa: E402
+    SECONDS,
+    baseline_config,
+    copy_model,
+    default_workers,
+    is_checkpoint,
+    store,
+)
 
 RESULTS: dict = {}
 
@@ -175,26 +183,20 @@ def train_default(dev, args, work, out):
 
 @stage("train_3d")
 def train_3d(dev, args, work, out):
-    if args.unet3d_from:
-        from medrecon.models import load_model
+    from medrecon.models import load_model
+    from medrecon.train.segtrain import train_segmenter
 
-        copy_model(Path(args.unet3d_from), work / "unet3d")
+    cache = Path(args.unet3d_from) if args.unet3d_from else None
+    if cache is not None and is_checkpoint(cache):
+        copy_model(cache, work / "unet3d")
         RESULTS["train_3d"] = {"loaded": args.unet3d_from}
         return load_model(work / "unet3d")
-    from medrecon.train.loop import LoopConfig
-    from medrecon.train.segtrain import DEFAULT_ORGANS, TrainConfig, train_segmenter
-
-    cfg = TrainConfig(
-        arch="unet3d", net_options={"channels": [16, 32, 64, 128], "strides": [2, 2, 2],
-                                    "num_res_units": 1},
-        labels=DEFAULT_ORGANS, cases=4 if args.tiny else 24, refresh_every=0 if args.tiny else 10,
-        phantom_small=args.tiny, spacing_mm=(1.5, 1.5, 2.5), context=1,
-        patch=32 if args.tiny else 96, batch=2 if args.tiny else 4, workers=args.workers,
-        loop=LoopConfig(steps=args.steps, lr=2e-3, warmup=50 if not args.tiny else 2,
-                        max_seconds=args.train3d_seconds, seed=0),
-    )
+    cfg = baseline_config(seconds=args.train3d_seconds, workers=args.workers, steps=args.steps,
+                          tiny=args.tiny)
     model, history = train_segmenter(cfg, work / "unet3d", device=str(dev), show_bar=False)
     copy_model(work / "unet3d", out / "unet3d")
+    if cache is not None and not args.tiny:  # --unet3d-from named an empty cache: fill it
+        store(work / "unet3d", cache)
     RESULTS["train_3d"] = {"steps": len(history.losses), "seconds": round(history.seconds, 1),
                            "loss_first": history.losses[0], "loss_last": history.losses[-1]}
     print(json.dumps(RESULTS["train_3d"]), flush=True)
@@ -224,13 +226,6 @@ def real_loop(dev, args, work):
         out[f"workers_{workers}_steady_slices_per_s"] = round(steady * cfg.batch, 1) if steady else None
     RESULTS["real_loop"] = out
     print(json.dumps(out), flush=True)
-
-
-def copy_model(src: Path, dst: Path):
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("model.safetensors", "model.json", "metrics.json"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)
 
 
 @stage("evaluate")
@@ -420,15 +415,18 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "medrecon_gpu"))
     ap.add_argument("--train-seconds", type=float, default=210)
-    ap.add_argument("--train3d-seconds", type=float, default=70)
+    ap.add_argument("--train3d-seconds", type=float, default=SECONDS,
+                    help="training time of the 3D baseline when it is trained (the published one: 55 s)")
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--eval", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 2)))
+    ap.add_argument("--workers", type=int, default=default_workers())
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test of this script")
     ap.add_argument("--init", default=None, help="fine-tune the 2.5D model from this checkpoint")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--unet3d-from", default=None, help="load the 3D baseline instead of training it")
+    ap.add_argument("--unet3d-from", default=None,
+                    help="load the 3D baseline from this folder instead of training it; an empty or "
+                         "missing folder is trained and filled (e.g. .bench/unet3d_baseline)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput stage")
     ap.add_argument("--real-loop-workers", type=lambda v: [int(w) for w in v.split(",") if w], default=[],

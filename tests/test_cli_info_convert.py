@@ -10,7 +10,7 @@ import textwrap
 import nibabel as nib
 import numpy as np
 import pytest
-from test_dicom_synthetic import write_series, z_positions
+from _builders import write_series, z_positions
 
 from medrecon.cli import main
 from medrecon.volume import LPS_TO_RAS

@@ -8,7 +8,7 @@ import textwrap
 
 import pydicom
 import pytest
-from test_dicom_synthetic import write_series, z_positions
+from _builders import write_series, z_positions
 
 from medrecon.errors import DicomError, InputError, ResourceLimitError
 from medrecon.io.dicom import load_dicom, looks_like_dicom

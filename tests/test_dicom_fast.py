@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from _builders import slice_values, write_slice
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-from test_dicom_synthetic import slice_values, write_slice
 
 from medrecon.io import dicom_header
 from medrecon.io.dicom_fast import read_flat_header

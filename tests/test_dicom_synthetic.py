@@ -1,7 +1,6 @@
 """DICOM loading on small synthetic series written with pydicom: known geometry, known values.
 
-The helpers here (``write_slice``, ``write_series``) are also used by the other
-``test_dicom_*`` files.
+The series builders (``write_slice``, ``write_series``) live in ``_builders.py``.
 """
 
 from __future__ import annotations
@@ -13,11 +12,22 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from _builders import (
+    AXIAL,
+    COLS,
+    DX,
+    DY,
+    ROWS,
+    base_dataset,
+    save_dataset,
+    slice_values,
+    write_series,
+    write_slice,
+    z_positions,
+)
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    UID,
-    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -28,118 +38,6 @@ from pydicom.uid import (
 
 from medrecon.errors import DicomError, SeriesSelectionError
 from medrecon.io.dicom import list_series, load_dicom
-
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-ROWS, COLS = 12, 10
-DX, DY = 0.7, 0.9  # between columns, between rows (mm)
-
-
-def _base(modality="CT", series_uid=None, series_number=1, description="synthetic") -> Dataset:
-    ds = Dataset()
-    ds.PatientName = "Test^Phantom"
-    ds.PatientID = "P1"
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
-    ds.StudyID = "1"
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber = "20260101", "120000", ""
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.SeriesNumber = series_number
-    ds.SeriesDescription = description
-    ds.Modality = modality
-    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    return ds
-
-
-def _save(ds: Dataset, path: Path, sop_class: str, syntax: str) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = syntax
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    path.parent.mkdir(parents=True, exist_ok=True)
-    big = syntax == ExplicitVRBigEndian
-    implicit = syntax == "1.2.840.10008.1.2"
-    ds.save_as(path, enforce_file_format=True, little_endian=not big, implicit_vr=implicit)
-    return path
-
-
-def write_slice(
-    path: Path,
-    pixels: np.ndarray,
-    position,
-    *,
-    orientation=AXIAL,
-    spacing=(DY, DX),
-    series_uid: str,
-    sop_uid: str | None = None,
-    instance: int = 1,
-    modality: str = "CT",
-    series_number: int = 1,
-    description: str = "synthetic",
-    image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
-    syntax: str = ExplicitVRLittleEndian,
-    slope: float = 1.0,
-    intercept: float = -1024.0,
-) -> Path:
-    """Write one single-frame slice; ``pixels`` is (rows, cols) int16 raw values."""
-    ds = _base(modality, series_uid, series_number, description)
-    ds.SOPInstanceUID = sop_uid or generate_uid()
-    ds.InstanceNumber = instance
-    ds.ImageType = list(image_type)
-    ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
-    ds.ImageOrientationPatient = [f"{v:.8f}" for v in orientation]
-    ds.PixelSpacing = [f"{v:g}" for v in spacing]
-    ds.SliceThickness = "1.5"
-    ds.RescaleSlope = f"{slope:g}"
-    ds.RescaleIntercept = f"{intercept:g}"
-    pixels = np.asarray(pixels, dtype=np.int16)
-    ds.Rows, ds.Columns = pixels.shape
-    if UID(syntax).is_compressed:
-        plugin = {"encoding_plugin": "pydicom"} if syntax == RLELossless else {}
-        ds.compress(syntax, pixels, **plugin)
-        return _save(ds, path, CTImageStorage, syntax)
-    order = ">i2" if syntax == ExplicitVRBigEndian else "<i2"
-    ds.PixelData = pixels.astype(order).tobytes()
-    return _save(ds, path, CTImageStorage, syntax)
-
-
-def slice_values(k: int, rows: int = ROWS, cols: int = COLS) -> np.ndarray:
-    """Raw values of slice k: every voxel unique, encodes (row, col, k)."""
-    r, c = np.mgrid[:rows, :cols]
-    return (1000 + 100 * k + 10 * r + c).astype(np.int16)
-
-
-def write_series(
-    folder: Path,
-    positions,
-    *,
-    values=None,
-    names=None,
-    instances=None,
-    series_uid: str | None = None,
-    **kwargs,
-) -> tuple[str, list[Path]]:
-    """Write one slice per position (slice k gets ``values(k)``); returns (uid, paths)."""
-    uid = series_uid or generate_uid()
-    values = values or slice_values
-    paths = []
-    for k, pos in enumerate(positions):
-        name = names[k] if names else f"s{k:03d}.dcm"
-        inst = instances[k] if instances else k + 1
-        paths.append(write_slice(folder / name, values(k), pos, series_uid=uid, instance=inst,
-                                 **kwargs))
-    return uid, paths
-
-
-def z_positions(n: int, dz: float = 1.5, z0: float = -20.0, x0=-3.0, y0=4.0):
-    return [(x0, y0, z0 + dz * k) for k in range(n)]
-
 
 # --- ordering and plain geometry ---------------------------------------------------------------
 
@@ -325,7 +223,7 @@ def test_encodings_give_identical_volumes(tmp_path, syntax):
 
 
 def _enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0) -> None:
-    ds = _base()
+    ds = base_dataset()
     ds.SOPInstanceUID = generate_uid()
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
@@ -349,7 +247,7 @@ def _enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0)
         frames.append(item)
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
     ds.PixelData = np.stack([values(k) for k in range(len(positions))]).astype("<i2").tobytes()
-    _save(ds, path, "1.2.840.10008.5.1.4.1.1.2.1", ExplicitVRLittleEndian)
+    save_dataset(ds, path, "1.2.840.10008.5.1.4.1.1.2.1", ExplicitVRLittleEndian)
 
 
 def test_enhanced_multiframe_ct(tmp_path):

@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from _builders import write_rtstruct
 from _fuzz._dicom import _set_raw
-from _fuzz._rtstruct import write_rtstruct
 from _fuzz.campaign import LABEL_SOURCES, make_specs, run_campaign, summarise
 
 from medrecon.errors import DicomError, EmptySegmentationError, GeometryError, InputError

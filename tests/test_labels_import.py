@@ -3,7 +3,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from _fuzz._rtstruct import write_rtstruct
+from _builders import write_rtstruct
 
 from medrecon.errors import GeometryError, InputError
 from medrecon.labels_import import (

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import trimesh
-from test_surface import CENTRE, ellipsoid_mask
+from _builders import CENTRE, ellipsoid_mask
 
 from medrecon.errors import EmptySegmentationError
 from medrecon.mesh import (

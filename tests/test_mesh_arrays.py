@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import trimesh
-from test_surface import ellipsoid_mask, oblique_grid
+from _builders import ellipsoid_mask, oblique_grid
 
 from medrecon.mesh import OrganMesh, check, repair
 from medrecon.mesh.smooth import smooth

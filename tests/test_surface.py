@@ -2,39 +2,13 @@
 
 import numpy as np
 import pytest
+from _builders import CENTRE, ellipsoid_mask, oblique_grid, world_points
 from scipy import ndimage
-from scipy.spatial.transform import Rotation
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.surface import iso_surface, label_surfaces, mask_surface
 from medrecon.surface.extract import resolve_engine
 from medrecon.volume import LabelMap, Volume
-
-CENTRE = np.array([12.0, -40.0, 100.0])
-OBLIQUE = Rotation.from_rotvec(np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0) * 0.5).as_matrix()
-
-
-def oblique_grid(spacing, extent_mm, *, flip=True):
-    """An oblique, reflected affine (det < 0) whose grid covers +-extent_mm around CENTRE."""
-    lin = OBLIQUE @ np.diag(spacing) @ (np.diag([-1.0, 1.0, 1.0]) if flip else np.eye(3))
-    shape = (2 * extent_mm / np.asarray(spacing)).astype(int) + 4
-    affine = np.eye(4)
-    affine[:3, :3] = lin
-    # an off-grid centre: the shape is not symmetric in voxel space
-    affine[:3, 3] = CENTRE - lin @ ((shape - 1) / 2) + np.array([0.31, -0.22, 0.13])
-    return affine, tuple(int(s) for s in shape)
-
-
-def world_points(affine, shape):
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
-    return ijk @ affine[:3, :3].T + affine[:3, 3]
-
-
-def ellipsoid_mask(axes, spacing):
-    affine, shape = oblique_grid(spacing, 1.3 * max(axes))
-    xyz = world_points(affine, shape) - CENTRE
-    inside = ((xyz / np.asarray(axes, float)) ** 2).sum(axis=1) <= 1.0
-    return inside.reshape(shape), affine
 
 
 def ellipsoid_area(a, b, c):

@@ -1,7 +1,7 @@
 """An RT Structure Set builder and its mutations (contours, ROI tables, references).
 
-:func:`write_rtstruct` writes a minimal RTSTRUCT with pydicom (the tests in
-``test_labels_import.py`` use it too). :func:`base_rtstruct` draws three ROIs on
+The RTSTRUCT itself is written by ``write_rtstruct`` of ``tests/_builders.py`` (the
+tests in ``test_labels_import.py`` use it too). :func:`base_rtstruct` draws three ROIs on
 a given image grid (the GE 3-slice CT in the fuzz campaign): a polygon on every
 slice, a ring with a hole and a small triangle. The mutations edit a copy in
 place: contour data of odd length, NaN or huge coordinates, contours off the
@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+from _builders import write_rtstruct
 
 from _fuzz._dicom import _read, _set_raw, _write, flip_bits, raw_length, raw_vr, truncate
 
@@ -30,63 +31,6 @@ RAW_TAGS = {
     "StructureSetROISequence": (0x3006, 0x0020), "Modality": (0x0008, 0x0060),
     "ReferencedFrameOfReferenceSequence": (0x3006, 0x0010),
 }
-
-
-def write_rtstruct(path: Path, rois: list, *, frame_uid: str | None = None,
-                   sop_uid: str | None = None) -> Path:
-    """Write an RTSTRUCT of closed planar contours.
-
-    Parameters
-    ----------
-    path : Path
-        Output file.
-    rois : list of (int, str, list of (N, 3) ndarray)
-        ROI number, ROI name and its contours in LPS mm.
-    frame_uid : str, optional
-        FrameOfReferenceUID to reference (ReferencedFrameOfReferenceSequence);
-        none when not given.
-    sop_uid : str, optional
-        SOPInstanceUID; a new UID when not given.
-    """
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = RTStructureSetStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "RTSTRUCT"
-    ds.StructureSetLabel = "test"
-    if frame_uid:
-        ref = pydicom.Dataset()
-        ref.FrameOfReferenceUID = frame_uid
-        ds.ReferencedFrameOfReferenceSequence = Sequence([ref])
-    ds.StructureSetROISequence = Sequence()
-    ds.ROIContourSequence = Sequence()
-    for number, name, contours in rois:
-        item = pydicom.Dataset()
-        item.ROINumber = number
-        item.ROIName = name
-        if frame_uid:
-            item.ReferencedFrameOfReferenceUID = frame_uid
-        ds.StructureSetROISequence.append(item)
-        rc = pydicom.Dataset()
-        rc.ReferencedROINumber = number
-        rc.ContourSequence = Sequence()
-        for pts in contours:
-            c = pydicom.Dataset()
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(pts)
-            c.ContourData = [f"{v:.4f}" for v in np.asarray(pts).ravel()]
-            rc.ContourSequence.append(c)
-        ds.ROIContourSequence.append(rc)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _ring(ci: float, cj: float, r: float, k: int, n: int = 24) -> np.ndarray:
