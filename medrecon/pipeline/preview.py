@@ -25,7 +25,8 @@ from medrecon.volume import LabelMap, Volume
 MAX_RENDER_FACES = 20_000
 
 
-def label_colors(labels: Sequence[int], names: Mapping[int, str] | None = None) -> dict[int, tuple[float, float, float]]:
+def label_colors(labels: Sequence[int],
+                 names: Mapping[int, str] | None = None) -> dict[int, tuple[float, float, float]]:
     """RGB colour (0..1) of each label id: :func:`medrecon.labels.organ_colour` of its name."""
     names = names or {}
     return {int(lab): organ_colour(names.get(int(lab)), int(lab)) for lab in labels}
