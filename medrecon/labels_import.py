@@ -11,68 +11,37 @@ Sources, told apart by :func:`detect_label_source`:
 - TotalSegmentator output folders: one binary ``<name>.nii.gz`` per structure,
   ids from the TotalSegmentator ``total`` class map.
 
-Names that match the TotalSegmentator class map (case and spaces ignored) get
-its ids; other structures get ids from :data:`FIRST_NEW_LABEL` upward. When the
-grids differ, labels are resampled onto the image (nearest neighbour).
+Ids and names follow :mod:`medrecon.labels`: SEG segment numbers and label-map
+values are kept; RTSTRUCT ROIs and per-structure masks (names only) get the
+vocabulary id of a known name, else ids from :data:`~medrecon.labels.FIRST_NEW_LABEL`
+up. When the grids differ, labels are resampled onto the image (nearest neighbour).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, GeometryError, InputError
+from medrecon.labels import assign_ids, total_class_map
 from medrecon.progress import ProgressFn, report
 from medrecon.text import sanitize_text
 from medrecon.volume import LabelMap, Volume
 
-#: Ids given to imported structures that TotalSegmentator's class map does not name.
-FIRST_NEW_LABEL = 300
-
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-def totalseg_names() -> dict[int, str]:
-    """TotalSegmentator ``total`` task: label id -> structure name (117 classes)."""
-    text = resources.files("medrecon.data").joinpath("class_map_total.json").read_text(encoding="utf-8")
-    return {int(k): str(v) for k, v in json.loads(text).items()}
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
 def _names_table(names: Mapping[int, str] | str | os.PathLike | None) -> dict[int, str]:
     if names is None:
-        return totalseg_names()
+        return dict(total_class_map())
     if isinstance(names, str | os.PathLike):
         from medrecon.io.sidecar import read_names
 
         return read_names(names)
     return {int(k): str(v) for k, v in names.items()}
-
-
-def assign_ids(structure_names: list[str], names: Mapping[int, str]) -> dict[str, int]:
-    """Label id for each structure name: from ``names`` when it is there, else new ids.
-
-    New ids start at :data:`FIRST_NEW_LABEL` (or after the largest known id) and
-    follow the order of ``structure_names``.
-    """
-    by_name = {_key(v): k for k, v in names.items()}
-    nxt = max([FIRST_NEW_LABEL - 1, *names.keys()]) + 1
-    out: dict[str, int] = {}
-    for name in structure_names:
-        label = by_name.get(_key(name))
-        if label is None or label in out.values():
-            label, nxt = nxt, nxt + 1
-        out[name] = label
-    return out
 
 
 def _dicom_modality(path: Path) -> str | None:
@@ -153,7 +122,7 @@ def read_totalseg_folder(
     if not files:
         raise InputError(f"{folder} holds no .nii.gz masks")
     stems = [f.name[: -len(next(s for s in _NIFTI_SUFFIXES if f.name.lower().endswith(s)))] for f in files]
-    ids = assign_ids(stems, _names_table(names))
+    ids = dict(zip(stems, assign_ids(stems, vocabulary=_names_table(names), source=str(folder)), strict=True))
     ref: LabelMap | None = None
     masks: list[tuple[int, str, np.ndarray]] = []
     for n, (f, stem) in enumerate(zip(files, stems, strict=True)):
@@ -164,7 +133,7 @@ def read_totalseg_folder(
             lm = lm.resample_like(ref)
         mask = np.asarray(lm.array) > 0
         if mask.any():
-            masks.append((ids[stem], stem, mask))
+            masks.append((*ids[stem], mask))
         report(progress, "import labels", (n + 1) / len(files))
     return _paint(masks, ref.affine, ref.shape, source=str(folder))
 
@@ -218,8 +187,8 @@ def read_rtstruct(
     from medrecon.io.rtstruct import read_structure_set
 
     roi_names, rois = read_structure_set(path)
-    table = _names_table(names)
-    ids = dict(zip(roi_names, assign_ids(list(roi_names.values()), table).values(), strict=True))
+    ids = dict(zip(roi_names, assign_ids(list(roi_names.values()), vocabulary=_names_table(names),
+                                         source=str(path)), strict=True))
     shape = image.shape
     inv = np.linalg.inv(image.affine)
     # one 2D mask per (ROI, plane) touched: memory follows the contours the file holds
@@ -258,12 +227,12 @@ def read_rtstruct(
     painted: dict[int, str] = {}
     # larger structures first, so that organs inside a body outline stay visible
     for number in sorted((n for n in sizes if sizes[n]), key=lambda n: -sizes[n]):
-        label = ids[number]
+        label, name = ids[number]
         for (axis, index), plane in planes[number].items():
             sel: list = [slice(None)] * 3
             sel[axis] = index
             out[tuple(sel)][plane] = label
-        painted[label] = table.get(label, roi_names[number])
+        painted[label] = name
     if not painted:
         raise EmptySegmentationError(f"{path}: its contours enclose no voxel centre of the image")
     return LabelMap(out, image.affine, names=painted, source=str(path))

@@ -277,7 +277,7 @@ class LabelMap(_Grid):
     affine : (4, 4) ndarray of float64
         Voxel index to LPS world position in mm.
     names : Mapping[int, str]
-        Label id -> structure name (TotalSegmentator ``total`` ids where they exist).
+        Label id -> structure name (ids and names: see :mod:`medrecon.labels`).
     source : str
         The path it came from.
     """

@@ -1,8 +1,7 @@
-"""Organ colours for Labels and Surface layers.
+"""Organ colours for Labels and Surface layers, from :func:`medrecon.labels.organ_colour`.
 
-Common abdominal and thoracic structures get familiar anatomical colours (in
-the spirit of 3D Slicer's generic anatomy table) so that a liver looks like a
-liver; anything else falls back to napari's default label colours.
+Common abdominal and thoracic structures get familiar anatomical colours, so
+that a liver looks like a liver; other labels get a fixed colour of their id.
 """
 
 from __future__ import annotations
@@ -11,50 +10,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-# (substring of the TotalSegmentator-style name, RGB 0..255); first match wins,
-# so the more specific names come first.
-_ANATOMY: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("gallbladder", (139, 150, 98)),
-    ("liver", (221, 130, 101)),
-    ("spleen", (157, 108, 162)),
-    ("kidney", (185, 102, 83)),
-    ("adrenal", (244, 214, 49)),
-    ("stomach", (216, 132, 105)),
-    ("pancreas", (249, 180, 111)),
-    ("duodenum", (255, 253, 229)),
-    ("small_bowel", (205, 167, 142)),
-    ("colon", (204, 168, 143)),
-    ("esophagus", (211, 171, 143)),
-    ("bladder", (222, 154, 132)),
-    ("aorta", (224, 97, 76)),
-    ("vena_cava", (0, 151, 206)),
-    ("portal", (0, 122, 171)),
-    ("artery", (216, 101, 79)),
-    ("vein", (0, 151, 206)),
-    ("heart", (206, 110, 84)),
-    ("lung", (197, 165, 145)),
-    ("trachea", (182, 228, 255)),
-    ("vertebra", (241, 214, 145)),
-    ("rib", (241, 214, 145)),
-    ("sacrum", (241, 214, 145)),
-    ("hip", (241, 214, 145)),
-    ("femur", (241, 214, 145)),
-    ("sternum", (241, 214, 145)),
-    ("bone", (241, 214, 145)),
-    ("brain", (250, 250, 225)),
-)
+from medrecon.labels import organ_colour as _rgb
 
 
 def organ_colour(label: int, name: str | None = None) -> np.ndarray:
     """RGBA colour (4,) float in [0, 1] for a label id and its structure name."""
-    key = (name or "").lower()
-    for part, rgb in _ANATOMY:
-        if part in key:
-            return np.array([*(c / 255.0 for c in rgb), 1.0])
-    from napari.utils.colormaps import label_colormap
-
-    # napari's own cyclic palette, so unknown labels look as napari would draw them
-    return np.asarray(label_colormap(49).map(np.array([int(label) % 49 + 1]))[0], dtype=float)
+    return np.array([*_rgb(name, label), 1.0])
 
 
 def label_colour_dict(names: Mapping[int, str], labels: list[int] | None = None) -> dict:

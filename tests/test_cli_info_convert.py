@@ -76,9 +76,9 @@ def test_convert_dicom_matches_dcm2niix(totalseg_dir, tmp_path, capsys):
 def test_convert_seg_labels(dcmqi_dir, tmp_path):
     out = tmp_path / "liver.nii.gz"
     assert main(["convert", str(dcmqi_dir / "liver.dcm"), str(out), "--labels"]) == 0
-    assert json.loads((tmp_path / "liver.json").read_text()) == {"5": "liver"}
+    assert json.loads((tmp_path / "liver.json").read_text()) == {"1": "liver"}  # segment number kept
     img = nib.load(out)
-    assert int((np.asarray(img.dataobj) == 5).sum()) == 107098  # voxels in liver_seg.nrrd
+    assert int((np.asarray(img.dataobj) == 1).sum()) == 107098  # voxels in liver_seg.nrrd
 
 
 def test_errors_are_one_line(tmp_path, capsys):

@@ -85,9 +85,9 @@ def test_folder_with_seg_and_ct_picks_the_ct(dcmqi_dir):
 def test_dicom_seg_matches_slicer_labels(dcmqi_dir):
     seg = read_seg(dcmqi_dir / "liver.dcm")
     ref = _nrrd_labels(dcmqi_dir / "liver_seg.nrrd")
-    assert dict(seg.names) == {5: "liver"}  # "Liver" -> TotalSegmentator id 5
+    assert dict(seg.names) == {1: "liver"}  # segment 1 "Liver" keeps its number
     assert seg.same_grid(ref, atol=1e-3)
-    np.testing.assert_array_equal(seg.array == 5, ref.array == 1)
+    np.testing.assert_array_equal(seg.array == 1, ref.array == 1)
     assert seg.same_grid(load_dicom(dcmqi_dir / "ct-3slice"), atol=1e-3)
 
 

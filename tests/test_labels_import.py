@@ -6,9 +6,8 @@ import pytest
 from _builders import write_rtstruct
 
 from medrecon.errors import GeometryError, InputError
+from medrecon.labels import FIRST_NEW_LABEL
 from medrecon.labels_import import (
-    FIRST_NEW_LABEL,
-    assign_ids,
     detect_label_source,
     import_labels,
     read_rtstruct,
@@ -72,13 +71,6 @@ def test_rtstruct_off_grid_contours_are_refused(tmp_path):
         read_rtstruct(path, img)
     with pytest.raises(InputError, match="need the image"):
         import_labels(path)
-
-
-def test_assign_ids_uses_class_map_then_new_ids():
-    ids = assign_ids(["Liver", "kidney right", "Tumour", "liver"], {5: "liver", 2: "kidney_right"})
-    assert ids["Liver"] == 5 and ids["kidney right"] == 2
-    assert ids["Tumour"] == FIRST_NEW_LABEL
-    assert ids["liver"] == FIRST_NEW_LABEL + 1  # a second structure may not reuse id 5
 
 
 def _ts_reference(totalseg_dir):

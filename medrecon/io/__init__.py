@@ -105,11 +105,14 @@ def load_labels(
 ) -> LabelMap:
     """Load a label map with its names.
 
-    Names come from ``names`` (a mapping or a JSON file path), else from the
-    sidecar ``<stem>.json`` beside the file, else from names stored in the file
-    (3D Slicer segmentation NRRD fields), else ``label_<id>`` on use.
+    Names come from ``names`` (a mapping or a JSON file path) when given, else by
+    :func:`medrecon.labels.pick_names`: the sidecar ``<stem>.json`` beside the
+    file, else the file's own table (TotalSegmentator's NIfTI header extension,
+    DICOM SEG segment labels, 3D Slicer's NRRD ``Segment<N>_Name`` fields), else
+    ``label_<id>`` on use. Label values are kept as they are in the file.
     """
     from medrecon.io.sidecar import names_for, read_names
+    from medrecon.labels import pick_names
 
     p = Path(path)
     fmt = detect_format(p)
@@ -117,10 +120,10 @@ def load_labels(
         from medrecon.io.dicom_seg import read_seg
 
         labels = read_seg(p)
+        labels = labels.replace(names=pick_names(sidecar=names_for(p), file=labels.names))
     else:
         array, affine, _meta = _read_array(p, fmt)
-        # A sidecar wins over names stored in the file (3D Slicer's Segment*_Name fields).
-        table = names_for(p) or dict(_meta.get("names") or {})
+        table = pick_names(sidecar=names_for(p), file=_meta.get("names"))
         labels = LabelMap(array=array, affine=affine, names=table, source=str(p))
     if names is not None:
         table = read_names(names) if isinstance(names, str | os.PathLike) else dict(names)

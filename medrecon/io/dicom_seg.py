@@ -1,12 +1,11 @@
 """DICOM Segmentation objects (SEG) to :class:`~medrecon.volume.LabelMap`.
 
-Uses highdicom (extra ``dicom-seg``). Segments become label ids: the
-TotalSegmentator ``total`` id when the segment label names one of its structures
-(case, spaces and dashes ignored: "Liver" -> 5), else the segment number (or the
-next free id if that is taken). Geometry comes from the SEG's own plane positions,
-converted to medrecon's (i, j, k) order in LPS millimetres; overlapping segments
-are painted in segment order (later ones win) with a warning; fractional
-segments are thresholded at 0.5.
+Uses highdicom (extra ``dicom-seg``). Segment numbers are kept as label ids and
+segment labels as names (:func:`medrecon.labels.assign_ids`; a label the vocabulary
+knows is spelled as it does: "Liver" numbered 1 stays 1, named "liver"). Geometry
+comes from the SEG's own plane positions, converted to medrecon's (i, j, k) order
+in LPS millimetres; overlapping segments are painted in segment order (later ones
+win) with a warning; fractional segments are thresholded at 0.5.
 
 The file is untrusted: it is parsed with bounded reads
 (:func:`~medrecon.io.dicom_header.read_dataset`), and its sizes, segment table,
@@ -17,11 +16,8 @@ names the field.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import warnings
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +25,13 @@ import numpy as np
 from medrecon.errors import DicomError, GeometryError, MedreconError, MissingDependencyError
 from medrecon.io.dicom_header import describe_error, read_dataset
 from medrecon.io.limits import check_alloc
+from medrecon.labels import assign_ids
 from medrecon.volume import LabelMap
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: BitsAllocated each SegmentationType allows.
 _BITS = {"BINARY": (1,), "FRACTIONAL": (8,), "LABELMAP": (8, 16)}
 _FIX = "the SEG is corrupt: re-export it"
-
-
-def _key(name: str) -> str:
-    # control characters from a corrupt label must not reach file names or terminals
-    printable = "".join(c if c.isprintable() else " " for c in name)
-    return re.sub(r"[\s\-]+", "_", printable.strip().lower())
-
-
-def _totalseg_ids() -> dict[str, int]:
-    """TotalSegmentator structure name -> id, from the package's class map (if shipped)."""
-    try:
-        text = resources.files("medrecon.data").joinpath("class_map_total.json").read_text("utf-8")
-    except (FileNotFoundError, ModuleNotFoundError, OSError):
-        return {}
-    return {_key(str(v)): int(k) for k, v in json.loads(text).items()}
 
 
 def segment_ids(labels: dict[int, str]) -> dict[int, tuple[int, str]]:
@@ -60,30 +42,8 @@ def segment_ids(labels: dict[int, str]) -> dict[int, tuple[int, str]]:
     labels : dict of int to str
         Segment number -> SegmentLabel.
     """
-    known = _totalseg_ids()
-    by_id = {v: k for k, v in known.items()}
-    out: dict[int, tuple[int, str]] = {}
-    used: set[int] = set()
-    pending = []
-    for number, label in sorted(labels.items()):
-        key = _key(label)
-        if key in known and known[key] not in used:
-            out[number] = (known[key], by_id[known[key]])
-            used.add(known[key])
-        else:
-            pending.append((number, label))
-    nxt = max([0, *used, *labels]) + 1
-    names = {name for _, name in out.values()}
-    for number, label in pending:
-        ident = number if number not in used else nxt
-        nxt = max(nxt, ident + 1)
-        used.add(ident)
-        name = _key(label) or f"segment_{number}"
-        if name in names:
-            name = f"{name}_{number}"  # names stay unique, so label_of(name) is unambiguous
-        names.add(name)
-        out[number] = (ident, name)
-    return out
+    numbers = sorted(labels)
+    return dict(zip(numbers, assign_ids([labels[n] for n in numbers], numbers=numbers), strict=True))
 
 
 def read_seg(path: str | os.PathLike) -> LabelMap:
@@ -97,8 +57,8 @@ def read_seg(path: str | os.PathLike) -> LabelMap:
     Returns
     -------
     LabelMap
-        (I, J, K) integer labels in LPS mm on the SEG's own frames; names from the
-        segment labels (TotalSegmentator names where they match).
+        (I, J, K) integer labels in LPS mm on the SEG's own frames: the segment
+        numbers, named by the segment labels (vocabulary spelling where they match).
 
     Raises
     ------
@@ -118,7 +78,7 @@ def read_seg(path: str | os.PathLike) -> LabelMap:
     sop = _value(ds, "SOPClassUID", p)
     if str(sop or "") != SEG_CLASS:
         raise DicomError(
-            f"{p} is not a DICOM Segmentation (SOP class {_key(str(sop or '?'))[:64]}); "
+            f"{p} is not a DICOM Segmentation (SOP class {_shown(str(sop or '?'))}); "
             "load images with medrecon.io.load"
         )
     seg_type = _check_header(ds, p)

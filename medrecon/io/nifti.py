@@ -13,6 +13,12 @@ inflated into a buffer of that size. A compressed file that inflates to more
 than its header says (a "zip bomb") is therefore never inflated past the
 declared size, and a file that holds less raises :class:`InputError` (see
 :mod:`medrecon.io._stream`; inflating uses ISA-L, about twice as fast as zlib).
+
+Label names stored in a header extension are read too: the Caret/Workbench XML
+``LabelTable`` that TotalSegmentator writes into its multi-label files (extension
+code 0). Extension sizes are checked against the space between the header and
+the voxel data before anything is read; a table that cannot be parsed is
+skipped with a warning (the labels are then named by the usual rule).
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from medrecon.io.limits import check_alloc
 from medrecon.volume import LPS_TO_RAS, check_affine
 
 _MAX_OFFSET = 64 * 1024**2  # header + extensions larger than this are not credible
+_MAX_LABEL_TABLE = 16 * 1024**2  # a label table extension larger than this is skipped unread
+# extension codes that may hold a Caret LabelTable: 0 ("ignore", as TotalSegmentator
+# writes it) and 30 (NIFTI_ECODE_CARET)
+_LABEL_TABLE_CODES = (0, 30)
 _TO_MM = {1: 1000.0, 2: 1.0, 3: 0.001}  # xyzt_units spatial codes: metre, mm, micron
 
 
@@ -169,6 +179,59 @@ def _data_offset(hdr: Any, hsize: int, path: Path) -> int:
     return max(int(raw), hsize + 4)
 
 
+def _extensions(reader: Any, size: int, byteorder: str, path: Path) -> dict[int, str]:
+    """Consume the ``size`` bytes between header and voxels; return a label table found there.
+
+    The block is a 4-byte extender (first byte non-zero: extensions follow), then
+    extensions of ``esize`` bytes each (``esize``, ``ecode`` as int32, then data).
+    """
+    extender = bytes(read_exact(reader, 4, "NIfTI header extender", path))  # size >= 4: _data_offset
+    pos = 4
+    names: dict[int, str] = {}
+    if extender[0]:
+        layout = np.dtype("<i4").newbyteorder(byteorder)
+        while size - pos >= 8 and not names:
+            esize, ecode = (int(v) for v in read_exact(reader, 8, "NIfTI header extension", path).view(layout))
+            pos += 8
+            if esize < 8 or esize - 8 > size - pos:
+                warnings.warn(f"{path}: a header extension declares {esize} bytes where {size - pos + 8} "
+                              "are left before the voxel data; extensions are ignored", UserWarning,
+                              stacklevel=3)
+                break
+            length, pos = esize - 8, pos + esize - 8
+            if ecode in _LABEL_TABLE_CODES and length <= _MAX_LABEL_TABLE:
+                names = _caret_labels(bytes(read_exact(reader, length, "NIfTI header extension", path)), path)
+            else:
+                skip(reader, length, "NIfTI header extension", path)
+    skip(reader, size - pos, "NIfTI header extensions", path)
+    return names
+
+
+def _caret_labels(content: bytes, path: Path) -> dict[int, str]:
+    """Label id -> name from a Caret ``<LabelTable>`` (``<Label Key="5">liver</Label>``), else {}."""
+    text = content.rstrip(b"\0 \t\r\n")
+    if b"<CaretExtension" not in text[:1024]:
+        return {}
+    if b"<!DOCTYPE" in text or b"<!ENTITY" in text:  # no entity expansion in untrusted XML
+        warnings.warn(f"{path}: the label table extension declares a DTD; its names are ignored",
+                      UserWarning, stacklevel=4)
+        return {}
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        warnings.warn(f"{path}: the label table extension is not valid XML ({exc}); its names are "
+                      "ignored", UserWarning, stacklevel=4)
+        return {}
+    names: dict[int, str] = {}
+    for item in root.iterfind("VolumeInformation/LabelTable/Label"):
+        key, name = item.get("Key", "").strip(), (item.text or "").strip()
+        if key.isascii() and key.isdigit() and 0 < int(key) < 2**31 and name:
+            names[int(key)] = name
+    return names
+
+
 def _scaling(hdr: Any) -> tuple[float, float] | None:
     slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
     if not np.isfinite(slope) or slope == 0.0:
@@ -201,7 +264,8 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
     meta : dict
         ``format``, ``affine_source`` (``"sform"``, ``"qform"``, ``"pixdim"``),
         ``sform_code``, ``qform_code``, ``description``, ``scaling``
-        (``(slope, inter)`` or ``None``) and ``stored_dtype``.
+        (``(slope, inter)`` or ``None``), ``stored_dtype``, and ``names``
+        ({label: name}) when a header extension holds a label table.
 
     Raises
     ------
@@ -232,16 +296,14 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
         ras, source = _affine_ras(hdr, len(shape), p)
         affine = check_affine(LPS_TO_RAS @ ras)
         offset = _data_offset(hdr, hsize, p)
-        if gz:
-            skip(reader, offset - hsize, "NIfTI header extensions", p)
-        else:
+        if not gz:
             size = os.fstat(fh.fileno()).st_size
             if offset + nbytes > size:
                 raise InputError(
                     f"{p}: the header declares {nbytes} bytes of voxel data at offset {offset} but "
                     f"the file has {size} bytes; the file is truncated: copy or export it again"
                 )
-            fh.seek(offset)
+        names = _extensions(reader, offset - hsize, hdr.dtype["datatype"].byteorder, p)
         raw = read_exact(reader, nbytes, "voxel data", p)
     spatial = (tuple(shape[:3]) + (1, 1, 1))[:3]
     array = raw.view(dtype).reshape(spatial, order="F")
@@ -260,6 +322,8 @@ def read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[st
         "scaling": scaling,
         "stored_dtype": np.dtype(dtype).newbyteorder("=").name,
     }
+    if names:
+        meta["names"] = names
     return array, affine, meta
 
 

@@ -17,6 +17,7 @@ import trimesh
 
 from medrecon.atomic import atomic_path
 from medrecon.errors import InputError, require
+from medrecon.labels import organ_colour
 
 #: Faces per organ drawn at most (the picture, not the files, is simplified).
 MAX_FACES = 6000
@@ -80,16 +81,15 @@ def render_meshes(
     items = list(meshes)
     if not items:
         raise InputError("no meshes to draw")
-    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("tab20b").colors, *plt.get_cmap("Set2").colors]
     light = np.array([0.3, -0.8, 0.5])
     light /= np.linalg.norm(light)
     polys, colours, handles = [], [], []
-    for n, (name, mesh) in enumerate(items):
+    for name, mesh in items:
         shown = _for_picture(mesh)
         if frame.upper() == "RAS":
             shown = shown.copy()
             shown.apply_transform(np.diag([-1.0, -1.0, 1.0, 1.0]))
-        rgb = np.asarray(palette[n % len(palette)])
+        rgb = np.asarray(organ_colour(name))
         polys.append(np.asarray(shown.triangles))
         colours.append(_light_colours(shown, rgb, light))
         handles.append((name, rgb))

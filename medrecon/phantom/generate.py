@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from medrecon.labels import total_class_map
 from medrecon.phantom.anatomy import Patient, draw_patient
 from medrecon.phantom.config import PhantomConfig
 from medrecon.phantom.ct import render_ct
-from medrecon.phantom.labels import total_class_map
 from medrecon.phantom.paint import rasterise
 from medrecon.phantom.shapes import Grid
 from medrecon.volume import LabelMap, Volume

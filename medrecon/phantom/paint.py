@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtri
 
+from medrecon.labels import total_id
 from medrecon.phantom.anatomy import Pancreas, Patient
 from medrecon.phantom.canvas import Canvas
 from medrecon.phantom.ct import T, smooth_field
-from medrecon.phantom.labels import total_id
 from medrecon.phantom.shapes import Grid
 from medrecon.phantom.skeleton import paint_ribs, paint_spine
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from medrecon.labels import total_id
 from medrecon.phantom.canvas import Canvas
 from medrecon.phantom.ct import T
-from medrecon.phantom.labels import total_id
 
 
 def paint_spine(c: Canvas) -> None:

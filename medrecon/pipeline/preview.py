@@ -18,19 +18,18 @@ import numpy as np
 
 from medrecon.atomic import write_bytes
 from medrecon.errors import require
+from medrecon.labels import organ_colour
 from medrecon.volume import LabelMap, Volume
 
 #: Triangles drawn in the 3D panel at most (meshes are simplified beyond this).
 MAX_RENDER_FACES = 20_000
 
 
-def label_colors(labels: Sequence[int]) -> dict[int, tuple[float, float, float]]:
-    """Give each label id a distinct RGB colour (0..1), the same on every call."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab20"]
-    usable = [i for i in range(20) if i not in (14, 15)]  # tab20's greys vanish on a CT
-    return {int(lab): tuple(cmap(usable[(int(lab) * 7) % len(usable)])[:3]) for lab in labels}
+def label_colors(labels: Sequence[int],
+                 names: Mapping[int, str] | None = None) -> dict[int, tuple[float, float, float]]:
+    """RGB colour (0..1) of each label id: :func:`medrecon.labels.organ_colour` of its name."""
+    names = names or {}
+    return {int(lab): organ_colour(names.get(int(lab)), int(lab)) for lab in labels}
 
 
 def _window(volume: Volume) -> tuple[float, float]:
@@ -148,7 +147,7 @@ def render_preview(
     img, (sx, sy, sz) = _lps_view(volume)
     seg, _ = _lps_view(labels)
     ids = labels.labels
-    colors = label_colors(ids)
+    colors = label_colors(ids, labels.names)
     fg = seg > 0
     total = int(np.count_nonzero(fg))
     if total:  # centre of mass from the three projections (no index array of every voxel)
