@@ -6,7 +6,7 @@ import pytest
 from _fuzz._rtstruct import write_rtstruct
 
 from medrecon.errors import GeometryError, InputError
-from medrecon.labels_import import (
+from medrecon.sources.imported import (
     FIRST_NEW_LABEL,
     assign_ids,
     detect_label_source,

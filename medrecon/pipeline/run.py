@@ -111,13 +111,13 @@ def _model_info(config: ReconstructConfig) -> dict[str, Any]:
 
 def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | None) -> tuple[LabelMap, dict]:
     if config.method == "preset":
-        from medrecon.presets import apply_presets, get_preset
+        from medrecon.sources.presets import apply_presets, get_preset
 
         names = [s.strip() for s in config.preset.split(",") if s.strip()]
         info = {"presets": [get_preset(n).to_dict() for n in names]}
         return apply_presets(volume, names, progress=progress), info
     if config.method == "labels":
-        from medrecon.labels_import import detect_label_source, import_labels
+        from medrecon.sources.imported import detect_label_source, import_labels
 
         info = {"labels_source": detect_label_source(config.labels)}
         labels = import_labels(config.labels, image=volume, names=config.names, progress=progress)
