@@ -101,10 +101,11 @@ def load_shape_model(model: str | os.PathLike = "default"):
     from medrecon.models.checkpoint import checkpoint_files, load_weights, read_card
 
     folder = DEFAULT_MODEL if str(model) == "default" else Path(model)
-    if not folder.exists():
-        raise ModelError(f"shape model {str(model)!r} not found: give 'default' or a folder with "
-                         "model.json and model.safetensors (train one with  python -m medrecon.train.shape)")
-    meta_path, weights = checkpoint_files(folder)
+    try:
+        meta_path, weights = checkpoint_files(folder)
+    except ModelError as exc:
+        raise ModelError(f"{folder} is not a shape model: {exc} "
+                         "(train one with  python -m medrecon.train.shape --out FOLDER)") from None
     meta = read_card(meta_path)
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path} is not a {FORMAT} checkpoint (format={meta.get('format')!r})")
