@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 
 from medrecon.completion import complete, every_nth, per_label  # noqa: E402
 from medrecon.completion.metrics import dice, mean_surface_distance  # noqa: E402
-from medrecon.completion.train_shape import ORGANS  # noqa: E402
 from medrecon.phantom import make_phantom  # noqa: E402
+from medrecon.train.shape import ORGANS  # noqa: E402
 
 METHODS = ("sdf", "network", "network-noimg", "nearest")
 SETTINGS = ("every4", "per5")

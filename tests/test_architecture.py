@@ -46,10 +46,6 @@ LAYERS: dict[str, int] = {
     "medrecon.models": 2,
     "medrecon.phantom": 2,
     "medrecon.completion": 2,
-    # TEMPORARY: these two label sources move into medrecon/sources/ (another
-    # branch); drop both lines when they have.
-    "medrecon.presets": 2,
-    "medrecon.labels_import": 2,
     # layer 3: the pipeline and training
     "medrecon.pipeline": 3,
     "medrecon.train": 3,

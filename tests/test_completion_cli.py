@@ -6,8 +6,8 @@ import pytest
 from medrecon.cli import main
 from medrecon.completion import every_nth
 from medrecon.completion.metrics import dice
-from medrecon.completion.train_shape import ORGANS
 from medrecon.io import load_labels, save
+from medrecon.train.shape import ORGANS
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from medrecon.completion.shape_net import (  # noqa: E402
     load_shape_model,
     save_shape_model,
 )
-from medrecon.completion.train_shape import case_samples, dice_bce_loss, train  # noqa: E402
 from medrecon.errors import ModelError  # noqa: E402
+from medrecon.train.loop import LoopConfig  # noqa: E402
+from medrecon.train.shape import case_samples, dice_bce_loss, train_shape_net  # noqa: E402
 from medrecon.volume import LabelMap, Volume  # noqa: E402
 
 
@@ -45,8 +46,10 @@ def test_shape_net_trains_and_loss_falls():
     assert len(samples) == 12  # 3 cases x 2 sparse settings x 2 organs
     assert samples[0].volume.shape == (5, *GRID) and samples[0].target.shape == (1, *GRID)
     net_args = {"grid": GRID, "latent": 32, "base": 8, "max_slices": 6}
-    model, losses = train(samples, steps=40, batch_size=4, lr=3e-3, seed=0, net_args=net_args)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    loop = LoopConfig(steps=40, lr=3e-3, warmup=4, weight_decay=0.0, clip=None, seed=0)
+    model, history = train_shape_net(samples, loop, batch_size=4, net_args=net_args)
+    losses = history.losses
+    assert len(losses) == 40 and np.mean(losses[-5:]) < np.mean(losses[:5])
     # on the whole (un-augmented) training set the trained net beats its starting point,
     # which is exactly the SDF interpolation (the residual head starts at zero)
     untrained = build_shape_net(**net_args).eval()
@@ -85,7 +88,7 @@ def nearest_slice_fill(sparse, label):
 
 def test_committed_model_beats_nearest_slice_fill_on_held_out_phantom(small_phantom):
     from medrecon.completion.metrics import dice
-    from medrecon.completion.train_shape import ORGANS
+    from medrecon.train.shape import ORGANS
 
     image, labels = small_phantom  # seed 0: never used for training (seeds >= 2000)
     truth = np.asarray(labels.array)

@@ -21,7 +21,7 @@ from _fuzz.campaign import LABEL_SOURCES, make_specs, run_campaign, summarise
 
 from medrecon.errors import DicomError, EmptySegmentationError, GeometryError, InputError
 from medrecon.io import load, load_labels
-from medrecon.labels_import import import_labels, read_rtstruct
+from medrecon.sources.imported import import_labels, read_rtstruct
 from medrecon.volume import Volume
 
 N_CASES = 160  # 80 per input; bench/fuzz_report.py --sources labels runs larger campaigns

@@ -20,7 +20,7 @@ from medrecon.labels import (
     total_class_map,
     total_id,
 )
-from medrecon.labels_import import import_labels
+from medrecon.sources.imported import import_labels
 from medrecon.volume import Volume
 
 #: The abdominal structures a print lab gets from the default model and TotalSegmentator.

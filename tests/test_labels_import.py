@@ -7,7 +7,7 @@ from _builders import write_rtstruct
 
 from medrecon.errors import GeometryError, InputError
 from medrecon.labels import FIRST_NEW_LABEL
-from medrecon.labels_import import (
+from medrecon.sources.imported import (
     detect_label_source,
     import_labels,
     read_rtstruct,

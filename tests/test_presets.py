@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from medrecon.errors import EmptySegmentationError, InputError
-from medrecon.presets import Preset, apply_presets, body_mask, get_preset, load_presets, preset_mask
+from medrecon.sources.presets import (
+    Preset,
+    apply_presets,
+    body_mask,
+    get_preset,
+    load_presets,
+    preset_mask,
+)
 from medrecon.volume import LPS_TO_RAS, LabelMap, Volume
 
 BONE_PREFIXES = ("vertebrae", "rib", "sacrum", "hip", "femur", "sternum", "scapula", "clavicula",

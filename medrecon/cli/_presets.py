@@ -22,7 +22,7 @@ def _hu(value: float | None, open_end: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the presets."""
-    from medrecon.presets import load_presets
+    from medrecon.sources.presets import load_presets
 
     presets = load_presets()
     if args.json:

@@ -30,13 +30,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load, segment, save."""
     from medrecon.io import load, save
-    from medrecon.models import segment
     from medrecon.progress import TqdmProgress
+    from medrecon.sources import resolve_source
 
+    source = resolve_source(model=args.model, device=args.device, planes=args.planes,
+                            trust_bundle=args.trust_bundle, batch_size=args.batch_size)
     volume = load(args.input, series=args.series)
     with TqdmProgress("segment", disable=args.quiet) as bar:
-        labels = segment(volume, model=args.model, device=args.device, planes=args.planes,
-                         trust_bundle=args.trust_bundle, batch_size=args.batch_size, progress=bar)
+        labels = source.segment(volume, progress=bar)
     save(labels, args.output)
     found = ", ".join(labels.name_of(i) for i in labels.labels)
     print(f"wrote {args.output} ({len(labels.labels)} structures: {found})")

@@ -17,13 +17,15 @@ At inference the residual, predicted on the coarse box grid, is upsampled to the
 box at full resolution and added to the full-resolution interpolation, so fine
 detail of the drawing is not lost to the coarse grid.
 
-Checkpoints are a folder with ``model.safetensors`` (weights only, never a
-pickle) and ``model.json`` (architecture arguments, training command, metrics).
+Checkpoints are medrecon's one checkpoint format
+(:func:`medrecon.models.checkpoint.save_checkpoint`): a folder with
+``model.safetensors`` (weights only, never a pickle) and ``model.json`` (here:
+architecture arguments, training command, metrics). The trainer is
+:mod:`medrecon.train.shape`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -78,17 +80,11 @@ def save_shape_model(model, folder: str | os.PathLike, *, info: dict[str, Any]) 
     info : dict
         JSON-able training description and metrics, stored under ``"training"``.
     """
-    from safetensors.torch import save
+    from medrecon.models.checkpoint import save_checkpoint
 
-    from medrecon.atomic import write_bytes, write_text
-
-    folder = Path(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_bytes(folder / "model.safetensors", save(state))
-    meta = {"format": FORMAT, "architecture": "ShapeNet", "args": model.config,
+    card = {"format": FORMAT, "architecture": "ShapeNet", "args": model.config,
             "channels": list(CHANNELS), "training": info}
-    write_text(folder / "model.json", json.dumps(meta, indent=1) + "\n")
-    return folder
+    return save_checkpoint(model, card, folder)
 
 
 def load_shape_model(model: str | os.PathLike = "default"):
@@ -102,30 +98,19 @@ def load_shape_model(model: str | os.PathLike = "default"):
         If the folder lacks ``model.json``/``model.safetensors``, or they do not
         describe a shape network.
     """
+    from medrecon.models.checkpoint import checkpoint_files, load_weights, read_card
+
     folder = DEFAULT_MODEL if str(model) == "default" else Path(model)
-    if folder.is_file():
-        folder = folder.parent
-    meta_path, weights = folder / "model.json", folder / "model.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        raise ModelError(
-            f"{folder} is not a shape model: expected model.json and model.safetensors "
-            "(train one with  python -m medrecon.completion.train_shape --out FOLDER)"
-        )
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {meta_path}: {exc}") from exc
+        meta_path, weights = checkpoint_files(folder)
+    except ModelError as exc:
+        raise ModelError(f"{folder} is not a shape model: {exc} "
+                         "(train one with  python -m medrecon.train.shape --out FOLDER)") from None
+    meta = read_card(meta_path)
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path} is not a {FORMAT} checkpoint (format={meta.get('format')!r})")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     net = build_shape_net(**meta.get("args", {}))
-    try:
-        state = load_file(str(weights))
-        net.load_state_dict(state)
-    except (SafetensorError, RuntimeError, OSError) as exc:
-        raise ModelError(f"{weights} does not fit the network described in {meta_path}: {exc}") from exc
+    load_weights(net, weights)
     net.eval()
     return net
 

@@ -4,7 +4,7 @@ Every value is checked where it is read (pydicom converts lazily, on access): a
 corrupt or inconsistent file is a :class:`~medrecon.errors.DicomError` or
 :class:`~medrecon.errors.GeometryError` naming the ROI and contour, never a raw
 exception. Rasterising the contours onto an image grid is
-:func:`medrecon.labels_import.read_rtstruct`.
+:func:`medrecon.sources.imported.read_rtstruct`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ A medrecon checkpoint is a folder (or a pair of files with one stem) holding
   (voxel size in mm, LPS orientation codes), intensity normalisation, the
   training data and its metrics.
 
+The shape-completion network (:mod:`medrecon.completion.shape_net`) is stored the
+same way, through the same :func:`save_checkpoint` and :func:`checkpoint_files`;
+only its card's content differs (architecture arguments and training record).
+
 Loading never unpickles: ``.pt``/``.pth``/``.ckpt``/``.pkl``/``.bin`` files are
 refused outright. A MONAI bundle folder (``configs/``, ``models/``) is code (its
 configs hold ``$`` expressions), so it loads only with ``trust_bundle=True``;
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from medrecon.atomic import atomic_path, write_text
 from medrecon.errors import ModelError, require
@@ -32,7 +38,19 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".ts", ".t
 
 
 def save_model(network, card: ModelCard, folder: str | os.PathLike) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/model.json`` atomically.
+    """Write a segmentation checkpoint (see :func:`save_checkpoint`)."""
+    return save_checkpoint(network, card.to_dict(), folder)
+
+
+def save_checkpoint(network, card: Mapping[str, Any], folder: str | os.PathLike) -> Path:
+    """Write ``folder/model.safetensors`` (the state dict) and ``folder/model.json`` (``card``) atomically.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network (a DDP or ``torch.compile`` wrapper is unwrapped).
+    card : Mapping
+        JSON-ready description of the network.
 
     Returns
     -------
@@ -44,7 +62,7 @@ def save_model(network, card: ModelCard, folder: str | os.PathLike) -> Path:
     state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(network).state_dict().items()}
     with atomic_path(out / "model.safetensors") as tmp:
         st.save_file(state, str(tmp), metadata={"format": "pt", "medrecon_card_version": str(CARD_VERSION)})
-    write_text(out / "model.json", json.dumps(card.to_dict(), indent=1) + "\n")
+    write_text(out / "model.json", json.dumps(dict(card), indent=1) + "\n")
     return out
 
 
@@ -90,8 +108,6 @@ def load_model(model: str | os.PathLike = "default", *, trust_bundle: bool = Fal
         For pickles, untrusted bundles, missing or inconsistent files.
     """
     p = resolve_model_path(model)
-    if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
-        _refuse_pickle(p)
     if p.is_dir() and (p / "configs").is_dir():
         from medrecon.models.bundle import load_bundle
 
@@ -101,6 +117,30 @@ def load_model(model: str | os.PathLike = "default", *, trust_bundle: bool = Fal
                 "if you trust its source; pass --trust-bundle (trust_bundle=True) to load it"
             )
         return load_bundle(p)
+    card_path, weights = checkpoint_files(p)
+    card = ModelCard.from_dict(read_card(card_path))
+    network = build_network(NetSpec.from_dict(card.net))
+    load_weights(network, weights)
+    network.eval()
+    return SegModel(network=network, card=card, source=str(p))
+
+
+def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """Find the card and weights of a checkpoint: a folder, or its ``.json`` or ``.safetensors`` file.
+
+    Returns
+    -------
+    card, weights : Path
+        ``model.json`` and ``model.safetensors`` (or the pair with the given stem).
+
+    Raises
+    ------
+    ModelError
+        For a pickle, another kind of file, or a missing half of the pair.
+    """
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES:
+        _refuse_pickle(p)
     if p.is_dir():
         card_path, weights = p / "model.json", p / "model.safetensors"
     elif p.suffix == ".json":
@@ -114,11 +154,22 @@ def load_model(model: str | os.PathLike = "default", *, trust_bundle: bool = Fal
         if not f.is_file():
             raise ModelError(f"checkpoint file {f} is missing; a checkpoint needs both "
                              f"{card_path.name} and {weights.name}")
+    return card_path, weights
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint's JSON card.
+
+    Raises
+    ------
+    ModelError
+        If the file cannot be read or is not a JSON object.
+    """
     try:
-        card = ModelCard.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
+        card = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read model card {card_path}: {exc}") from exc
-    network = build_network(NetSpec.from_dict(card.net))
-    load_weights(network, weights)
-    network.eval()
-    return SegModel(network=network, card=card, source=str(p))
+        raise ModelError(f"cannot read model card {path}: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {path} is not a JSON object")
+    return card
+

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medrecon.mesh import MeshOptions
+
+if TYPE_CHECKING:
+    from medrecon.sources import LabelSource
 
 METHODS = ("model", "preset", "labels")
 MESH_FORMATS = ("stl", "obj", "ply", "3mf")
@@ -102,6 +105,15 @@ class ReconstructConfig:
         """Config that meshes an existing segmentation (``names``: id -> name JSON)."""
         return cls(method="labels", labels=os.fspath(labels),
                    names=None if names is None else os.fspath(names), **kwargs)
+
+    def label_source(self) -> LabelSource:
+        """Return the label source this config asks for (see :func:`medrecon.sources.resolve_source`)."""
+        from medrecon.sources import resolve_source
+
+        chosen = {"model": {"model": self.model}, "preset": {"preset": self.preset},
+                  "labels": {"labels": self.labels, "names": self.names}}[self.method]
+        return resolve_source(**chosen, device=self.device, planes=self.planes,
+                              trust_bundle=self.trust_bundle)
 
     def replace(self, **changes: Any) -> ReconstructConfig:
         """Return a copy with some fields changed."""

@@ -92,41 +92,18 @@ def _load(source: str | os.PathLike | Volume, config: ReconstructConfig, progres
     return load(path)
 
 
-def _model_info(config: ReconstructConfig) -> dict[str, Any]:
-    from medrecon.models import load_model
-
-    seg = load_model(config.model, trust_bundle=config.trust_bundle)
-    card = seg.card
-    info: dict[str, Any] = {
-        "name": config.model if config.model == "default" else Path(config.model).name,
-        "arch": card.net.get("arch"),
-        "version": card.training.get("version", card.to_dict().get("card_version")),
-        "labels": len(card.channel_ids) - 1,
-        "spacing_mm": list(card.spacing_mm),
-    }
-    if card.metrics:
-        info["metrics"] = dict(card.metrics)
-    return info
-
-
 def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | None) -> tuple[LabelMap, dict]:
-    if config.method == "preset":
-        from medrecon.presets import apply_presets, get_preset
-
-        names = [s.strip() for s in config.preset.split(",") if s.strip()]
-        info = {"presets": [get_preset(n).to_dict() for n in names]}
-        return apply_presets(volume, names, progress=progress), info
-    if config.method == "labels":
-        from medrecon.labels_import import detect_label_source, import_labels
-
-        info = {"labels_source": detect_label_source(config.labels)}
-        labels = import_labels(config.labels, image=volume, names=config.names, progress=progress)
-        return labels, info
-    from medrecon.models import segment
-
-    info = {"model": _model_info(config)}
-    labels = segment(volume, model=config.model, device=config.device, planes=config.planes,
-                     trust_bundle=config.trust_bundle, progress=progress)
+    source = config.label_source()
+    labels = source.segment(volume, progress=progress)
+    about = source.describe()
+    info: dict[str, Any] = {"label_source": {k: about[k] for k in ("kind", "name", "version")}}
+    # the report's earlier keys for each kind of source, kept for its readers
+    if about["kind"] == "network":
+        info["model"] = {k: v for k, v in about.items() if k != "kind"}
+    elif about["kind"] == "preset":
+        info["presets"] = about["presets"]
+    else:
+        info["labels_source"] = about["format"]
     return labels, info
 
 

@@ -176,6 +176,6 @@ class ReconstructWidget(QWidget):
 
 
 def _preset_names() -> list[str]:
-    from medrecon.presets import load_presets
+    from medrecon.sources.presets import load_presets
 
     return list(load_presets())

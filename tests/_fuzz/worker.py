@@ -2,7 +2,7 @@
 
 Images load with ``medrecon.io.load``; the label inputs as ``reconstruct --labels``
 and ``medrecon mesh`` read them: a DICOM SEG through ``medrecon.io.load_labels``
-or ``medrecon.labels_import.import_labels`` onto the GE CT's grid (each half of
+or ``medrecon.sources.imported.import_labels`` onto the GE CT's grid (each half of
 the cases), an RTSTRUCT through ``import_labels`` onto that grid.
 
 Run as a process by :mod:`.campaign` (specs in on stdin, results out on stdout,
@@ -126,7 +126,7 @@ class Worker:
 
     def _load(self, spec: dict, path: Path):
         import medrecon.io
-        from medrecon.labels_import import import_labels
+        from medrecon.sources.imported import import_labels
 
         entry = self._entry(spec)
         if entry == "import_labels":

@@ -1,31 +1,42 @@
-"""Train the image-to-shape network on synthetic phantoms (CPU is enough).
+"""Training the image-to-shape completion network (:mod:`medrecon.completion.shape_net`).
 
 Each training sample is one organ of one phantom, made sparse the two ways a
 user draws: every n-th slice kept (n = 3..5, random offset) and n slices per
 organ (n = 4..6). Loss: binary cross-entropy plus soft Dice against the
-organ's occupancy on the box grid; optimiser Adam. Phantom seeds >= 2000 (the
-held-out evaluation seeds are 0-19).
+organ's occupancy on the box grid. The optimisation is
+:func:`medrecon.train.loop.fit`, the loop every medrecon network trains with,
+and the result is a checkpoint like every other (``model.safetensors`` +
+``model.json``, :func:`medrecon.models.checkpoint.save_checkpoint`). Phantom
+seeds >= 2000 (the held-out evaluation seeds are 0-19).
 
-Command that trains the committed default model::
+Command::
 
-    python -m medrecon.completion.train_shape --seeds 2000-2047 --steps 700 \
-        --seed 0 --out medrecon/models/shape_default
+    python -m medrecon.train.shape --seeds 2000-2047 --steps 700 --seed 0 --out FOLDER
+
+The committed model ``medrecon/models/shape_default`` was trained on the same
+samples with the same loss by this module's predecessor,
+``medrecon.completion.train_shape`` (Adam with a one-cycle schedule; the
+command in its card).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from medrecon.completion.features import label_inputs, target_grid
 from medrecon.completion.sparse import annotations, every_nth, per_label
-from medrecon.progress import ProgressFn, report
+from medrecon.errors import InputError
+from medrecon.progress import ProgressFn
+from medrecon.train.loop import History, LoopConfig, fit, seed_everything
 from medrecon.volume import LabelMap, Volume
 
 #: TotalSegmentator ids of the organs the default model is trained and evaluated on.
@@ -119,54 +130,78 @@ def dice_bce_loss(logits, target):
     return bce + (1.0 - soft_dice).mean()
 
 
-def train(
+def train_shape_net(
     samples: Sequence[Sample],
+    config: LoopConfig,
     *,
-    steps: int,
     batch_size: int = 8,
-    lr: float = 2e-3,
-    seed: int = 0,
-    net_args: dict | None = None,
+    net_args: Mapping[str, Any] | None = None,
     drop_image: float = 0.25,
+    device: str = "cpu",
+    state_path: str | os.PathLike | None = None,
+    show_bar: bool = False,
     progress: ProgressFn | None = None,
-):
-    """Train a fresh :class:`~medrecon.completion._net.ShapeNet` with Adam.
+) -> tuple[Any, History]:
+    """Train a fresh :class:`~medrecon.completion._net.ShapeNet` with :func:`~medrecon.train.loop.fit`.
+
+    Parameters
+    ----------
+    samples : sequence of Sample
+        From :func:`case_samples`; each batch draws ``batch_size`` of them
+        (without replacement) and flips them at random.
+    config : LoopConfig
+        Steps, learning rate, schedule, seed (it also seeds the network's initial weights).
+    batch_size : int
+        Samples per step.
+    net_args : mapping, optional
+        :func:`~medrecon.completion.shape_net.build_shape_net` arguments.
+    drop_image : float
+        Probability that a sample's image channels are zeroed (the network must
+        also work without an image).
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    state_path : path-like, optional
+        Resume state for :func:`~medrecon.train.loop.fit`.
+    show_bar : bool
+        Draw a tqdm bar.
+    progress : ProgressFn, optional
+        Called with ("training", fraction); may raise ``Cancelled``.
 
     Returns
     -------
     model : ShapeNet
-        In eval mode.
-    losses : list of float
-        Training loss per step.
+        In eval mode, on ``device``.
+    history : History
+        Losses per step and timings.
     """
     import torch
 
     from medrecon.completion.shape_net import batch_inputs, build_shape_net
+    from medrecon.models.inference import resolve_device
 
     if not samples:
-        raise ValueError("no training samples: the cases hold none of the organs")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_shape_net(**(net_args or {}))
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
-    losses = []
-    for step in range(steps):
+        raise InputError("no training samples: the cases hold none of the organs")
+    dev = resolve_device(device)
+    seed_everything(config.seed)
+    model = build_shape_net(**dict(net_args or {})).to(dev)
+    rng = np.random.default_rng(config.seed)
+    max_slices = model.config["max_slices"]
+
+    def next_batch():
         idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
         batch = _augment([samples[i] for i in idx], rng, drop_image=drop_image)
-        inputs = batch_inputs(batch, max_slices=model.config["max_slices"])
-        target = torch.stack([torch.as_tensor(s.target) for s in batch])
-        logits, _ = model(*inputs)
-        loss = dice_bce_loss(logits, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        report(progress, f"training shape net, loss {np.mean(losses[-20:]):.3f}", (step + 1) / steps)
-    model.eval()
-    return model, losses
+        inputs = tuple(t.to(dev) for t in batch_inputs(batch, max_slices=max_slices))
+        target = torch.stack([torch.as_tensor(s.target) for s in batch]).to(dev)
+        return inputs, target
+
+    def loss_fn(net, batch):
+        inputs, target = batch
+        logits, _ = net(*inputs)
+        return dice_bce_loss(logits.float(), target)
+
+    history = fit(model, next_batch, loss_fn, config, device=dev, state_path=state_path,
+                  show_bar=show_bar, progress=progress)
+    return model, history
 
 
 def _seed_range(text: str) -> list[int]:
@@ -177,18 +212,19 @@ def _seed_range(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train and save the default shape model from phantoms (see the module docstring)."""
+    """Train and save a shape model from phantoms (see the module docstring)."""
     from medrecon.completion.shape_net import save_shape_model
     from medrecon.phantom import make_phantom
     from medrecon.progress import TqdmProgress
 
-    p = argparse.ArgumentParser(prog="python -m medrecon.completion.train_shape", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m medrecon.train.shape", description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="2000-2047", help="phantom seeds (>= 2000), e.g. 2000-2047")
     p.add_argument("--steps", type=int, default=700)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", type=int, nargs=3, default=(32, 32, 32))
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     import torch
@@ -207,17 +243,19 @@ def main(argv: list[str] | None = None) -> int:
             samples += case_samples(image, labels, rng=rng, grid=tuple(args.grid), max_slices=12)
             bar("making samples", (n + 1) / len(seeds))
     t1 = time.time()
-    with TqdmProgress("training") as bar:
-        model, losses = train(samples, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed, net_args=net_args, progress=bar)
-    t2 = time.time()
-    command = "python -m medrecon.completion.train_shape " + " ".join(sys.argv[1:] if argv is None else argv)
+    # Adam-like (no weight decay, no clipping), warm-up over the first tenth, then cosine
+    loop = LoopConfig(steps=args.steps, lr=args.lr, weight_decay=0.0, warmup=max(1, args.steps // 10),
+                      clip=None, seed=args.seed)
+    model, history = train_shape_net(samples, loop, batch_size=args.batch_size, net_args=net_args,
+                                     device=args.device, show_bar=True)
+    losses = history.losses
+    command = "python -m medrecon.train.shape " + " ".join(sys.argv[1:] if argv is None else argv)
     info = {"command": command, "phantom_seeds": args.seeds, "seed": args.seed, "steps": args.steps,
             "batch_size": args.batch_size, "lr": args.lr, "samples": len(samples),
             "organs": {str(k): v for k, v in ORGANS.items()},
             "loss_first_20": float(np.mean(losses[:20])), "loss_last_20": float(np.mean(losses[-20:])),
-            "data_seconds": round(t1 - t0, 1), "train_seconds": round(t2 - t1, 1),
-            "device": "cpu", "torch_threads": 1}
+            "data_seconds": round(t1 - t0, 1), "train_seconds": round(history.seconds, 1),
+            "device": str(next(model.parameters()).device), "torch_threads": 1}
     save_shape_model(model, args.out, info=info)
     print(json.dumps(info, indent=1))
     return 0

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -386,3 +386,36 @@ def apply_presets(
             out[mask & (out == 0)] = p.label
         names[p.label] = p.label_name
     return LabelMap(array=out, affine=volume.affine, names=names, source=f"preset:{','.join(p.name for p in chosen)}")
+
+
+@dataclass(frozen=True)
+class PresetSource:
+    """One or more HU-threshold presets as a label source.
+
+    Attributes
+    ----------
+    presets : tuple of str
+        Preset names, first listed wins where they overlap; a comma-separated
+        string (``"bone,lung"``) is split. Unknown names raise
+        :class:`~medrecon.errors.InputError` at once, before any image is read.
+    """
+
+    kind: ClassVar[str] = "preset"
+
+    presets: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        given = self.presets.split(",") if isinstance(self.presets, str) else self.presets
+        names = tuple(get_preset(str(n).strip()).name for n in given if str(n).strip())
+        if not names:
+            raise InputError("no preset given; known presets: " + ", ".join(load_presets()))
+        object.__setattr__(self, "presets", names)
+
+    def segment(self, volume: Volume, *, progress: ProgressFn | None = None) -> LabelMap:
+        """Label ``volume`` (a CT in HU) with the presets (see :func:`apply_presets`)."""
+        return apply_presets(volume, self.presets, progress=progress)
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, name (the preset names), version (``None``) and each preset's definition."""
+        return {"kind": self.kind, "name": ",".join(self.presets), "version": None,
+                "presets": [get_preset(n).to_dict() for n in self.presets]}

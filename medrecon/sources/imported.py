@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -295,3 +297,30 @@ def import_labels(
             )
     report(progress, "import labels", 1.0)
     return labels
+
+
+@dataclass(frozen=True)
+class ImportedSource:
+    """A segmentation the user already has, as a label source.
+
+    Attributes
+    ----------
+    path : path-like
+        Label image, DICOM SEG, RTSTRUCT, or a TotalSegmentator output folder.
+    names : mapping or JSON path, optional
+        Label id -> name table (e.g. TotalSegmentator's class map JSON).
+    """
+
+    kind: ClassVar[str] = "imported"
+
+    path: str | os.PathLike
+    names: Mapping[int, str] | str | os.PathLike | None = None
+
+    def segment(self, volume: Volume, *, progress: ProgressFn | None = None) -> LabelMap:
+        """Read the labels onto ``volume``'s grid (see :func:`import_labels`)."""
+        return import_labels(self.path, image=volume, names=self.names, progress=progress)
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, name (the file's name), version (``None``) and format (see :func:`detect_label_source`)."""
+        return {"kind": self.kind, "name": Path(self.path).name, "version": None,
+                "format": detect_label_source(self.path)}

@@ -1,0 +1,53 @@
+"""What every label source shares: a study in, a :class:`~medrecon.volume.LabelMap` out.
+
+A label source is anything that labels a study: a segmentation network
+(:mod:`.network`), the HU-threshold presets (:mod:`.presets`), a segmentation
+the user already has (:mod:`.imported`); engines and interactive tools fit the
+same shape. It is built from what the user asked for (see
+:func:`medrecon.sources.resolve_source`), holds its own settings, and does its
+work in :meth:`LabelSource.segment`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from medrecon.progress import ProgressFn
+from medrecon.volume import LabelMap, Volume
+
+
+@runtime_checkable
+class LabelSource(Protocol):
+    """A way to get organ labels for a study.
+
+    Attributes
+    ----------
+    kind : str
+        What sort of source this is: ``"network"``, ``"preset"`` or ``"imported"``.
+    """
+
+    kind: str
+
+    def segment(self, volume: Volume, *, progress: ProgressFn | None = None) -> LabelMap:
+        """Label ``volume``.
+
+        Parameters
+        ----------
+        volume : Volume
+            The study, (I, J, K), LPS affine.
+        progress : ProgressFn, optional
+            Called with (stage, fraction); may raise ``Cancelled``.
+
+        Returns
+        -------
+        LabelMap
+            Labels with names, on ``volume``'s grid.
+        """
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for the report: ``kind``, ``name`` and ``version``, plus the source's own details.
+
+        Values are JSON-ready; ``version`` is ``None`` where the source has none.
+        """
+        ...
