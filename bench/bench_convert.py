@@ -6,7 +6,8 @@ CT series of ``bench_load.py`` (explicit VR little endian, RescaleIntercept
 ``medrecon convert SERIES out.nii`` and ``dcm2niix -z n -b n SERIES`` as new
 processes (``--repeat`` times each), so that both meet the same machine load.
 Each time is the wall clock of a whole process: interpreter start, imports,
-reading, writing.
+reading, writing (its CPU time, user + system, is printed too: on a busy
+machine it varies less than the wall clock).
 
 The outputs are checked against each other with nibabel (an independent
 reader): the same grid (shape, voxel size, affine after reorienting both to
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,20 +48,24 @@ def dcm2niix_command() -> str:
     return found
 
 
-def run_medrecon(series: Path, out: Path) -> float:
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one process running ``command``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "medrecon", "convert", str(series), str(out)],
-                   check=True, capture_output=True)
-    return time.perf_counter() - t
+    subprocess.run(command, check=True, capture_output=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def run_dcm2niix(exe: str, series: Path, folder: Path) -> float:
+def run_medrecon(series: Path, out: Path) -> tuple[float, float]:
+    return timed([sys.executable, "-m", "medrecon", "convert", str(series), str(out)])
+
+
+def run_dcm2niix(exe: str, series: Path, folder: Path) -> tuple[float, float]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
-    t = time.perf_counter()
-    subprocess.run([exe, "-z", "n", "-b", "n", "-o", str(folder), "-f", "vol", str(series)],
-                   check=True, capture_output=True)
-    return time.perf_counter() - t
+    return timed([exe, "-z", "n", "-b", "n", "-o", str(folder), "-f", "vol", str(series)])
 
 
 def compare(ours_path: Path, theirs_path: Path) -> list[str]:
@@ -102,20 +108,24 @@ def main() -> None:
         ours, theirs = tmp / "medrecon.nii", tmp / "dcm2niix"
         run_medrecon(series, ours)  # warm-up: Python's bytecode cache, the shared libraries
         run_dcm2niix(exe, series, theirs)
-        times: dict[str, list[float]] = {"medrecon convert": [], "dcm2niix": []}
+        runs: dict[str, list[tuple[float, float]]] = {"medrecon convert": [], "dcm2niix": []}
         for _ in range(args.repeat):
-            times["medrecon convert"].append(run_medrecon(series, ours))
-            times["dcm2niix"].append(run_dcm2niix(exe, series, theirs))
+            runs["medrecon convert"].append(run_medrecon(series, ours))
+            runs["dcm2niix"].append(run_dcm2niix(exe, series, theirs))
         problems = compare(ours, next(theirs.glob("*.nii")))
         size_ours, size_theirs = ours.stat().st_size, next(theirs.glob("*.nii")).stat().st_size
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{args.slices} slices 512x512 int16 -> .nii; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs; {args.repeat} paired runs")
-    print(f"\n{'whole process':20s} {'best (s)':>9s} {'median (s)':>11s} {'worst (s)':>10s}")
-    print("-" * 53)
+    times = {name: [wall for wall, _cpu in values] for name, values in runs.items()}
+    print(f"\n{'whole process':20s} {'best (s)':>9s} {'median (s)':>11s} {'worst (s)':>10s} "
+          f"{'CPU median (s)':>15s}")
+    print("-" * 69)
     for name, values in times.items():
-        print(f"{name:20s} {min(values):9.3f} {float(np.median(values)):11.3f} {max(values):10.3f}")
+        cpu = float(np.median([c for _wall, c in runs[name]]))
+        print(f"{name:20s} {min(values):9.3f} {float(np.median(values)):11.3f} {max(values):10.3f} "
+              f"{cpu:15.3f}")
     print(f"\nfile size: medrecon {size_ours / 1e6:.1f} MB, dcm2niix {size_theirs / 1e6:.1f} MB")
     if problems:
         print("OUTPUTS DIFFER:\n  " + "\n  ".join(problems))
