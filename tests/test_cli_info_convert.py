@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -101,8 +103,9 @@ def test_no_torch_or_napari_imported(dcmqi_dir, tmp_path, command):
         import sys
         from medrecon.cli import main
         rc = main([{command!r}, *{args!r}])
-        heavy = sorted(m for m in ("torch", "napari", "monai", "vtk", "PyQt6", "SimpleITK")
-                       if m in sys.modules)
+        # nibabel, pydicom and scipy too: their imports were most of a convert's time
+        heavy = sorted(m for m in ("torch", "napari", "monai", "vtk", "PyQt6", "SimpleITK",
+                                   "nibabel", "pydicom", "scipy") if m in sys.modules)
         print("RC", rc, "HEAVY", heavy)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -116,3 +119,89 @@ def test_info_reports_a_broken_series_and_goes_on(tmp_path, capsys):
     good, gappy = data["series"]
     assert good["shape"] == [10, 12, 3] and "error" not in good
     assert gappy["shape"] is None and "gap of 7.00 mm" in gappy["error"]
+
+
+def _dcm2niix() -> str:
+    beside = Path(sys.executable).with_name("dcm2niix")
+    found = str(beside) if beside.exists() else shutil.which("dcm2niix")
+    if not found:
+        pytest.skip("dcm2niix is not installed (pip install dcm2niix)")
+    return found
+
+
+def _raw_header(path: Path):
+    # nibabel's loaded images move scl_slope/scl_inter into the data proxy; the raw header keeps them
+    with open(path, "rb") as fh:
+        return nib.Nifti1Header.from_fileobj(fh)
+
+
+def test_convert_keeps_stored_int16_with_rescale_like_dcm2niix(tmp_path, capsys):
+    from medrecon.io.dicom import load_dicom
+
+    write_series(tmp_path / "ct", z_positions(6))  # int16 pixels, RescaleSlope 1, RescaleIntercept -1024
+    assert main(["convert", str(tmp_path / "ct"), str(tmp_path / "ours.nii")]) == 0
+    (tmp_path / "d2n").mkdir()
+    subprocess.run([_dcm2niix(), "-z", "n", "-b", "n", "-f", "theirs", "-o", str(tmp_path / "d2n"),
+                    str(tmp_path / "ct")], check=True, capture_output=True, timeout=120)
+    ours_path, theirs_path = tmp_path / "ours.nii", tmp_path / "d2n" / "theirs.nii"
+    ours, theirs = _raw_header(ours_path), _raw_header(theirs_path)
+    for field in ("datatype", "bitpix", "scl_slope", "scl_inter", "xyzt_units", "vox_offset"):
+        assert ours[field] == theirs[field], field
+    assert ours.get_data_dtype() == np.int16 and (ours["scl_slope"], ours["scl_inter"]) == (1, -1024)
+    # values: nibabel's scaling of our integers is medrecon's HU volume, and dcm2niix's voxels
+    hu = load_dicom(tmp_path / "ct").array
+    img = nib.load(ours_path)
+    assert np.array_equal(img.get_fdata(), hu)
+    a, b = nib.as_closest_canonical(img), nib.as_closest_canonical(nib.load(theirs_path))
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
+    assert np.array_equal(a.get_fdata(), b.get_fdata())
+    assert ours_path.stat().st_size == theirs_path.stat().st_size
+
+
+def test_seg_error_says_what_to_do_on_the_command_line(dcmqi_dir, tmp_path, capsys):
+    assert main(["convert", str(dcmqi_dir / "liver.dcm"), str(tmp_path / "x.nii.gz")]) == 1
+    err = capsys.readouterr().err
+    assert "convert --labels" in err and "read_seg" not in err
+
+
+def test_debug_works_before_and_after_the_subcommand(tmp_path, capsys):
+    for argv in (["--debug", "info", str(tmp_path)], ["info", str(tmp_path), "--debug"],
+                 ["info", str(tmp_path)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.rstrip().endswith(f"medrecon: error: no DICOM files found in {tmp_path}")
+        assert ("Traceback" in err) == ("--debug" in argv)
+
+
+def _block(k: int) -> np.ndarray:
+    raw = np.full((32, 32), 1000, np.int16)  # -24 HU
+    raw[8:24, 8:24] = 2000  # 976 HU: bone for the bone preset
+    return raw
+
+
+def test_reconstruct_names_its_series_and_shows_clean_warnings(tmp_path, capsys):
+    from medrecon.io.dicom_series import AUTO_RULE
+
+    missing_slice = [(0.0, 0.0, float(z)) for z in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10)]
+    uid, _ = write_series(tmp_path / "in" / "a", missing_slice, values=_block, series_number=7,
+                          description="thin")
+    write_series(tmp_path / "in" / "b", z_positions(6, dz=2.0), values=_block, series_number=8,
+                 description="thick")
+    for keep_phi in (False, True):
+        argv = ["reconstruct", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--preset", "bone",
+                "--no-preview", "--quiet"] + ["--keep-phi"] * keep_phi
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        warnings_shown = [line for line in err.splitlines() if "warning" in line.lower()]
+        assert warnings_shown and all(w.startswith("medrecon: warning: DICOM series") for w in warnings_shown)
+        assert "UserWarning" not in err and "warnings.warn" not in err
+        (note,) = [line for line in err.splitlines() if "using series" in line]
+        assert note.startswith("medrecon: using series #7 CT 'thin'") and "--series auto" in note
+        assert "also in the input: #8 CT 'thick'" in note
+        series = json.loads((tmp_path / "out" / "report.json").read_text())["series"]
+        assert series["series_number"] == 7 and series["chosen_by"] == AUTO_RULE
+        assert series["other_series"] == 1 and series["modality"] == "CT"
+        if keep_phi:
+            assert series["series_uid"] == uid and series["series_description"] == "thin"
+        else:
+            assert "series_uid" not in series and "series_description" not in series

@@ -303,3 +303,98 @@ def test_rgb_is_unsupported(tmp_path):
         raw_nifti(tmp_path / "rgb.nii", dtype=np.uint8, datatype=128, sform=np.eye(4))
     with pytest.raises(UnsupportedFormatError, match="RGB"):
         read_nifti(tmp_path / "rgb.nii")
+
+
+def nibabel_file(data, affine_lps):
+    """The bytes nibabel writes for this image, set up as medrecon's writer promises."""
+    ras = LPS_TO_RAS @ affine_lps
+    klass = nib.Nifti1Image if max(data.shape) <= 32767 else nib.Nifti2Image
+    img = klass(data, ras)
+    img.header.set_data_dtype(data.dtype)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_sform(ras, code=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a sheared affine only approximates as a qform
+        img.set_qform(ras, code=1)
+    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+    return img.to_bytes()
+
+
+def sheared_affine():
+    affine = oblique_flipped_affine()
+    affine[:3, :3] += [[0, 0.2, 0], [0, 0, 0], [0.1, 0, 0]]
+    return affine
+
+
+@pytest.mark.parametrize("affine", [np.diag([0.8, 0.8, 2.5, 1.0]), oblique_flipped_affine(), sheared_affine()],
+                         ids=["axial", "oblique-flipped", "sheared"])
+@pytest.mark.parametrize(("dtype", "is_label"), [(np.float32, False), (np.int16, False), (np.uint8, True)])
+def test_written_file_is_nibabels_byte_for_byte(tmp_path, affine, dtype, is_label):
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 200, size=(9, 7, 5)).astype(dtype)
+    write_nifti(data, affine, tmp_path / "a.nii", is_label=is_label)
+    assert (tmp_path / "a.nii").read_bytes() == nibabel_file(data, affine)
+    write_nifti(data, affine, tmp_path / "a.nii.gz", is_label=is_label)
+    assert gzip.decompress((tmp_path / "a.nii.gz").read_bytes()) == nibabel_file(data, affine)
+
+
+def test_nifti2_file_is_nibabels_byte_for_byte(tmp_path):
+    data = np.arange(40000 * 2, dtype=np.uint8).reshape(40000, 1, 2, order="F")
+    write_nifti(data, oblique_flipped_affine(), tmp_path / "long.nii", is_label=True)
+    assert (tmp_path / "long.nii").read_bytes() == nibabel_file(data, oblique_flipped_affine())
+
+
+@pytest.mark.parametrize(("stored", "slope", "inter"), [
+    (np.int16, 1.0, -1024.0), (np.int16, 2.0, -1000.0), (np.uint16, 1.0, -1024.0), (np.uint8, 1.0, 0.0),
+])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_image_keeps_its_stored_integers(tmp_path, stored, slope, inter, suffix):
+    rng = np.random.default_rng(7)
+    info = np.iinfo(stored)
+    raw = rng.integers(info.min, info.max, size=(11, 9, 4), endpoint=True).astype(stored)
+    raw[0, 0, 0], raw[1, 0, 0] = info.min, info.max
+    image = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)  # as the DICOM loader makes it
+    path = tmp_path / f"ct{suffix}"
+    write_nifti(image, np.eye(4), path, is_label=False, scaling=(slope, inter), stored_dtype=stored)
+    img = nib.load(path)
+    assert img.get_data_dtype() == stored
+    assert (img.dataobj.slope, img.dataobj.inter) == (slope, inter)
+    assert np.array_equal(img.dataobj.get_unscaled(), raw)
+    assert np.array_equal(img.get_fdata(), image)  # float64, from nibabel's own scaling
+    assert np.array_equal(sitk_lps(sitk.ReadImage(str(path)))[0], image)
+    array, _, meta = read_nifti(path)
+    assert np.array_equal(array, image) and meta["stored_dtype"] == np.dtype(stored).name
+    assert os.listdir(tmp_path) == [path.name]
+
+
+@pytest.mark.parametrize("case", ["fraction", "nan", "out-of-range", "non-integer-slope", "no-stored-type"])
+def test_inexact_images_stay_float32(tmp_path, case):
+    image = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4) - 1024
+    scaling, stored = (1.0, -1024.0), np.int16
+    if case == "fraction":
+        image[1, 2, 3] = 0.5
+    elif case == "nan":
+        image[0, 0, 3] = np.nan
+    elif case == "out-of-range":
+        image[0, 1, 2] = 40000.0
+    elif case == "non-integer-slope":
+        scaling = (2.5, -1024.0)
+    else:
+        stored = None
+    for suffix in (".nii", ".nii.gz"):
+        write_nifti(image, np.eye(4), tmp_path / f"x{suffix}", is_label=False, scaling=scaling,
+                    stored_dtype=stored)
+        img = nib.load(tmp_path / f"x{suffix}")
+        assert img.get_data_dtype() == np.float32 and (img.dataobj.slope, img.dataobj.inter) == (1.0, 0.0)
+        assert np.array_equal(img.get_fdata(), image, equal_nan=True)
+    assert sorted(os.listdir(tmp_path)) == ["x.nii", "x.nii.gz"]
+
+
+def test_scaled_nifti_converts_to_the_same_stored_integers(tmp_path):
+    from medrecon.io import load, save
+
+    stored = raw_nifti(tmp_path / "in.nii.gz", sform=np.eye(4), slope=2.0, inter=-1024.0)
+    save(load(tmp_path / "in.nii.gz"), tmp_path / "out.nii")
+    img = nib.load(tmp_path / "out.nii")
+    assert img.get_data_dtype() == np.int16 and (img.dataobj.slope, img.dataobj.inter) == (2.0, -1024.0)
+    assert np.array_equal(img.dataobj.get_unscaled(), stored)

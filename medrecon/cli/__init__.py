@@ -3,6 +3,11 @@
 Each sub-command lives in its own module ``medrecon/cli/_<name>.py`` exposing
 ``register(subparsers)``; those modules import heavy libraries (torch, MONAI)
 inside their ``run`` functions only, so ``medrecon info`` starts fast.
+
+Every sub-command shares the same error and warning display: one
+``medrecon: error: ...`` line and exit 1 for a :class:`MedreconError`, one
+``medrecon: warning: ...`` line per warning (with its origin under
+``--debug``, which may come before or after the sub-command).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import gc
 import importlib
 import sys
 import traceback
+import warnings
 
 from medrecon import __version__
 from medrecon.errors import MedreconError
@@ -24,6 +30,8 @@ COMMANDS = (
     "reconstruct", "demo", "batch", "presets",
 )
 
+_DEBUG_HELP = "show tracebacks on errors and where warnings come from"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every available sub-command."""
@@ -32,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="CT/MRI studies to printable 3D organ models (LPS millimetres).",
     )
     parser.add_argument("--version", action="version", version=f"medrecon {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -42,7 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for command in sub.choices.values():
+        # also after the sub-command; SUPPRESS keeps a --debug given before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
+
+
+def _printable(text: str) -> str:
+    # messages may quote DICOM text, which is untrusted: no raw control characters (terminal escapes)
+    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
+
+
+def _warning_display(debug: bool):
+    """Make a ``warnings.showwarning`` that prints ``medrecon: warning: <message>`` on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # showwarning's signature
+        origin = f" [{category.__name__} at {filename}:{lineno}]" if debug else ""
+        print(f"medrecon: warning: {_printable(str(message))}{origin}", file=sys.stderr)
+
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +94,9 @@ def _run(argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores Python's display afterwards (tests, notebooks)
+            warnings.showwarning = _warning_display(args.debug)
+            return int(args.func(args) or 0)
     except MedreconError as exc:
         if args.debug:
             traceback.print_exc()

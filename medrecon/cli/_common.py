@@ -122,6 +122,26 @@ def config_from_args(args: argparse.Namespace):
         raise InputError(str(exc)) from None
 
 
+def print_series_note(meta) -> None:
+    """Say on stderr, in one line, which DICOM series was used, why, and what else the input holds.
+
+    ``meta`` is a volume's ``meta``; nothing is printed when the input held one series.
+    """
+    import sys
+
+    choice = meta.get("series_choice") or {}
+    if not choice.get("others"):
+        return
+    rule = choice.get("rule", "")
+    why = {
+        "requested": f"--series {choice.get('requested')}",
+        "only volume-like series": "the only volume-like series",
+        "only image series": "the only image series",
+    }.get(rule, f"--series auto: {rule}")
+    print(f"medrecon: using series {choice['label']}, chosen as {why}; also in the input: "
+          + "; ".join(choice["others"]), file=sys.stderr)
+
+
 def print_summary(report: dict, outdir) -> None:
     """Print where the meshes are, one line per organ, and the disclaimer."""
     from pathlib import Path

@@ -9,8 +9,6 @@ are written with :func:`medrecon.io.save` (atomic; label maps get their
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +30,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert ``args.input`` to ``args.output``."""
+    from medrecon.cli._common import print_series_note
     from medrecon.io import load, load_labels, save
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if args.labels:
-            obj = load_labels(Path(args.input))
-        else:
-            obj = load(Path(args.input), series=args.series)
-        out = save(obj, Path(args.output))
-    for w in caught:
-        print(f"medrecon: warning: {w.message}", file=sys.stderr)
+    if args.labels:
+        obj = load_labels(Path(args.input))
+    else:
+        obj = load(Path(args.input), series=args.series)
+    out = save(obj, Path(args.output))
+    print_series_note(getattr(obj, "meta", {}))
     spacing = " x ".join(f"{s:g}" for s in obj.spacing.round(4))
     kind = f"{len(obj.labels)} labels" if args.labels else (obj.units or obj.modality or "image")
     print(f"wrote {out}: {'x'.join(map(str, obj.shape))} voxels, {spacing} mm, "

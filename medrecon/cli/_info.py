@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +32,14 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _codes(affine: np.ndarray) -> str:
-    import nibabel.orientations as nio
-
-    from medrecon.volume import LPS_LABELS
-
-    return "".join(nio.ornt2axcodes(nio.io_orientation(affine), LPS_LABELS))
-
-
 def _geometry(affine: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
+    from medrecon.volume import axis_codes
+
     return {
         "shape": [int(s) for s in shape],
         "spacing": [round(float(s), 6) for s in np.linalg.norm(affine[:3, :3], axis=0)],
         "affine": [[round(float(v), 6) for v in row] for row in affine],
-        "orientation": _codes(affine),
+        "orientation": axis_codes(affine),
     }
 
 
@@ -149,14 +141,10 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.io import detect_format
 
     path = Path(args.path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if detect_format(path) == "dicom":
-            entries = _dicom_entries(path, args.series, args.headers_only)
-        else:
-            entries = _other_entry(path)
-    for w in caught:
-        print(f"medrecon: warning: {w.message}", file=sys.stderr)
+    if detect_format(path) == "dicom":
+        entries = _dicom_entries(path, args.series, args.headers_only)
+    else:
+        entries = _other_entry(path)
     if args.json:
         print(json.dumps({"path": str(path), "series": entries}, indent=1))
     else:

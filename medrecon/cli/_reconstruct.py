@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 
-from medrecon.cli._common import add_reconstruct_options, config_from_args, print_summary
+from medrecon.cli._common import (
+    add_reconstruct_options,
+    config_from_args,
+    print_series_note,
+    print_summary,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with TqdmProgress("reconstruct", disable=args.quiet or args.json or not sys.stderr.isatty()) as bar:
         result = reconstruct(args.input, args.output, config=config, progress=bar)
+    print_series_note(result.volume.meta)
     if args.json:
         json.dump(result.report, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -134,7 +134,10 @@ def load_labels(
 def save(obj: Volume | LabelMap, path: str | os.PathLike) -> Path:
     """Write a volume or label map to NIfTI (or NRRD by suffix), atomically.
 
-    Label maps also get their ``<stem>.json`` names sidecar.
+    Label maps also get their ``<stem>.json`` names sidecar. An image whose
+    ``meta`` gives ``stored_dtype`` and ``scaling`` (DICOM series, scaled NIfTI)
+    keeps its stored integers in NIfTI where that is exact (see
+    :func:`~medrecon.io.nifti.write_nifti`).
     """
     p = Path(path)
     name = p.name.lower()
@@ -142,7 +145,9 @@ def save(obj: Volume | LabelMap, path: str | os.PathLike) -> Path:
     if name.endswith(NIFTI):
         from medrecon.io.nifti import write_nifti
 
-        write_nifti(obj.array, obj.affine, p, is_label=is_label)
+        meta = {} if is_label else obj.meta  # an image keeps its stored integers where it can
+        write_nifti(obj.array, obj.affine, p, is_label=is_label, scaling=meta.get("scaling"),
+                    stored_dtype=meta.get("stored_dtype"))
     elif name.endswith(".nrrd"):
         from medrecon.io.nrrd import write_nrrd
 

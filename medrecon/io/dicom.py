@@ -69,9 +69,23 @@ def _pick(path: Path, series: str | int | None) -> tuple[SeriesInfo, dict, list[
     images = [s for s in infos if s.reason.startswith("only ") or s.volume_like]
     if series is None and not any(s.volume_like for s in infos) and len(images) == 1:
         # a single slice (or two) given on purpose: load it as a thin volume
-        return images[0], {"rule": "only image series", "key": images[0].key}, found.skipped
-    info, choice = select_series(infos, series, source=str(path))
+        info, choice = images[0], {"rule": "only image series", "key": images[0].key}
+    else:
+        info, choice = select_series(infos, series, source=str(path))
+    # what was chosen and what else is there, in words (the CLI says it in one line)
+    choice.update(label=info.label(), others=[s.label() for s in infos if s is not info])
     return info, choice, found.skipped
+
+
+def _stored(frames: list[FrameHeader]) -> dict:
+    """``stored_dtype`` and ``scaling`` (slope, intercept) when every frame shares them."""
+    kinds = {(f.signed, f.bits_allocated, f.samples, f.slope, f.intercept) for f in frames}
+    if len(kinds) != 1:
+        return {}
+    signed, bits, samples, slope, intercept = kinds.pop()
+    if samples != 1 or bits not in (8, 16, 32):
+        return {}
+    return {"stored_dtype": f"{'int' if signed else 'uint'}{bits}", "scaling": (slope, intercept)}
 
 
 def _check_duplicates(plan: StackPlan, read) -> None:
@@ -110,7 +124,9 @@ def load_dicom(
         ``array`` (I, J, K) float32 (Hounsfield units for CT, ``units="HU"``),
         affine in LPS mm. ``meta`` holds ``series_choice``, ``n_files``,
         ``slice_thickness``, ``gantry_tilt_deg`` and ``geometry_warnings`` when
-        the slices had to be resampled (tilt, uneven gaps, duplicates).
+        the slices had to be resampled (tilt, uneven gaps, duplicates), and
+        ``stored_dtype`` / ``scaling`` (RescaleSlope, RescaleIntercept) when all
+        slices share them (NIfTI output then keeps the stored integers).
 
     Raises
     ------
@@ -147,6 +163,7 @@ def load_dicom(
         "slice_thickness": first.thickness,
         "transfer_syntax": first.transfer_syntax,
         "sop_class": first.sop_class,
+        **_stored(plan.frames),
     }
     if skipped:
         meta["skipped_files"] = list(skipped)

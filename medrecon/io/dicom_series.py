@@ -29,12 +29,12 @@ from medrecon.io.dicom_header import FrameHeader
 #: SOP classes that carry pixels but are never volumes (prefix match).
 _NOT_VOLUME_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7": "secondary capture",
-    "1.2.840.10008.5.1.4.1.1.66.4": "segmentation (read it with read_seg / load_labels)",
+    "1.2.840.10008.5.1.4.1.1.66.4": "segmentation: give it as labels (convert --labels, reconstruct --labels; load_labels in Python)",
     "1.2.840.10008.5.1.4.1.1.481.2": "RT dose",
     "1.2.840.10008.5.1.4.1.1.104": "encapsulated document",
 }
 _NOT_VOLUME_MODALITIES = {
-    "SEG": "segmentation (read it with read_seg / load_labels)",
+    "SEG": "segmentation: give it as labels (convert --labels, reconstruct --labels; load_labels in Python)",
     "RTSTRUCT": "RT structure set", "RTDOSE": "RT dose", "RTPLAN": "RT plan",
     "SR": "structured report (dose report)", "PR": "presentation state",
     "KO": "key object selection", "DOC": "document", "REG": "registration",

@@ -4,10 +4,11 @@ Arrays are returned in NIfTI's own (i, j, k) index order and the affine maps
 voxel indices to **LPS** millimetres (NIfTI's RAS world converted once, here,
 with :data:`~medrecon.volume.LPS_TO_RAS`).
 
-The header is read here too, with the NIfTI-1 and NIfTI-2 layouts below (the
-fields this reader uses, at nibabel's offsets), so reading does not import
-nibabel (~0.15 s with what it pulls in); nibabel is used for writing, and for
-the qform quaternion of files that have no sform. The header is validated first (dimensions, data type, size limits of
+The header is read and written here, with the NIfTI-1 and NIfTI-2 layouts below
+(the fields medrecon uses, at nibabel's offsets), so neither reading nor writing
+imports nibabel (~0.2 s with what it pulls in); nibabel is used only for the
+qform quaternion of files that have no sform. The header written is the one
+nibabel writes for the same image, byte for byte. The header is validated first (dimensions, data type, size limits of
 :mod:`medrecon.io.limits`) and then *exactly* the number of bytes it declares is
 inflated into a buffer of that size. A compressed file that inflates to more
 than its header says (a "zip bomb") is therefore never inflated past the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ def _layout(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
 
 # (field, type, byte offset) of the header fields read here, little-endian (nibabel's offsets)
 _NIFTI1 = _layout([
-    ("sizeof_hdr", "<i4", 0), ("dim", "(8,)<i2", 40), ("datatype", "<i2", 70),
+    ("sizeof_hdr", "<i4", 0), ("dim", "(8,)<i2", 40), ("datatype", "<i2", 70), ("bitpix", "<i2", 72),
     ("pixdim", "(8,)<f4", 76), ("vox_offset", "<f4", 108), ("scl_slope", "<f4", 112),
     ("scl_inter", "<f4", 116), ("xyzt_units", "u1", 123), ("descrip", "S80", 148),
     ("qform_code", "<i2", 252), ("sform_code", "<i2", 254), ("quatern_b", "<f4", 256),
@@ -60,7 +62,8 @@ _NIFTI1 = _layout([
     ("srow_y", "(4,)<f4", 296), ("srow_z", "(4,)<f4", 312), ("magic", "S4", 344),
 ], 348)
 _NIFTI2 = _layout([
-    ("sizeof_hdr", "<i4", 0), ("magic", "S4", 4), ("datatype", "<i2", 12), ("dim", "(8,)<i8", 16),
+    ("sizeof_hdr", "<i4", 0), ("magic", "S4", 4), ("eol_check", "S4", 8), ("datatype", "<i2", 12),
+    ("bitpix", "<i2", 14), ("dim", "(8,)<i8", 16),
     ("pixdim", "(8,)<f8", 104), ("vox_offset", "<i8", 168), ("scl_slope", "<f8", 176),
     ("scl_inter", "<f8", 184), ("descrip", "S80", 240), ("qform_code", "<i4", 344),
     ("sform_code", "<i4", 348), ("quatern_b", "<f8", 352), ("quatern_c", "<f8", 360),
@@ -350,6 +353,142 @@ def _storage(array: np.ndarray, is_label: bool) -> np.ndarray:
     return a.astype(np.float32)
 
 
+_CODE_OF = {np.dtype(t): code for code, t in _SCALAR_TYPES.items()}
+_CHUNK = 1024**2  # bytes of voxels per write: whole k planes, few enough to stay in the CPU cache
+_EXACT = 2.0**24  # integers up to this size are exact in float32
+
+
+class _Inexact(Exception):
+    """The image's values are not exactly the stored integers under the scaling."""
+
+
+def _qform(ras: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """qfac, zooms and quaternion (b, c, d) of ``ras``, as nibabel's ``set_qform`` makes them.
+
+    A sheared affine gets the closest rotation (polar decomposition); the
+    sform keeps it exactly.
+    """
+    rzs = ras[:3, :3]
+    zooms = np.sqrt(np.sum(rzs * rzs, axis=0))
+    r = rzs / zooms
+    qfac = 1.0 if np.linalg.det(r) > 0 else -1.0
+    r[:, -1] *= qfac
+    p, _s, qs = np.linalg.svd(r)
+    xx, yx, zx, xy, yy, zy, xz, yz, zz = (p @ qs).flat
+    # nibabel.quaternions.mat2quat (Bar-Itzhack): the eigenvector of the largest eigenvalue
+    k = np.array([
+        [xx - yy - zz, 0, 0, 0],
+        [yx + xy, yy - xx - zz, 0, 0],
+        [zx + xz, zy + yz, zz - xx - yy, 0],
+        [yz - zy, zx - xz, xy - yx, xx + yy + zz],
+    ]) / 3.0
+    vals, vecs = np.linalg.eigh(k)
+    quat = vecs[[3, 0, 1, 2], np.argmax(vals)]
+    return qfac, zooms, (-quat if quat[0] < 0 else quat)[1:]
+
+
+def _header_block(shape: tuple[int, ...], dtype: np.dtype, ras: np.ndarray,
+                  scaling: tuple[float, float]) -> bytes:
+    """Header and empty extension flag: NIfTI-2 when an axis is over 32767 voxels."""
+    nifti2 = max(shape) > np.iinfo(np.int16).max
+    layout = _NIFTI2 if nifti2 else _NIFTI1
+    hdr = np.zeros((), dtype=layout)
+    hdr["sizeof_hdr"] = layout.itemsize
+    hdr["magic"] = b"n+2" if nifti2 else b"n+1"
+    if nifti2:
+        hdr["eol_check"] = b"\r\n\x1a\n"
+    hdr["dim"] = [3, *shape, 1, 1, 1, 1]
+    hdr["datatype"], hdr["bitpix"] = _CODE_OF[np.dtype(dtype).newbyteorder("=")], 8 * dtype.itemsize
+    qfac, zooms, quat = _qform(ras)
+    hdr["pixdim"] = [qfac, *zooms, 1, 1, 1, 1]
+    hdr["vox_offset"] = layout.itemsize + 4
+    hdr["scl_slope"], hdr["scl_inter"] = scaling
+    hdr["xyzt_units"] = 2 | 8  # mm, seconds
+    hdr["qform_code"] = hdr["sform_code"] = 1  # scanner
+    hdr["quatern_b"], hdr["quatern_c"], hdr["quatern_d"] = quat
+    hdr["qoffset_x"], hdr["qoffset_y"], hdr["qoffset_z"] = ras[:3, 3]
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = ras[:3]
+    return hdr.tobytes() + b"\0" * 4
+
+
+def _slabs(array: np.ndarray, itemsize: int) -> Iterator[slice]:
+    plane = max(1, array.shape[0] * array.shape[1] * itemsize)
+    step = max(1, _CHUNK // plane)
+    for k in range(0, array.shape[2], step):
+        yield slice(k, k + step)
+
+
+def _bytes(slab: np.ndarray) -> memoryview:
+    """Give the voxels of a Fortran-ordered slab in file order (i fastest)."""
+    return memoryview(slab.T).cast("B")
+
+
+def _voxel_chunks(data: np.ndarray) -> Iterator[memoryview]:
+    """Yield ``data`` as it is stored, little endian, in file order."""
+    little = data.dtype.newbyteorder("<")
+    for ks in _slabs(data, data.dtype.itemsize):
+        slab = np.asfortranarray(data[:, :, ks], dtype=little)
+        if slab.size:
+            yield _bytes(slab)
+
+
+def _integer_chunks(data: np.ndarray, stored: np.dtype, slope: float, inter: float) -> Iterator[memoryview]:
+    """Yield ``(data - inter) / slope`` as ``stored``; raise :class:`_Inexact` unless every value maps back."""
+    ft = data.dtype.type
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN, inf or out of range: caught below
+        for ks in _slabs(data, data.dtype.itemsize):
+            values = data[:, :, ks]
+            scaled = np.subtract(values, ft(inter), order="F")
+            if slope != 1.0:
+                scaled /= ft(slope)
+            out = np.empty(values.shape, dtype=stored.newbyteorder("<"), order="F")
+            np.copyto(out, scaled, casting="unsafe")
+            if slope == 1.0:  # decode as a reader does, into the scratch buffer
+                back = np.add(out, ft(inter), out=scaled)
+            else:
+                back = np.multiply(out, ft(slope), out=scaled)
+                back += ft(inter)
+            if not np.array_equal(back, values):
+                raise _Inexact
+            if out.size:
+                yield _bytes(out)
+
+
+def _integer_storage(data: np.ndarray, scaling: Any, stored_dtype: Any) -> tuple[np.dtype, float, float] | None:
+    """Return the stored integer type and integer (slope, inter) to try for a float image, or None."""
+    if data.dtype.kind != "f" or stored_dtype is None:
+        return None
+    try:
+        stored = np.dtype(stored_dtype)
+        slope, inter = (1.0, 0.0) if scaling is None else (float(scaling[0]), float(scaling[1]))
+    except (TypeError, ValueError, IndexError):  # not what a reader puts in meta: write float32
+        return None
+    if stored.kind not in "iu" or stored.newbyteorder("=") not in _CODE_OF:
+        return None
+    if not (np.isfinite(slope) and np.isfinite(inter) and slope != 0):
+        return None
+    info = np.iinfo(stored)
+    # integer slope and intercept and a range inside float32's exact integers: every reader
+    # (float32 or float64) decodes the stored integers to exactly these values
+    if not (slope.is_integer() and inter.is_integer()
+            and max(-info.min, info.max) * abs(slope) + abs(inter) <= _EXACT):
+        return None
+    return stored, slope, inter
+
+
+def _write_file(tmp: Path, gz: bool, compresslevel: int, header: bytes, chunks: Iterator[Any]) -> None:
+    if gz:
+        from isal import igzip
+
+        opened = igzip.open(tmp, "wb", compresslevel=compresslevel)
+    else:
+        opened = open(tmp, "wb")  # noqa: SIM115 - closed by the with below
+    with opened as fh:
+        fh.write(header)
+        for chunk in chunks:
+            fh.write(chunk)
+
+
 def write_nifti(
     array: Any,
     affine_lps: Any,
@@ -357,6 +496,8 @@ def write_nifti(
     *,
     is_label: bool,
     compresslevel: int = 1,
+    scaling: tuple[float, float] | None = None,
+    stored_dtype: Any = None,
 ) -> Path:
     """Write a 3D array as NIfTI with both qform and sform set (codes 1, scanner).
 
@@ -365,7 +506,8 @@ def write_nifti(
     array : (I, J, K) array_like
         Voxels in (i, j, k) order. Label maps are stored as the smallest of
         uint8/int16/int32 holding their values; images as uint8, int16 or
-        float32 (other types are converted, losslessly where possible).
+        float32 (other types are converted, losslessly where possible), or as
+        their stored integers (see ``stored_dtype``).
     affine_lps : (4, 4) array_like
         Voxel index to LPS millimetres; stored as RAS, as NIfTI requires.
     path : path-like
@@ -374,6 +516,16 @@ def write_nifti(
         True for integer label maps.
     compresslevel : int, optional
         ISA-L gzip level for ``.nii.gz``, 0 (fastest) to 3 (smallest).
+    scaling : (slope, intercept), optional
+        How a float image's values were made from stored integers (a DICOM
+        modality LUT, a NIfTI file's ``scl_slope``/``scl_inter``); None means
+        (1, 0). Used only with ``stored_dtype``.
+    stored_dtype : dtype, optional
+        The integer type the values were stored as (``Volume.meta["stored_dtype"]``).
+        When slope and intercept are integers and every value is exactly
+        ``stored * slope + intercept``, the file keeps those integers with
+        ``scl_slope``/``scl_inter``, as dcm2niix does (half the size of
+        float32 for 16-bit data); otherwise it holds float32.
 
     Returns
     -------
@@ -387,30 +539,22 @@ def write_nifti(
     OutputError
         If the file cannot be written.
     """
-    import nibabel as nib
-    from isal import igzip
-
     p = Path(path)
     name = p.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         raise UnsupportedFormatError(f"{p}: a NIfTI file name must end in .nii or .nii.gz")
     data = _storage(array, is_label)
     ras = LPS_TO_RAS @ check_affine(affine_lps)
-    klass = nib.Nifti1Image if max(data.shape) <= np.iinfo(np.int16).max else nib.Nifti2Image
-    img = klass(data, ras)
-    hdr = img.header
-    hdr.set_data_dtype(data.dtype)
-    hdr.set_xyzt_units("mm", "sec")
-    img.set_sform(ras, code=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an oblique sheared affine only approximates as a qform
-        img.set_qform(ras, code=1)
-    hdr["scl_slope"], hdr["scl_inter"] = 1.0, 0.0
     gz = name.endswith(".gz")
+    integers = None if is_label else _integer_storage(data, scaling, stored_dtype)
     with atomic_path(p, suffix=".nii.gz" if gz else ".nii") as tmp:
-        if gz:
-            with igzip.open(tmp, "wb", compresslevel=compresslevel) as fh:
-                img.to_file_map({"image": nib.FileHolder(fileobj=fh)})
-        else:
-            nib.save(img, tmp)
+        try:
+            if integers is None:
+                raise _Inexact
+            stored, slope, inter = integers
+            header = _header_block(data.shape, stored, ras, (slope, inter))
+            _write_file(tmp, gz, compresslevel, header, _integer_chunks(data, stored, slope, inter))
+        except _Inexact:  # written from the start again, as the values are
+            header = _header_block(data.shape, data.dtype, ras, (1.0, 0.0))
+            _write_file(tmp, gz, compresslevel, header, _voxel_chunks(data))
     return p

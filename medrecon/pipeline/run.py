@@ -155,6 +155,16 @@ def _geometry(volume: Volume, *, keep_phi: bool) -> dict[str, Any]:
     return geo
 
 
+def _series(volume: Volume) -> dict[str, Any] | None:
+    """Describe the DICOM series used and why (scrub drops UID and description unless keep_phi)."""
+    choice = volume.meta.get("series_choice")
+    if not choice:
+        return None
+    return {"series_number": volume.meta.get("series_number"), "series_uid": volume.series_uid,
+            "series_description": volume.description, "modality": volume.modality,
+            "chosen_by": choice.get("rule"), "other_series": len(choice.get("others") or ())}
+
+
 def _safe_names(labels: LabelMap, identifiers: frozenset[str], keep_phi: bool) -> LabelMap:
     if keep_phi or not identifiers:
         return labels
@@ -232,6 +242,7 @@ def reconstruct(
         **method_info,
         "config": config.to_dict(),
         "input": _geometry(volume, keep_phi=config.keep_phi),
+        "series": _series(volume),
     }
     out = None if outdir is None else Path(outdir)
     if out is not None:
