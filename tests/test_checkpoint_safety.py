@@ -104,7 +104,7 @@ def test_trusted_bundle_loads_tensors_only(tmp_path):
     assert model.card.spatial_dims == 3
     assert model.card.spacing_mm == (4.0, 4.0, 4.0)
     assert model.card.window == (-200.0, 300.0) and model.card.value_range == (0.0, 1.0)
-    assert model.names == {1: "liver"}
+    assert model.names == {5: "liver"}  # the vocabulary's id of the channel named liver
     for a, b in zip(net.state_dict().values(), model.network.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

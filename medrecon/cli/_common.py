@@ -47,7 +47,8 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
     src = p.add_argument_group("labels (choose one; default: --model default)")
     one = src.add_mutually_exclusive_group()
     one.add_argument("--model", metavar="MODEL",
-                     help="segmentation network: 'default', a checkpoint path or a MONAI bundle folder")
+                     help="segmentation network: 'default', a checkpoint path, a MONAI bundle folder, "
+                          "'totalsegmentator[:total|total_mr]' (its downloaded weights) or 'nnunet:FOLDER'")
     one.add_argument("--preset", metavar="NAME[,NAME]",
                      help="HU-threshold preset(s) instead of a network: bone, skin, lung, airway, ... "
                           "(see 'medrecon presets')")
@@ -58,6 +59,7 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
         src.add_argument("--names", metavar="JSON", help="flat JSON id -> name map for --labels")
     src.add_argument("--organs", type=organ_list, default=[], metavar="LIST",
                      help="organs to keep, names or ids, e.g. liver,spleen (default: all)")
+    src.add_argument("--fast", action="store_true", help="with --model totalsegmentator: its 3 mm models")
     src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     src.add_argument("--planes", default="auto", choices=("auto", "axial", "all"),
                      help="model planes: axial, or fuse axial+coronal+sagittal "
@@ -116,7 +118,7 @@ def config_from_args(args: argparse.Namespace):
             labels=labels, names=getattr(args, "names", None), organs=tuple(args.organs or ()),
             mesh=mesh, fmt=args.fmt, frame=args.frame, device=args.device, planes=args.planes,
             series=args.series, keep_phi=args.keep_phi, trust_bundle=args.trust_bundle,
-            preview=not args.no_preview,
+            preview=not args.no_preview, fast=args.fast,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -14,7 +14,9 @@ def register(subparsers) -> None:
     p.add_argument("input", help="image file or DICOM folder")
     p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nii, .nrrd)")
     p.add_argument("--model", default="default",
-                   help="'default', a checkpoint folder/.json/.safetensors, or a MONAI bundle folder")
+                   help="'default', a checkpoint folder/.json/.safetensors, a MONAI bundle folder, "
+                        "'totalsegmentator[:total|total_mr]' or 'nnunet:FOLDER'")
+    p.add_argument("--fast", action="store_true", help="with --model totalsegmentator: its 3 mm models")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--planes", default="auto", choices=("auto", "axial", "all"),
                    help="axial slices, or fuse axial+coronal+sagittal passes "
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.sources import resolve_source
 
     source = resolve_source(model=args.model, device=args.device, planes=args.planes,
-                            trust_bundle=args.trust_bundle, batch_size=args.batch_size)
+                            trust_bundle=args.trust_bundle, batch_size=args.batch_size, fast=args.fast)
     volume = load(args.input, series=args.series)
     with TqdmProgress("segment", disable=args.quiet) as bar:
         labels = source.segment(volume, progress=bar)

@@ -51,6 +51,16 @@ def _find(raw: Any, key: str, target: str | None = None) -> Any:
 
 
 def _labels(folder: Path, n_out: int) -> dict[int, str]:
+    """Label id -> name of output channels 1, 2, ... in order.
+
+    The metadata's channel names (``network_data_format.outputs.*.channel_def``)
+    get their ids by the vocabulary's id rule (:func:`medrecon.labels.assign_ids`):
+    the whole-body bundle's ``aorta`` (its channel 7) becomes label 52 as in
+    TotalSegmentator's ``total`` task; a name the vocabulary does not know gets
+    an id from 300 up. Without names, channel ``i`` is label ``i``.
+    """
+    from medrecon.labels import assign_ids
+
     meta = folder / "configs" / "metadata.json"
     names: dict[int, str] = {}
     if meta.is_file():
@@ -62,7 +72,10 @@ def _labels(folder: Path, n_out: int) -> dict[int, str]:
                     names[int(k)] = str(v)
         except (ValueError, AttributeError, TypeError) as exc:
             raise ModelError(f"{meta}: cannot read channel names: {exc}") from exc
-    return {i: names.get(i, f"label_{i}") for i in range(1, n_out)}
+    if not any(names.get(i) for i in range(1, n_out)):
+        return {i: f"label_{i}" for i in range(1, n_out)}
+    pairs = assign_ids([names.get(i, f"label_{i}") for i in range(1, n_out)], source=str(meta))
+    return dict(pairs)
 
 
 def load_bundle(folder: str | Path) -> SegModel:

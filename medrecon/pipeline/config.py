@@ -28,7 +28,8 @@ class ReconstructConfig:
         Where the labels come from: a segmentation network, HU-threshold
         presets, or an existing segmentation file.
     model : str
-        ``"default"``, a checkpoint path or a MONAI bundle (method ``"model"``).
+        ``"default"``, a checkpoint path, a MONAI bundle, ``"totalsegmentator[:TASK]"``
+        or ``"nnunet:FOLDER"`` (method ``"model"``).
     preset : str
         Preset name(s), comma-separated (method ``"preset"``; see ``medrecon presets``).
     labels : str or None
@@ -56,6 +57,8 @@ class ReconstructConfig:
         Allow a MONAI bundle's own code to run (only for bundles you trust).
     preview : bool
         Write ``preview.png``.
+    fast : bool
+        TotalSegmentator's 3 mm variant (``model="totalsegmentator"``).
     """
 
     method: str = "model"
@@ -73,6 +76,7 @@ class ReconstructConfig:
     keep_phi: bool = False
     trust_bundle: bool = False
     preview: bool = True
+    fast: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -112,8 +116,9 @@ class ReconstructConfig:
 
         chosen = {"model": {"model": self.model}, "preset": {"preset": self.preset},
                   "labels": {"labels": self.labels, "names": self.names}}[self.method]
+        engine = {"fast": self.fast, "organs": self.organs} if self.method == "model" else {}
         return resolve_source(**chosen, device=self.device, planes=self.planes,
-                              trust_bundle=self.trust_bundle)
+                              trust_bundle=self.trust_bundle, **engine)
 
     def replace(self, **changes: Any) -> ReconstructConfig:
         """Return a copy with some fields changed."""

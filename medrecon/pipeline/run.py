@@ -100,6 +100,8 @@ def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | No
     # the report's earlier keys for each kind of source, kept for its readers
     if about["kind"] == "network":
         info["model"] = {k: v for k, v in about.items() if k != "kind"}
+    elif about["kind"] == "engine":
+        info["engine"] = {k: v for k, v in about.items() if k != "kind"}
     elif about["kind"] == "preset":
         info["presets"] = about["presets"]
     else:

@@ -19,6 +19,8 @@ def resolve_source(
     planes: str = "auto",
     trust_bundle: bool = False,
     batch_size: int | None = None,
+    fast: bool = False,
+    organs: Sequence[str] = (),
 ) -> LabelSource:
     """Turn the user's choice of labels into a :class:`~medrecon.sources.base.LabelSource`.
 
@@ -29,7 +31,9 @@ def resolve_source(
     Parameters
     ----------
     model : str or path-like, optional
-        ``"default"``, a checkpoint folder or file, or a MONAI bundle folder.
+        ``"default"``, a checkpoint folder or file, a MONAI bundle folder,
+        ``"totalsegmentator[:TASK]"`` (TotalSegmentator's weights, TASK ``total``
+        or ``total_mr``) or ``"nnunet:FOLDER"`` (an nnU-Net v2 trained-model folder).
     preset : str or sequence of str, optional
         HU-threshold preset name(s); ``"bone,lung"`` lists two.
     labels : path-like, optional
@@ -39,6 +43,10 @@ def resolve_source(
         Label id -> name table for ``labels``.
     device, planes, trust_bundle, batch_size
         Settings of the network (see :class:`~medrecon.sources.network.NetworkSource`).
+    fast : bool
+        TotalSegmentator's 3 mm variant.
+    organs : sequence of str
+        With TotalSegmentator: run only the parts that hold these structures.
 
     Returns
     -------
@@ -48,13 +56,34 @@ def resolve_source(
     ------
     InputError
         If more than one source is asked for, ``names`` comes without
-        ``labels``, or a preset name is unknown.
+        ``labels``, ``fast`` without TotalSegmentator, or a preset name or
+        TotalSegmentator task is unknown.
+    MissingDependencyError
+        An nnU-Net engine is asked for and nnunetv2 is not installed.
     """
     asked = [flag for flag, value in (("--model", model), ("--preset", preset), ("--labels", labels)) if value]
     if len(asked) > 1:
         raise InputError(f"choose one label source, got {' and '.join(asked)}")
     if names is not None and not labels:
         raise InputError("--names goes with --labels FILE")
+    engine, _, target = str(model or "").partition(":")
+    if fast and engine.lower() != "totalsegmentator":
+        raise InputError("--fast goes with --model totalsegmentator")
+    if engine.lower() in ("totalsegmentator", "nnunet") and not os.path.exists(str(model)):
+        from medrecon.models.nnunet import require_nnunet
+
+        if engine.lower() == "totalsegmentator":
+            from medrecon.sources.totalseg import TotalSegmentatorSource
+
+            source = TotalSegmentatorSource(target or "total", fast=fast, organs=tuple(organs), device=device)
+            require_nnunet("--model totalsegmentator", load=False)
+            return source
+        if not target:
+            raise InputError("--model nnunet:FOLDER needs the trained-model folder after 'nnunet:'")
+        from medrecon.sources.nnunet import NnunetSource
+
+        require_nnunet("--model nnunet:FOLDER", load=False)
+        return NnunetSource(target, device=device)
     if preset:
         from medrecon.sources.presets import PresetSource
 
