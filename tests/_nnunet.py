@@ -119,8 +119,8 @@ def train_phantom_model(root: Path, *, seeds=(0, 1, 2), steps: int = 60) -> Path
             xs, ys = [], []
             for _ in range(2):
                 data, target = cases[rng.integers(len(cases))]
-                corner = [int(rng.integers(0, max(1, n - p + 1))) for n, p in zip(data.shape[1:], PATCH)]
-                window = (slice(None), *(slice(c, c + p) for c, p in zip(corner, PATCH)))
+                corner = [int(rng.integers(0, max(1, n - p + 1))) for n, p in zip(data.shape[1:], PATCH, strict=True)]
+                window = (slice(None), *(slice(c, c + p) for c, p in zip(corner, PATCH, strict=True)))
                 xs.append(data[window])
                 ys.append(target[window])
             out = trainer.train_step({"data": torch.from_numpy(np.stack(xs)),

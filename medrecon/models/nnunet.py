@@ -39,7 +39,7 @@ _LAYER_PREFIX = "torch.nn."
 
 
 def install_hint() -> str:
-    """The pip command that adds nnunetv2 without replacing the installed torch build."""
+    """Return the pip command that adds nnunetv2 without replacing the installed torch build."""
     try:
         from importlib.metadata import version
 
@@ -76,13 +76,15 @@ def require_nnunet(feature: str, *, load: bool = True):
         import nnunetv2
     except ImportError as exc:
         err = MissingDependencyError("nnunetv2", "nnunet", feature)
-        err.args = (f"{feature} needs nnU-Net v2 (nnunetv2), which is not installed: run  {install_hint()}",)
+        # the install line pins the installed torch (see install_hint); ImportError prints .msg
+        err.msg = f"{feature} needs nnU-Net v2 (nnunetv2), which is not installed: run  {install_hint()}"
+        err.args = (err.msg,)
         raise err from exc
     return nnunetv2
 
 
 def safe_globals() -> list:
-    """The plain types, besides tensors and containers, allowed in an nnU-Net checkpoint.
+    """List the plain types, besides tensors and containers, allowed in an nnU-Net checkpoint.
 
     nnU-Net's trainer stores its training log (numpy float scalars) and
     ``_best_ema`` beside the weights; older numpy writes the scalar

@@ -101,7 +101,7 @@ def results_dir() -> Path:
 
 
 def part_folder(results: Path, dataset: int, trainer: str) -> Path | None:
-    """The trained-model folder of one part, or ``None`` if its weights are not there."""
+    """Find the trained-model folder of one part; ``None`` if its weights are not there."""
     candidates = sorted(results.glob(f"Dataset{dataset:03d}_*/*__{PLANS_CONFIG}"))
     candidates = [c for c in candidates if (c / "plans.json").is_file() and any(c.glob("fold_*/checkpoint_final.pth"))]
     preferred = [c for c in candidates if c.name == f"{trainer}__{PLANS_CONFIG}"]
