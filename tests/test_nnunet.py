@@ -67,8 +67,9 @@ def dice(a, b):
     return 1.0 if not a.any() and not b.any() else 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-@pytest.mark.parametrize("mirroring", [False, True])
-def test_labels_equal_nnunets_own_predictor_on_flipped_and_oblique_files(model_folder, tmp_path, mirroring):
+@pytest.mark.parametrize(("mirroring", "precision"), [(False, "auto"), (True, "float32")])
+def test_labels_equal_nnunets_own_predictor_on_flipped_and_oblique_files(model_folder, tmp_path, mirroring,
+                                                                         precision):
     from medrecon.sources import resolve_source
 
     paths = write_variants(tmp_path)
@@ -76,7 +77,7 @@ def test_labels_equal_nnunets_own_predictor_on_flipped_and_oblique_files(model_f
     theirs = dict(zip(names, nnunet_predict(model_folder, [paths[n] for n in names], tmp_path, mirroring=mirroring),
                       strict=True))
     source = resolve_source(model=f"nnunet:{model_folder}")
-    source = type(source)(source.folder, mirroring=mirroring)
+    source = type(source)(source.folder, mirroring=mirroring, precision=precision)
     for name in names:
         volume = load(paths[name])
         ours = source.segment(volume)

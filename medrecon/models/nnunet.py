@@ -155,7 +155,12 @@ class NnunetModel:
     dataset_json : dict
         ``dataset.json``.
     networks : list of torch.nn.Module
-        One network per fold, in eval mode on the CPU.
+        One network per fold, in eval mode on the CPU. Where the network ends in
+        a 1 x 1 x 1 segmentation convolution (dynamic_network_architectures'
+        U-Nets), that layer is taken out into :attr:`heads` and the network
+        returns the features it maps to logits.
+    heads : list of torch.nn.Conv3d or None
+        Each fold's segmentation layer, or ``None`` where the network returns logits.
     mirror_axes : tuple of int or None
         Axes the trainer allows mirroring along at inference (test-time augmentation).
     trainer : str
@@ -172,6 +177,7 @@ class NnunetModel:
     labels: Any
     dataset_json: dict
     networks: list
+    heads: list
     mirror_axes: tuple[int, ...] | None
     trainer: str
     folds: tuple[str, ...]
@@ -209,6 +215,27 @@ def _check_architecture(configuration, where: Path) -> None:
         if value is not None and not str(value).startswith(_LAYER_PREFIX):
             raise ModelError(f"{where}/plans.json: layer {key}={value!r} is not a torch.nn class; "
                              "refusing to import it")
+
+
+def _split_head(network):
+    """Take the final 1 x 1 x 1 segmentation convolution out of ``network``; return it (or ``None``).
+
+    The layer is linear, so the Gaussian-weighted mean of the tiles' logits is
+    the layer applied to the mean of their features: the sliding window can
+    average the decoder's few feature channels instead of every class's logits.
+    """
+    import torch
+
+    decoder = getattr(network, "decoder", None)
+    layers = getattr(decoder, "seg_layers", None)
+    if layers is None or getattr(decoder, "deep_supervision", True) or not len(layers):
+        return None
+    head = layers[-1]
+    if not (isinstance(head, torch.nn.Conv3d) and head.kernel_size == (1, 1, 1) and head.stride == (1, 1, 1)
+            and head.padding == (0, 0, 0) and head.dilation == (1, 1, 1) and head.groups == 1):
+        return None
+    layers[-1] = torch.nn.Identity()
+    return head.eval()
 
 
 def load_nnunet_folder(folder: str | Path, *, folds: tuple[str, ...] | None = None,
@@ -291,10 +318,11 @@ def _load_cached(folder: str, folds: tuple[str, ...], checkpoint: str, stamp: tu
             raise ModelError(f"{f}: the weights do not fit the network in plans.json (trainer "
                              f"{first.get('trainer_name')!r} may build its own): {str(exc).splitlines()[0]}") from None
         networks.append(net.eval())
+    heads = [_split_head(net) for net in networks]
     axes = first.get("inference_allowed_mirroring_axes")
     return NnunetModel(
         folder=root, plans=plans, configuration=configuration, labels=labels, dataset_json=dataset_json,
-        networks=networks, mirror_axes=tuple(int(a) for a in axes) if axes is not None else None,
+        networks=networks, heads=heads, mirror_axes=tuple(int(a) for a in axes) if axes is not None else None,
         trainer=str(first.get("trainer_name", "")), folds=folds,
         weights_sha256=weights_digest(files, root=root), label_names=_label_names(dataset_json, labels),
     )

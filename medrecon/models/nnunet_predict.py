@@ -37,6 +37,7 @@ def predict_array(
     mirroring: bool = True,
     tile_step_size: float = 0.5,
     device: str = "cpu",
+    precision: str = "auto",
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Label an image with an nnU-Net model.
@@ -55,6 +56,10 @@ def predict_array(
         Sliding-window step as a fraction of the patch (nnU-Net's default 0.5).
     device : str
         Torch device of the network and the logits.
+    precision : str
+        Arithmetic of the network: ``"auto"`` (see :func:`resolve_precision`),
+        ``"float32"`` (nnU-Net's CPU setting), ``"bfloat16"`` or ``"float16"``.
+        Tile averaging, resampling and the segmentation layer stay float32.
     progress : ProgressFn, optional
         Called with (stage, fraction) per tile row.
 
@@ -89,7 +94,7 @@ def predict_array(
     out = np.zeros(cropped_shape, dtype=np.uint8 if len(model.labels.foreground_labels) < 255 else np.uint16)
     export = _Exporter(model, tuple(x.shape[1:]), tuple(cropped_shape), spacing_t, target, out, dev)
     for start, logits in _sliding_window(model, x, mirroring=mirroring, step=tile_step_size, device=dev,
-                                         progress=progress):
+                                         precision=precision, progress=progress):
         export.add(start, logits)
     export.finish()
     full = np.zeros(shape_before_crop, dtype=out.dtype)
@@ -97,14 +102,41 @@ def predict_array(
     return full.transpose(pm.transpose_backward)
 
 
-def _sliding_window(model: NnunetModel, x, *, mirroring: bool, step: float, device,
+def resolve_precision(precision: str, device) -> object:
+    """Return the autocast dtype for ``precision`` on ``device`` (``None``: float32).
+
+    ``"auto"``: float16 on CUDA, as nnU-Net's own predictor runs there; bfloat16
+    on a CPU with native bfloat16 arithmetic (AVX512-BF16/AMX), through oneDNN;
+    float32 elsewhere (nnU-Net's CPU setting).
+    """
+    import torch
+
+    if precision not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"precision must be 'auto', 'float32', 'bfloat16' or 'float16', got {precision!r}")
+    if precision == "float32":
+        return None
+    if precision != "auto":
+        return getattr(torch, precision)
+    if device.type == "cuda":
+        return torch.float16
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    return torch.bfloat16 if device.type == "cpu" and native else None
+
+
+def _sliding_window(model: NnunetModel, x, *, mirroring: bool, step: float, device, precision: str,
                     progress: ProgressFn | None) -> Iterator[tuple[int, object]]:
     """Yield ``(start, logits)``: finished slabs of the network grid, in order along the first axis.
 
     ``logits`` is (classes, n, y, x) float32 for rows ``start .. start + n`` of the
     unpadded grid: the Gaussian-weighted mean over every tile (and fold, and
-    mirror) that covers them, as nnunetv2 computes it.
+    mirror) that covers them, as nnunetv2 computes it. Where the networks end in
+    a 1 x 1 x 1 segmentation layer and their features are fewer than the
+    classes, the features are averaged and the layer applied once per voxel.
     """
+    import contextlib
     import itertools
 
     import torch
@@ -124,36 +156,55 @@ def _sliding_window(model: NnunetModel, x, *, mirroring: bool, step: float, devi
     axes = model.mirror_axes if mirroring else None
     flips = ([()] + [tuple(a + 2 for a in c) for n in range(len(axes)) for c in itertools.combinations(axes, n + 1)]
              if axes else [()])
-    n_cls = model.labels.num_segmentation_heads
+    n_cls, n_nets = model.labels.num_segmentation_heads, len(model.networks)
+    heads = [h.to(device) if h is not None else None for h in model.heads]
+    features = all(h is not None for h in heads) and sum(h.in_channels for h in heads) < n_cls
+    width = sum(h.in_channels for h in heads) if features else n_cls
+    nets = [net.to(device) for net in model.networks]
     p0 = patch[0]
-    acc = torch.zeros((n_cls, p0, *data.shape[2:]), dtype=torch.float32, device=device)
+    acc = torch.zeros((width, p0, *data.shape[2:]), dtype=torch.float32, device=device)
     weight = torch.zeros((p0, *data.shape[2:]), dtype=torch.float32, device=device)
     rows = steps[0]
-    autocast = torch.autocast("cuda") if device.type == "cuda" else _nullcontext()
-    with torch.inference_mode(), autocast:
+    dtype = resolve_precision(precision, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode():
         for r, s0 in enumerate(rows):
             for s1, s2 in itertools.product(steps[1], steps[2]):
                 sl = (slice(s1, s1 + patch[1]), slice(s2, s2 + patch[2]))
                 tile = data[:, s0:s0 + p0, sl[0], sl[1]][None].to(device)
-                pred = None
-                for net in model.networks:
+                outs = []
+                for net, head in zip(nets, heads, strict=True):
+                    mean = None
                     for f in flips:
-                        out = net(torch.flip(tile, f) if f else tile)
-                        out = torch.flip(out, f) if f else out
-                        pred = out.float() if pred is None else pred + out.float()
-                pred = pred[0] / (len(flips) * len(model.networks))
-                acc[(slice(None), slice(None), *sl)] += pred * gaussian
-                weight[(slice(None), *sl)] += gaussian
+                        with autocast:
+                            out = net(torch.flip(tile, f) if f else tile)
+                        out = (torch.flip(out, f) if f else out).float()
+                        mean = out if mean is None else mean.add_(out)
+                    mean = mean[0].div_(len(flips))
+                    outs.append(mean if features or head is None else _apply_head(head, mean))
+                pred = torch.cat(outs) if features else sum(outs[1:], outs[0]) / n_nets
+                acc[(slice(None), slice(None), *sl)].addcmul_(pred, gaussian)
+                weight[(slice(None), *sl)].add_(gaussian)
             report(progress, "segmenting", (r + 1) / len(rows))
             nxt = rows[r + 1] if r + 1 < len(rows) else data.shape[1]
             done = nxt - s0 if r + 1 < len(rows) else 0
             # rows before the next tile row are final: hand them on a few at a time
             for lo in range(max(s0, lo_keep), min(nxt, hi_keep), 8):
                 hi = min(lo + 8, nxt, hi_keep)
-                slab = acc[:, lo - s0:hi - s0] / weight[lo - s0:hi - s0]
-                yield lo - lo_keep, slab[keep_yx]
+                slab = (acc[:, lo - s0:hi - s0] / weight[lo - s0:hi - s0])[keep_yx]
+                if features:
+                    parts = slab.split([h.in_channels for h in heads])
+                    slab = sum(_apply_head(h, part) for h, part in zip(heads, parts, strict=True)) / n_nets
+                yield lo - lo_keep, slab
             _shift_left(acc, done, 1)
             _shift_left(weight, done, 0)
+
+
+def _apply_head(head, features):
+    """Apply the 1 x 1 x 1 segmentation convolution to (C, z, y, x) float32 features."""
+    import torch
+
+    return torch.nn.functional.conv3d(features[None], head.weight.float(), head.bias.float())[0]
 
 
 def _shift_left(t, n: int, dim: int) -> None:
@@ -166,14 +217,6 @@ def _shift_left(t, n: int, dim: int) -> None:
         b = min(a + n, size - n)
         t.narrow(dim, a, b - a).copy_(t.narrow(dim, a + n, b - a))
     t.narrow(dim, size - n, n).zero_()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _axis_plan(n_in: int, n_out: int, linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,6 +261,8 @@ class _Exporter:
             sep, axis = determine_do_sep_z_and_axis(kwargs.get("force_separate_z"), target, spacing)
         linear = [not (sep and a == axis and int(kwargs.get("order_z", 0)) == 0) for a in range(3)]
         self.plans = [_axis_plan(n, m, lin) for n, m, lin in zip(net_shape, out_shape, linear, strict=True)]
+        self.bilinear = linear[1] and linear[2]  # in-plane: torch's bilinear is the same sampling
+        self.out_yx = tuple(out_shape[1:])
         self.same = tuple(net_shape) == tuple(out_shape)
         self.torch, self.device, self.out, self.model = torch, device, out, model
         self.buf = None  # finished network-grid rows not yet fully used, from row self.buf_lo
@@ -252,8 +297,12 @@ class _Exporter:
             block = self.buf.index_select(1, rows0)
             if self.plans[0][2].any():
                 block = torch.lerp(block, self.buf.index_select(1, rows1), wz)
-            for axis in (1, 2):
-                block = self._resample(block, axis, *self.plans[axis])
+            if self.bilinear and tuple(block.shape[2:]) != self.out_yx:
+                block = torch.nn.functional.interpolate(block, size=self.out_yx, mode="bilinear",
+                                                        align_corners=False)
+            else:
+                for axis in (1, 2):
+                    block = self._resample(block, axis, *self.plans[axis])
             self.out[a:b] = self._labels(block)
         self.next_out = stop
         if stop < len(i0):  # drop rows no later output row needs

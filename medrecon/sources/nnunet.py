@@ -28,7 +28,7 @@ from medrecon.volume import LabelMap, Volume
 
 
 def predict_volume(model, volume: Volume, *, reorient_to_ras: bool, mirroring: bool, device: str = "cpu",
-                   progress: ProgressFn | None = None) -> np.ndarray:
+                   precision: str = "auto", progress: ProgressFn | None = None) -> np.ndarray:
     """Run an nnU-Net model on a volume; return its label values on the volume's grid.
 
     Parameters
@@ -45,6 +45,8 @@ def predict_volume(model, volume: Volume, *, reorient_to_ras: bool, mirroring: b
         Test-time mirroring along the axes the model allows.
     device : str
         Torch device.
+    precision : str
+        Network arithmetic (see :func:`medrecon.models.nnunet_predict.resolve_precision`).
     progress : ProgressFn, optional
         Called with (stage, fraction).
 
@@ -58,7 +60,7 @@ def predict_volume(model, volume: Volume, *, reorient_to_ras: bool, mirroring: b
     work = volume.reorient("RAS") if reorient_to_ras else volume
     zyx = np.asarray(work.array, dtype=np.float32).transpose(2, 1, 0)
     spacing = tuple(float(s) for s in work.spacing[::-1])
-    labels = predict_array(model, zyx, spacing, mirroring=mirroring, device=device,
+    labels = predict_array(model, zyx, spacing, mirroring=mirroring, device=device, precision=precision,
                            progress=progress).transpose(2, 1, 0)
     if reorient_to_ras:
         back = LabelMap(np.ascontiguousarray(labels), work.affine).reorient(volume.orientation)
@@ -101,6 +103,9 @@ class NnunetSource:
         Test-time mirroring along the axes the trainer allows (nnU-Net's default: on).
     folds : tuple of str, optional
         Folds to ensemble (default: all with a checkpoint).
+    precision : str
+        Network arithmetic: ``"auto"`` (float16 on CUDA as nnU-Net; bfloat16 on
+        CPUs with native bfloat16; else float32) or ``"float32"``.
     """
 
     kind: ClassVar[str] = "engine"
@@ -109,6 +114,7 @@ class NnunetSource:
     device: str = "cpu"
     mirroring: bool = True
     folds: tuple[str, ...] | None = None
+    precision: str = "auto"
 
     def load(self):
         """Load the model folder (cached); see :func:`medrecon.models.nnunet.load_nnunet_folder`."""
@@ -120,7 +126,8 @@ class NnunetSource:
         """Label ``volume`` as nnU-Net's own predictor would, with vocabulary ids and names."""
         model = self.load()
         values = predict_volume(model, volume, reorient_to_ras=model.reorient_to_ras,
-                                mirroring=self.mirroring, device=_device(self.device), progress=progress)
+                                mirroring=self.mirroring, device=_device(self.device),
+                                precision=self.precision, progress=progress)
         table = vocabulary_table(model.label_names, source=f"{Path(self.folder).name}/dataset.json")
         return relabel(values, table, volume.affine, source=os.fspath(volume.source) if volume.source else "")
 
@@ -132,8 +139,9 @@ class NnunetSource:
             "task": Path(self.folder).parent.name or Path(self.folder).name,
             "model_folder": Path(self.folder).name, "trainer": model.trainer,
             "configuration": model.configuration.data_identifier, "folds": list(model.folds),
-            "mirroring": bool(self.mirroring and model.mirror_axes), "weights_sha256": model.weights_sha256,
-            "labels": len(model.label_names),
+            "mirroring": bool(self.mirroring and model.mirror_axes), "precision": precision_name(
+                self.precision, _device(self.device)),
+            "weights_sha256": model.weights_sha256, "labels": len(model.label_names),
         }
 
 
@@ -145,6 +153,16 @@ def engine_version() -> str:
         return f"nnunetv2 {version('nnunetv2')}"
     except PackageNotFoundError:
         return "nnunetv2"
+
+
+def precision_name(precision: str, device: str) -> str:
+    """Name the network arithmetic ``precision`` means on ``device`` (``"float32"``, ``"bfloat16"``, ...)."""
+    import torch
+
+    from medrecon.models.nnunet_predict import resolve_precision
+
+    dtype = resolve_precision(precision, torch.device(device))
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _device(device: str) -> str:

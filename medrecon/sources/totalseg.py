@@ -123,6 +123,8 @@ class TotalSegmentatorSource:
         TotalSegmentator's ``--roi_subset``: only the parts that hold them run.
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    precision : str
+        Network arithmetic (see :class:`~medrecon.sources.nnunet.NnunetSource`).
     """
 
     kind: ClassVar[str] = "engine"
@@ -131,6 +133,7 @@ class TotalSegmentatorSource:
     fast: bool = False
     organs: tuple[str, ...] = ()
     device: str = "cpu"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if (self.task, self.fast) not in TASKS:
@@ -187,7 +190,7 @@ class TotalSegmentatorSource:
         for n, (_dataset, first, folder) in enumerate(parts):
             model = load_nnunet_folder(folder, folds=("0",))
             part = predict_volume(model, volume, reorient_to_ras=True, mirroring=False,
-                                  device=_device(self.device),
+                                  device=_device(self.device), precision=self.precision,
                                   progress=scaled(progress, n / len(parts), (n + 1) / len(parts)))
             hit = part > 0
             classes[hit] = (part[hit].astype(np.int64) + first - 1).astype(np.uint8)
@@ -203,7 +206,7 @@ class TotalSegmentatorSource:
         import hashlib
 
         from medrecon.models.nnunet import load_nnunet_folder
-        from medrecon.sources.nnunet import engine_version
+        from medrecon.sources.nnunet import _device, engine_version, precision_name
 
         parts = self.folders()
         digests = [f"{p.parent.name}/{p.name} {load_nnunet_folder(p, folds=('0',)).weights_sha256}\n"
@@ -212,5 +215,6 @@ class TotalSegmentatorSource:
             "kind": self.kind, "name": "totalsegmentator", "version": None, "engine": engine_version(),
             "task": self.task, "fast": self.fast, "organs": list(self.organs),
             "datasets": [p.parent.name for _, _, p in parts], "trainer": self.spec.trainer,
+            "precision": precision_name(self.precision, _device(self.device)),
             "weights_sha256": hashlib.sha256("".join(sorted(digests)).encode()).hexdigest(),
         }
