@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PKGS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
-# Torch first, pinned to the CPU wheel: a bare "torch" requirement pulls a
-# multi-GB CUDA build. pyproject keeps a range.
+# Torch pinned to the CPU wheel, in the same pip command as everything that
+# needs it: a bare "torch" requirement, or nnunetv2's chain (timm ->
+# torchvision) installed in a later command, pulls a newer multi-GB CUDA build.
+# pyproject keeps a range.
 TORCH ?= torch==2.13.0
 
 .PHONY: demo test install apt lint clean sample-data
@@ -14,8 +16,7 @@ TORCH ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[all,bench,dev]"
+	$(BIN)/python -m pip install -q "$(TORCH)" -e ".[all,bench,dev,nnunet]"
 	touch $(STAMP)
 
 install: $(STAMP)

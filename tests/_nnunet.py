@@ -5,8 +5,9 @@ patch at 8 x 6 x 6 mm); the phantoms are preprocessed with nnunetv2's
 ``DefaultPreprocessor`` and stored as its numpy dataset; the network is built,
 trained for a few dozen steps and saved by ``nnUNetTrainer`` (its
 ``train_step`` and ``save_checkpoint``), with the numpy scalars of a real
-training log in the checkpoint. Labels: liver (the patient's right) and spleen
-(left), so the prediction is not left/right symmetric.
+training log in the checkpoint. Labels: six abdominal organs; after this brief
+training the network finds at least the liver, on the patient's right, so its
+prediction is not left/right symmetric.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 DATASET = "Dataset901_Phantom"
 PATCH = [16, 48, 48]
 SPACING = [8.0, 6.0, 6.0]  # z, y, x as nnU-Net orders them
-LABELS = {"background": 0, "liver": 1, "spleen": 2}
-PHANTOM_IDS = {"liver": 5, "spleen": 1}  # the phantom's (TotalSegmentator) ids
+# more classes than the first stage's 4 features: inference averages features, not logits
+LABELS = {"background": 0, "liver": 1, "spleen": 2, "kidney_right": 3, "kidney_left": 4, "stomach": 5, "aorta": 6}
+PHANTOM_IDS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "stomach": 6, "aorta": 52}
 
 PLANS = {
     "dataset_name": DATASET, "plans_name": "nnUNetPlans",
@@ -131,7 +133,7 @@ def train_phantom_model(root: Path, *, seeds=(0, 1, 2), steps: int = 60) -> Path
         trainer.logger.log("val_losses", np.float32(losses[-1]), 0)
         trainer.logger.log("mean_fg_dice", np.float64(0.5), 0)
         trainer.logger.log("ema_fg_dice", np.float64(0.5), 0)
-        trainer.logger.log("dice_per_class_or_region", [np.float64(0.6), np.float64(0.4)], 0)
+        trainer.logger.log("dice_per_class_or_region", [np.float64(0.5)] * (len(LABELS) - 1), 0)
         trainer.logger.log("lrs", trainer.optimizer.param_groups[0]["lr"], 0)
         trainer.logger.log("epoch_start_timestamps", 0.0, 0)
         trainer.logger.log("epoch_end_timestamps", 1.0, 0)

@@ -141,11 +141,18 @@ def test_nnunet_checkpoints_load_with_plain_types_only(tmp_path):
     from medrecon.models.nnunet import load_checkpoint
 
     plain = tmp_path / "plain.pth"
-    save_checkpoint(plain, {"logging": {"mean_fg_dice": [np.float64(0.9)], "train_losses": [np.float32(-0.5)]},
+    save_checkpoint(plain, {"logging": {"mean_fg_dice": [np.float64(0.9)], "train_losses": [np.float32(-0.5)],
+                                        "dice_per_class_or_region": [np.array([0.5, 0.25])]},
                             "_best_ema": np.float64(0.9), "init_args": {"device": torch.device("cpu")},
                             "inference_allowed_mirroring_axes": (0, 1, 2), "trainer_name": "nnUNetTrainer"})
     checkpoint = load_checkpoint(plain)
     assert checkpoint["_best_ema"] == np.float64(0.9) and checkpoint["trainer_name"] == "nnUNetTrainer"
+    np.testing.assert_array_equal(checkpoint["logging"]["dice_per_class_or_region"][0], [0.5, 0.25])
+
+    hidden = tmp_path / "hidden.pth"  # an object array smuggles a foreign object through numpy
+    save_checkpoint(hidden, {"logging": {"x": np.array([Fraction(1, 3)], dtype=object)}})
+    with pytest.raises(ModelError, match="refused"):
+        load_checkpoint(hidden)
 
     foreign = tmp_path / "foreign.pth"
     save_checkpoint(foreign, {"init_args": {"anything": Fraction(1, 3)}})

@@ -52,12 +52,12 @@ def write_variants(tmp_path):
     return paths
 
 
-def nnunet_predict(folder, files, out_dir, *, mirroring):
+def nnunet_predict(folder, files, out_dir, *, mirroring, folds=("0",)):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds=("0",))
+    predictor.initialize_from_trained_model_folder(str(folder), use_folds=folds)
     outs = [str(out_dir / f.name.replace("_0000.nii.gz", "")) for f in files]
     predictor.predict_from_files_sequential([[str(f)] for f in files], outs, save_probabilities=False)
     return [nib.load(o + ".nii.gz") for o in outs]
@@ -67,15 +67,19 @@ def dice(a, b):
     return 1.0 if not a.any() and not b.any() else 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
 
 
-@pytest.mark.parametrize(("mirroring", "precision"), [(False, "auto"), (True, "float32")])
+@pytest.mark.parametrize(("mirroring", "precision", "folds"), [(False, "auto", 1), (True, "float32", 2)])
 def test_labels_equal_nnunets_own_predictor_on_flipped_and_oblique_files(model_folder, tmp_path, mirroring,
-                                                                         precision):
+                                                                         precision, folds):
     from medrecon.sources import resolve_source
 
+    if folds == 2:  # a two-fold ensemble: its 2 x 4 features are not fewer than the 7 outputs, so logits
+        model_folder = shutil.copytree(model_folder, tmp_path / "two_folds")
+        shutil.copytree(model_folder / "fold_0", model_folder / "fold_1")
     paths = write_variants(tmp_path)
     names = list(paths) if not mirroring else ["stored"]
-    theirs = dict(zip(names, nnunet_predict(model_folder, [paths[n] for n in names], tmp_path, mirroring=mirroring),
-                      strict=True))
+    theirs = nnunet_predict(model_folder, [paths[n] for n in names], tmp_path, mirroring=mirroring,
+                            folds=tuple(str(f) for f in range(folds)))
+    theirs = dict(zip(names, theirs, strict=True))
     source = resolve_source(model=f"nnunet:{model_folder}")
     source = type(source)(source.folder, mirroring=mirroring, precision=precision)
     for name in names:
@@ -168,3 +172,13 @@ def test_checkpoint_from_the_trainer_loads_and_a_foreign_object_in_it_is_refused
     torch.save(raw, evil / "fold_0" / "checkpoint_final.pth")
     with pytest.raises(ModelError, match=r"refused: the checkpoint holds the object fractions\.Fraction"):
         load_nnunet_folder(evil)
+
+
+def test_an_in_memory_study_is_left_as_it_was(model_folder):
+    from medrecon.sources.nnunet import NnunetSource
+
+    volume, _ = phantom(12)  # float32, read-only
+    before = np.array(volume.array)
+    labels = NnunetSource(model_folder, mirroring=False).segment(volume)
+    np.testing.assert_array_equal(np.asarray(volume.array), before)
+    assert labels.same_grid(volume) and (np.asarray(labels.array) == 5).sum() > 500

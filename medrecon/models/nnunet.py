@@ -86,18 +86,22 @@ def require_nnunet(feature: str, *, load: bool = True):
 def safe_globals() -> list:
     """List the plain types, besides tensors and containers, allowed in an nnU-Net checkpoint.
 
-    nnU-Net's trainer stores its training log (numpy float scalars) and
-    ``_best_ema`` beside the weights; older numpy writes the scalar
-    reconstructor as ``numpy.core.multiarray.scalar``, newer as
-    ``numpy._core.multiarray.scalar``. Nothing here can run code when unpickled.
+    nnU-Net's trainer stores its training log (numpy scalars, possibly numpy
+    arrays) and ``_best_ema`` beside the weights; numpy 1.x writes their
+    reconstructors under ``numpy.core``, numpy 2 under ``numpy._core``. None of
+    these can run code when unpickled: they rebuild numbers and arrays of numbers.
     """
     import numpy as np
 
-    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
-    dtypes = [np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType, np.dtypes.Float16DType,
-              np.dtypes.Int64DType, np.dtypes.Int32DType, np.dtypes.BoolDType]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"),
-            (scalar, "numpy._core.multiarray.scalar"), *dtypes]
+    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list = [np.dtype, np.ndarray]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(core, name)
+        allowed += [fn, (fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    numeric = ("Bool", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
+               "Float16", "Float32", "Float64")
+    allowed += [getattr(np.dtypes, f"{n}DType") for n in numeric]
+    return allowed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -73,8 +73,8 @@ def predict_array(
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
     pm, cm = model.plans, model.configuration
-    data = np.asarray(image, dtype=np.float32)
-    data = data[None] if data.ndim == 3 else data.copy()
+    data = np.array(image, dtype=np.float32)  # a copy: normalisation works in place
+    data = data[None] if data.ndim == 3 else data
     forward = list(pm.transpose_forward)
     data = data.transpose([0, *[a + 1 for a in forward]])
     spacing_t = [float(spacing[a]) for a in forward]
