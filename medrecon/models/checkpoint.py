@@ -28,6 +28,7 @@ from typing import Any
 from medrecon.errors import ModelError, require
 from medrecon.io.atomic import atomic_path, write_text
 from medrecon.models.nets import NetSpec, build_network
+from medrecon.report import jsonable
 
 #: Folder of the model shipped with medrecon (``model="default"``).
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
@@ -109,7 +110,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        d = json.loads(json.dumps(d, default=_jsonable))
+        d = jsonable(d)
         d["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
         return {"card_version": CARD_VERSION, **d}
 
@@ -125,16 +126,6 @@ class ModelCard:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed model card: {exc}; expected the JSON that "
                              "medrecon.models.checkpoint.save_model writes") from exc
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 @dataclass(frozen=True, eq=False)
