@@ -273,8 +273,7 @@ def reconstruct(
         with timer.stage("statistics"):
             mean_hu = _mean_hu(volume, labels)
 
-    rep = Report(frame=config.frame)
-    rep.add(medrecon_version=__version__, pipeline_report_version=PIPELINE_REPORT_VERSION, disclaimer=DISCLAIMER)
+    rep = _new_report(config.frame)
     if volume is not None:
         rep.add(method=config.method, **method_info, config=config.to_dict(),
                 input=_geometry(volume, keep_phi=config.keep_phi))
@@ -307,7 +306,8 @@ def reconstruct(
                     warnings.warn(f"no preview.png: {exc}", stacklevel=2)
                     rep.add(preview_skipped=str(exc))
         with timer.stage("export"):
-            files = export_organs(organ_meshes, out, fmt=config.fmt, frame=config.frame, merged=config.merged)
+            files = export_organs(organ_meshes, out, fmt=config.fmt, frame=config.frame,
+                                  merged=config.merged)
             _remove_stale_meshes(out, files.all)
     _add_organs(rep, organ_meshes, files)
     if mean_hu is not None:
@@ -318,8 +318,8 @@ def reconstruct(
     if out is not None:
         rep.write(out / "report.json")
     report(progress, "done", 1.0)
-    return ReconstructResult(volume=volume, labels=labels, organ_meshes=organ_meshes, report=rep.to_dict(),
-                             outdir=out)
+    return ReconstructResult(volume=volume, labels=labels, organ_meshes=organ_meshes,
+                             report=rep.to_dict(), outdir=out)
 
 
 def export_meshes(
@@ -358,13 +358,19 @@ def export_meshes(
     """
     from medrecon.io.mesh_export import export_organs
 
-    rep = Report(frame=frame)
-    rep.add(medrecon_version=__version__, pipeline_report_version=PIPELINE_REPORT_VERSION, disclaimer=DISCLAIMER,
-            **dict(fields or {}))
+    rep = _new_report(frame)
+    rep.add(**dict(fields or {}))
     files = export_organs(organ_meshes, outdir, fmt=fmt, frame=frame, merged=merged)
     _add_organs(rep, organ_meshes, files)
     rep.write(Path(outdir) / "report.json")
     return rep.to_dict()
+
+
+def _new_report(frame: str) -> Report:
+    rep = Report(frame=frame)
+    rep.add(medrecon_version=__version__, pipeline_report_version=PIPELINE_REPORT_VERSION,
+            disclaimer=DISCLAIMER)
+    return rep
 
 
 def _add_organs(rep: Report, organ_meshes: Sequence[OrganMesh], files: MeshFiles | None) -> None:
@@ -381,8 +387,8 @@ def _scrubbed(rep: Report, identifiers: frozenset[str], *, keep_phi: bool) -> Re
     """``rep`` without identifiers (see :func:`~medrecon.pipeline.phi.scrub`)."""
     if keep_phi:
         return rep
-    return Report(frame=rep.frame, fields=scrub(rep.fields, identifiers), organs=scrub(rep.organs, identifiers),
-                  timings_s=rep.timings_s)
+    return Report(frame=rep.frame, fields=scrub(rep.fields, identifiers),
+                  organs=scrub(rep.organs, identifiers), timings_s=rep.timings_s)
 
 
 def _remove_stale_meshes(out: Path, written: set[str]) -> None:
