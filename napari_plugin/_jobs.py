@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medrecon.errors import InputError
-from medrecon.mesh import MeshOptions, OrganMesh, build_organ_meshes
+from medrecon.mesh import MeshOptions, OrganMesh
 from medrecon.progress import ProgressFn
 from medrecon.volume import LabelMap, Volume
 
@@ -82,19 +82,23 @@ def reconstruct(
     if request.method == "labels":
         if labels is None:
             raise InputError("choose a Labels layer to build meshes from")
-        return labels, build_organ_meshes(labels, request.mesh, organs=request.organs, progress=progress)
-    if volume is None:
+        source: Volume | LabelMap = labels
+    elif volume is None:
         raise InputError("choose an image layer to reconstruct")
-    result = _pipeline(volume, request, progress)
+    else:
+        source = volume
+    result = _pipeline(source, request, progress)
     return result.labels, list(result.organ_meshes)
 
 
-def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn | None):
+def _pipeline(source: Volume | LabelMap, request: ReconstructRequest, progress: ProgressFn | None):
     from medrecon.pipeline import ReconstructConfig
     from medrecon.pipeline import reconstruct as run
 
     organs = tuple(str(o) for o in request.organs or ())
-    if request.method == "preset":
+    if request.method == "labels":  # the label map is meshed as it is: no label source settings
+        config = ReconstructConfig(organs=organs, mesh=request.mesh, preview=False)
+    elif request.method == "preset":
         config = ReconstructConfig.for_preset(
             request.preset, organs=organs, mesh=request.mesh, preview=False
         )
@@ -104,7 +108,7 @@ def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn 
             method="model", model=model, organs=organs, device=request.device,
             mesh=request.mesh, preview=False,
         )
-    return run(volume, None, config=config, progress=progress)
+    return run(source, None, config=config, progress=progress)
 
 
 def parse_organs(text: str) -> tuple[str | int, ...] | None:

@@ -278,7 +278,7 @@ def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: s
         colours = {om.label: added[0].get_color(om.label) for om in organ_meshes}
     for om in organ_meshes:
         (verts, faces), kwargs, _ = surface_layer_data(
-            om.mesh, name=om.name, label=om.label, colour=colours.get(om.label)
+            om.trimesh(), name=om.name, label=om.label, colour=colours.get(om.label)
         )
         kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
         existing = next(

@@ -41,6 +41,7 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
         The written path.
     """
     from medrecon.io.mesh_export import write_mesh
+    from medrecon.triangles import TriangleMesh
 
     target = Path(path)
     if not target.name.lower().endswith(MESH_SUFFIXES):
@@ -48,7 +49,7 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
             f"{target.name}: surfaces are written as {', '.join(MESH_SUFFIXES)}"
         )
     mesh = surface_to_mesh(data, meta)
-    write_mesh(mesh, target, frame="LPS")
+    write_mesh(TriangleMesh.from_trimesh(mesh), target, frame="LPS")
     return [str(target)]
 
 
@@ -70,6 +71,7 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
     """
     from medrecon.atomic import safe_name
     from medrecon.io.mesh_export import write_mesh
+    from medrecon.triangles import TriangleMesh
 
     target = Path(path)
     suffix = next((s for s in MESH_SUFFIXES if target.name.lower().endswith(s)), ".stl")
@@ -84,7 +86,7 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
             n += 1
             stem = f"{base}_{n}"
         used.add(stem)
-        written.append(str(write_mesh(mesh, folder / f"{stem}{suffix}", frame="LPS", name=name)))
+        written.append(str(write_mesh(TriangleMesh.from_trimesh(mesh), folder / f"{stem}{suffix}", frame="LPS", name=name)))
     return written
 
 

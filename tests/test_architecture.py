@@ -58,15 +58,6 @@ LAYERS: dict[str, int] = {
     "napari_plugin": 6,
 }
 
-#: Upward imports tolerated for now, as (importer, imported) module pairs.
-#: TEMPORARY: io/ still takes its mesh arrays from surface/arrays.py; the
-#: layer-0 mesh type medrecon/triangles.py replaces it (another branch). Empty
-#: this set when that lands; nothing else may ever be added here.
-TEMPORARY_ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    ("medrecon.io.mesh_export", "medrecon.surface.arrays"),
-    ("medrecon.io.threemf", "medrecon.surface.arrays"),
-})
-
 #: Packages that neither import nor are imported by the other packages of their
 #: own layer: file formats (io/) and geometry (surface/, mesh/, evaluate.py)
 #: share only what lives in layer 0 (the mesh type, atomic output).
@@ -267,14 +258,8 @@ def test_no_import_cycles(graph: Graph) -> None:
 
 
 def test_no_upward_imports(graph: Graph) -> None:
-    found = layer_violations(graph, LAYERS, PACKAGES, separate=SEPARATE, allowed=TEMPORARY_ALLOWED)
+    found = layer_violations(graph, LAYERS, PACKAGES, separate=SEPARATE)
     assert not found, "\n".join(found)
-
-
-def test_temporary_allowances_are_still_needed(graph: Graph) -> None:
-    # an allowance whose import is gone must go too, or it would let the edge back in
-    stale = sorted(TEMPORARY_ALLOWED - set(graph.edges))
-    assert not stale, f"remove from TEMPORARY_ALLOWED, the import is gone: {stale}"
 
 
 def test_medrecon_never_imports_gui(graph: Graph) -> None:
@@ -292,13 +277,6 @@ def test_graph_sees_every_import(graph: Graph) -> None:
              if statement.match(text)}
     assert len(lines) > 300
     assert {hit for hits in graph.edges.values() for hit in hits} == lines
-
-
-def test_io_atomic_alias_is_only_for_mesh_export(graph: Graph) -> None:
-    # TEMPORARY, with medrecon/io/atomic.py: delete both when io/mesh_export.py
-    # imports medrecon.atomic
-    users = sorted(src for src, dst in graph.edges if dst == "medrecon.io.atomic")
-    assert users == ["medrecon.io.mesh_export"], f"import medrecon.atomic instead: {users}"
 
 
 # --- the checker checked, on a fake package with known faults -------------------------

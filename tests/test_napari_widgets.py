@@ -213,6 +213,7 @@ def test_writers_keep_the_layer_and_write_world_geometry(seg_layer, tmp_path, to
 
 def test_3d_view_is_not_mirrored(make_napari_viewer):
     from medrecon.mesh import OrganMesh
+    from medrecon.triangles import TriangleMesh
     from napari_plugin._layers import show_reconstruction
 
     viewer = make_napari_viewer(show=True)
@@ -221,8 +222,10 @@ def test_3d_view_is_not_mirrored(make_napari_viewer):
     left = trimesh.creation.icosphere(subdivisions=2, radius=20.0)
     left.apply_translation([60.0, 0.0, 0.0])
     organs = [
-        OrganMesh(label=1, name="right_thing", mesh=right, raw=right, report={}),
-        OrganMesh(label=2, name="left_thing", mesh=left, raw=left, report={}),
+        OrganMesh(label=1, name="right_thing", mesh=TriangleMesh.from_trimesh(right),
+                  raw=TriangleMesh.from_trimesh(right), report={}),
+        OrganMesh(label=2, name="left_thing", mesh=TriangleMesh.from_trimesh(left),
+                  raw=TriangleMesh.from_trimesh(left), report={}),
     ]
     show_reconstruction(viewer, None, organs, name="test")
     viewer.layers["right_thing"].vertex_colors = np.tile([1.0, 0, 0, 1], (len(right.vertices), 1))

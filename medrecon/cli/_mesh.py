@@ -38,28 +38,17 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medrecon.io import load_labels
-    from medrecon.io.mesh_export import export_organs
-    from medrecon.mesh import build_organ_meshes
+    from medrecon.pipeline import ReconstructConfig, reconstruct
     from medrecon.progress import TqdmProgress
 
     options = mesh_options_from_args(args)
+    config = ReconstructConfig(organs=tuple(args.organs or ()), mesh=options, fmt=args.fmt,
+                               frame=args.frame, merged=args.merged, preview=False)
     labels = load_labels(args.labels, names=args.names)
     # no bar (and no tqdm import, ~0.06 s) when nobody watches stderr
     show_bar = not args.json and sys.stderr.isatty()
     with TqdmProgress("mesh") if show_bar else contextlib.nullcontext() as bar:
-        organs = build_organ_meshes(labels, options, organs=args.organs, progress=bar)
-        report = export_organs(
-            organs, args.output, fmt=args.fmt, frame=args.frame, merged=args.merged,
-            extra_report={
-                "input": str(Path(args.labels)),
-                "options": {
-                    "smooth": options.smooth, "decimate": options.decimate,
-                    "target_faces": options.target_faces, "keep_largest": options.keep_largest,
-                    "min_component_mm3": options.min_component_mm3, "hollow_mm": options.hollow_mm,
-                    "iso_spacing": options.iso_spacing,
-                },
-            },
-        )
+        report = reconstruct(labels, args.output, config=config, progress=bar).report
     if args.preview:
         from medrecon.mesh.render import render_export
 

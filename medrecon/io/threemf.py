@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 
 from medrecon.atomic import write_bytes
-from medrecon.surface.arrays import MeshLike
+from medrecon.triangles import TriangleMesh
 
 CORE_NS = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
 MEDRECON_NS = "https://github.com/medrecon/medrecon/3mf/2024"
@@ -37,7 +37,7 @@ _RELS = (
 )
 
 
-def _object_xml(object_id: int, name: str, mesh: MeshLike) -> str:
+def _object_xml(object_id: int, name: str, mesh: TriangleMesh) -> str:
     v = np.asarray(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, dtype=np.int64)
     vertices = "".join(f'<vertex x="{x:.9g}" y="{y:.9g}" z="{z:.9g}"/>' for x, y, z in v.tolist())
@@ -49,7 +49,7 @@ def _object_xml(object_id: int, name: str, mesh: MeshLike) -> str:
     )
 
 
-def model_xml(meshes: Mapping[str, MeshLike], *, frame: str) -> str:
+def model_xml(meshes: Mapping[str, TriangleMesh], *, frame: str) -> str:
     """Return the ``3D/3dmodel.model`` document for ``meshes`` (name -> mesh in mm)."""
     objects = "".join(_object_xml(n + 1, name, m) for n, (name, m) in enumerate(meshes.items()))
     items = "".join(f'<item objectid="{n + 1}"/>' for n in range(len(meshes)))
@@ -65,7 +65,7 @@ def model_xml(meshes: Mapping[str, MeshLike], *, frame: str) -> str:
     )
 
 
-def write_3mf(meshes: Mapping[str, MeshLike], path: str | os.PathLike, *, frame: str) -> None:
+def write_3mf(meshes: Mapping[str, TriangleMesh], path: str | os.PathLike, *, frame: str) -> None:
     """Write ``meshes`` (name -> mesh, coordinates in mm in ``frame``) as one 3MF file, atomically."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as z:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from medrecon.mesh.repair import MeshCheck, check, repair
-from medrecon.surface.arrays import Mesh, same_kind
+from medrecon.triangles import TriangleMesh
 
 
-def _simplify(mesh: Mesh, reduction: float) -> Mesh:
+def _simplify(mesh: TriangleMesh, reduction: float) -> TriangleMesh:
     import fast_simplification
 
     v, f = fast_simplification.simplify(
@@ -31,21 +31,21 @@ def _simplify(mesh: Mesh, reduction: float) -> Mesh:
     used = np.zeros(len(v), dtype=bool)
     used[f.ravel()] = True
     new_index = np.cumsum(used) - 1
-    return same_kind(mesh, np.asarray(v)[used], new_index[f])
+    return TriangleMesh(np.asarray(v)[used], new_index[f])
 
 
 def decimate(
-    mesh: Mesh,
+    mesh: TriangleMesh,
     *,
     reduction: float | None = None,
     target_faces: int | None = None,
     attempts: int = 3,
-) -> tuple[Mesh, MeshCheck, float]:
+) -> tuple[TriangleMesh, MeshCheck, float]:
     """Reduce the face count of ``mesh`` and return a checked, repaired result.
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh or MeshArrays
+    mesh : TriangleMesh
         Closed surface in mm.
     reduction : float, optional
         Fraction of faces to remove, in [0, 1); 0.75 keeps a quarter.
@@ -56,9 +56,8 @@ def decimate(
 
     Returns
     -------
-    mesh : trimesh.Trimesh or MeshArrays
-        The decimated mesh (of ``mesh``'s kind), or ``mesh`` itself (copied) if
-        every attempt broke it.
+    mesh : TriangleMesh
+        The decimated mesh, or ``mesh`` itself if every attempt broke it.
     check : MeshCheck
         State of the returned mesh.
     reduction : float
@@ -75,8 +74,7 @@ def decimate(
     if not 0.0 <= reduction < 1.0:
         raise ValueError(f"reduction must be in [0, 1), got {reduction}")
     if reduction == 0.0 or n < 64:
-        out = mesh.copy()
-        return out, check(out), 0.0
+        return mesh, check(mesh), 0.0
     for _ in range(max(1, attempts)):
         simplified = _simplify(mesh, reduction)
         state = check(simplified)
@@ -85,5 +83,4 @@ def decimate(
         if state.printable:
             return simplified, state, reduction
         reduction /= 2.0
-    out = mesh.copy()
-    return out, check(out), 0.0
+    return mesh, check(mesh), 0.0

@@ -19,10 +19,10 @@ import numpy as np
 from medrecon.errors import MedreconError
 from medrecon.mesh.repair import MeshCheck, check
 from medrecon.mesh.smooth import smooth
-from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, same_kind
+from medrecon.triangles import TriangleMesh
 
 
-def _to_manifold(mesh: MeshLike):
+def _to_manifold(mesh: TriangleMesh):
     import manifold3d
 
     m = manifold3d.Manifold(
@@ -39,14 +39,14 @@ def _to_manifold(mesh: MeshLike):
     return m
 
 
-def _from_manifold(m) -> MeshArrays:
+def _from_manifold(m) -> TriangleMesh:
     out = m.to_mesh64()
-    return MeshArrays(np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts, dtype=np.int64))
+    return TriangleMesh(np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts, dtype=np.int64))
 
 
 def cavity_surface(
     mask: np.ndarray, affine: np.ndarray, thickness_mm: float, *, smoothing: float = 0.0
-) -> MeshArrays | None:
+) -> TriangleMesh | None:
     """Surface of the points more than ``thickness_mm`` inside ``mask`` (None if none are).
 
     Parameters
@@ -83,18 +83,18 @@ def cavity_surface(
 
 
 def hollow(
-    outer: Mesh,
+    outer: TriangleMesh,
     mask: np.ndarray,
     affine: np.ndarray,
     thickness_mm: float,
     *,
     smoothing: float = 0.0,
-) -> tuple[Mesh, MeshCheck]:
+) -> tuple[TriangleMesh, MeshCheck]:
     """Hollow ``outer`` (the surface of ``mask``) leaving walls ``thickness_mm`` thick.
 
     Parameters
     ----------
-    outer : trimesh.Trimesh or MeshArrays
+    outer : TriangleMesh
         Closed, outward-wound surface of the organ in LPS mm.
     mask, affine : see :func:`cavity_surface`.
     thickness_mm : float
@@ -104,16 +104,15 @@ def hollow(
 
     Returns
     -------
-    mesh : trimesh.Trimesh or MeshArrays
-        Outer shell plus inward-facing cavity shell(s), of ``outer``'s kind;
-        ``outer`` unchanged (copied) if the organ is nowhere thicker than two walls.
+    mesh : TriangleMesh
+        Outer shell plus inward-facing cavity shell(s); ``outer`` itself if the
+        organ is nowhere thicker than two walls.
     check : MeshCheck
     """
     if not thickness_mm > 0:
         raise ValueError(f"wall thickness must be > 0 mm, got {thickness_mm}")
     cavity = cavity_surface(mask, affine, thickness_mm, smoothing=smoothing)
     if cavity is None:
-        out = outer.copy()
-        return out, check(out)
+        return outer, check(outer)
     shell = _from_manifold(_to_manifold(outer) - _to_manifold(cavity))
-    return same_kind(outer, shell.vertices, shell.faces), check(shell)
+    return shell, check(shell)

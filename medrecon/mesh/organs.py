@@ -4,18 +4,17 @@ For each label: raw marching-cubes surface (:mod:`medrecon.surface`), optional
 component filtering, windowed-sinc smoothing, quadric decimation, optional
 hollowing, then a repair and a check of the final mesh, and the report of
 :mod:`medrecon.mesh.report`. Every mesh is in LPS millimetres. The steps pass
-:class:`~medrecon.surface.arrays.MeshArrays` along; trimesh is imported only
+:class:`~medrecon.triangles.TriangleMesh` along; trimesh is imported only
 when a step needs it (component filtering, a repair) or when a caller asks for
-:attr:`OrganMesh.mesh`.
+:meth:`OrganMesh.trimesh`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,9 +25,9 @@ from medrecon.mesh.repair import MeshCheck, check, repair
 from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report, triangles
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
 from medrecon.progress import ProgressFn, report, scaled
-from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, as_trimesh, same_kind
 from medrecon.surface.extract import ENGINES
-from medrecon.surface.labels import label_boxes, surface_arrays_in_boxes
+from medrecon.surface.labels import label_boxes, surfaces_in_boxes
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import LabelMap
 
 if TYPE_CHECKING:
@@ -91,69 +90,66 @@ class MeshOptions:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every option by name, JSON-ready (what reports record)."""
+        return asdict(self)
 
+
+@dataclass(frozen=True, eq=False)
 class OrganMesh:
     """One organ's final mesh, its raw surface and its report.
 
-    Parameters
+    Attributes
     ----------
     label : int
         Label id in the label map.
     name : str
         Structure name from the label table (``label_<id>`` if unnamed).
-    mesh : trimesh.Trimesh or MeshArrays
+    mesh : TriangleMesh
         Final mesh, LPS mm, outward winding.
-    raw : trimesh.Trimesh or MeshArrays
+    raw : TriangleMesh
         Raw marching-cubes surface of the mask, LPS mm.
-    report : dict, optional
+    report : dict
         Print-readiness numbers (see :func:`medrecon.mesh.report.mesh_report`)
-        with ``name`` and ``label``.
-
-    Attributes
-    ----------
-    label, name, report
-        As given.
-    arrays, raw_arrays : MeshArrays
-        The final and the raw mesh as arrays (what the file writers read).
-    mesh, raw : trimesh.Trimesh
-        The same as :class:`trimesh.Trimesh`, made on first access.
+        with ``name`` and ``label``; a copy of the mapping given, not to be modified.
     """
 
-    def __init__(
-        self, label: int, name: str, mesh: MeshLike, raw: MeshLike, report: dict[str, Any] | None = None
-    ) -> None:
-        self.label = int(label)
-        self.name = name
-        self.report = {} if report is None else report
-        self._given = (mesh, raw)
-        self.arrays = MeshArrays.of(mesh)
-        self.raw_arrays = MeshArrays.of(raw)
+    label: int
+    name: str
+    mesh: TriangleMesh
+    raw: TriangleMesh
+    report: Mapping[str, Any] = field(default_factory=dict)
 
-    @cached_property
-    def mesh(self) -> trimesh.Trimesh:
-        """Final mesh, LPS mm, outward winding."""
-        return as_trimesh(self._given[0])
+    def __post_init__(self) -> None:
+        for key in ("mesh", "raw"):
+            value = getattr(self, key)
+            if not isinstance(value, TriangleMesh):
+                raise TypeError(f"OrganMesh.{key} must be a medrecon.triangles.TriangleMesh, got "
+                                f"{type(value).__name__}; convert a trimesh with TriangleMesh.from_trimesh")
+        object.__setattr__(self, "label", int(self.label))
+        object.__setattr__(self, "report", dict(self.report))
 
-    @cached_property
-    def raw(self) -> trimesh.Trimesh:
-        """Raw marching-cubes surface of the mask, LPS mm."""
-        return as_trimesh(self._given[1])
+    def trimesh(self) -> trimesh.Trimesh:
+        """Return the final mesh as a new :class:`trimesh.Trimesh` (LPS mm), for trimesh's tools."""
+        return self.mesh.to_trimesh()
 
     def __repr__(self) -> str:
-        return (f"OrganMesh(label={self.label}, name={self.name!r}, faces={len(self.arrays.faces)}, "
-                f"raw_faces={len(self.raw_arrays.faces)})")
+        return (f"OrganMesh(label={self.label}, name={self.name!r}, faces={len(self.mesh.faces)}, "
+                f"raw_faces={len(self.raw.faces)})")
 
 
-def filter_components(mesh: Mesh, *, keep_largest: bool = False, min_volume_mm3: float = 0.0) -> Mesh:
+def filter_components(
+    mesh: TriangleMesh, *, keep_largest: bool = False, min_volume_mm3: float = 0.0
+) -> TriangleMesh:
     """Drop small connected pieces of a closed mesh; the largest always stays.
 
-    Returns ``mesh`` itself when nothing is dropped, else a new mesh of its kind.
+    Returns ``mesh`` itself when nothing is dropped, else a new mesh.
     """
     if not keep_largest and min_volume_mm3 <= 0:
         return mesh
     import trimesh
 
-    parts = as_trimesh(mesh).split(only_watertight=False)
+    parts = mesh.to_trimesh().split(only_watertight=False)
     if len(parts) <= 1:
         return mesh
     volumes = np.array([abs(p.volume) for p in parts])
@@ -164,10 +160,10 @@ def filter_components(mesh: Mesh, *, keep_largest: bool = False, min_volume_mm3:
         kept = trimesh.util.concatenate(
             [p for n, p in enumerate(parts) if n == largest or volumes[n] >= min_volume_mm3]
         )
-    return same_kind(mesh, kept.vertices, kept.faces)
+    return TriangleMesh.from_trimesh(kept)
 
 
-def _printable(raw: MeshArrays, options: MeshOptions) -> tuple[MeshArrays, MeshCheck, float]:
+def _printable(raw: TriangleMesh, options: MeshOptions) -> tuple[TriangleMesh, MeshCheck, float]:
     """Filter, smooth, decimate and check ``raw`` (repaired if need be): mesh, check, reduction applied."""
     mesh = filter_components(
         raw, keep_largest=options.keep_largest, min_volume_mm3=options.min_component_mm3
@@ -193,7 +189,7 @@ def _raw_geometry(tri: np.ndarray) -> tuple[FaceGeometry, tuple[float, float]]:
 
 
 def _process(
-    label: int, name: str, raw: MeshArrays, labels: LabelMap, box: tuple[slice, slice, slice],
+    label: int, name: str, raw: TriangleMesh, labels: LabelMap, box: tuple[slice, slice, slice],
     options: MeshOptions,
 ) -> OrganMesh:
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -264,7 +260,7 @@ def build_organ_meshes(
     """
     boxes = label_boxes(labels, organs)
     ids = list(boxes)
-    raws = surface_arrays_in_boxes(
+    raws = surfaces_in_boxes(
         labels, boxes, iso_spacing=options.iso_spacing, workers=options.workers,
         engine=options.engine, progress=scaled(progress, 0.0, 0.3),
     )
@@ -288,15 +284,12 @@ def build_organ_meshes(
     return out
 
 
-def merge_scene(organ_meshes: Iterable[OrganMesh]) -> trimesh.Trimesh:
+def merge_scene(organ_meshes: Iterable[OrganMesh]) -> TriangleMesh:
     """All organs in one mesh (one shell set per organ), e.g. for a single print job."""
-    import trimesh
-
     meshes = [o.mesh for o in organ_meshes]
     if not meshes:
         raise ValueError("no organ meshes to merge")
-    merged = trimesh.util.concatenate(meshes)
-    return trimesh.Trimesh(merged.vertices, merged.faces, process=False)
+    return TriangleMesh.concatenate(meshes)
 
 
 __all__ = ["MeshOptions", "OrganMesh", "build_organ_meshes", "filter_components", "merge_scene"]

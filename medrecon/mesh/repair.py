@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from medrecon.surface.arrays import Mesh, MeshLike, as_trimesh, same_kind
+from medrecon.triangles import TriangleMesh
 
 if TYPE_CHECKING:
     import trimesh
@@ -121,7 +121,7 @@ def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int, *, _table: tupl
     return int(np.count_nonzero(np.bincount(other_fan, minlength=n_vertices)))
 
 
-def check(mesh: MeshLike) -> MeshCheck:
+def check(mesh: TriangleMesh) -> MeshCheck:
     """Measure watertightness, manifoldness, winding and shells of ``mesh``."""
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0:
@@ -321,23 +321,23 @@ def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return out
 
 
-def repair(mesh: Mesh) -> tuple[Mesh, MeshCheck]:
+def repair(mesh: TriangleMesh) -> tuple[TriangleMesh, MeshCheck]:
     """Clean, fill holes, fix winding; fall back on pymeshfix if still broken.
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh or MeshArrays
+    mesh : TriangleMesh
         Surface in mm.
 
     Returns
     -------
-    mesh : trimesh.Trimesh or MeshArrays
-        The repaired mesh (a new object of ``mesh``'s kind).
+    mesh : TriangleMesh
+        The repaired mesh (a new one).
     check : MeshCheck
         Its state after repair; callers must look at it (repair can fail on
         badly broken input, and then says so here rather than pretending).
     """
-    out = fix_orientation(fill_holes(clean(as_trimesh(mesh))))
+    out = fix_orientation(fill_holes(clean(mesh.to_trimesh())))
     state = check(out)
     if not state.printable:
         fixed = _pymeshfix(out)
@@ -345,7 +345,7 @@ def repair(mesh: Mesh) -> tuple[Mesh, MeshCheck]:
             fixed_state = check(fixed)
             if fixed_state.printable:
                 out, state = fixed, fixed_state
-    return same_kind(mesh, out.vertices, out.faces), state
+    return TriangleMesh.from_trimesh(out), state
 
 
 def _pymeshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh | None:

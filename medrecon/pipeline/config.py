@@ -44,6 +44,8 @@ class ReconstructConfig:
         Mesh file format.
     frame : {"LPS", "RAS"}
         World frame of the written mesh coordinates (mm).
+    merged : bool
+        Also write every organ into one ``meshes/all_organs.<fmt>`` scene.
     device : str
         Torch device for the model (``"cpu"``, ``"cuda"``).
     planes : str
@@ -67,6 +69,7 @@ class ReconstructConfig:
     mesh: MeshOptions = field(default_factory=MeshOptions)
     fmt: str = "stl"
     frame: str = "LPS"
+    merged: bool = False
     device: str = "cpu"
     planes: str = "auto"
     series: str | None = "auto"
@@ -119,16 +122,22 @@ class ReconstructConfig:
         """Return a copy with some fields changed."""
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings for the report (paths reduced to file names)."""
-        out: dict[str, Any] = {"method": self.method}
-        if self.method == "model":
-            out.update(model=self.model if self.model == "default" else os.path.basename(self.model),
-                       device=self.device, planes=self.planes)
-        elif self.method == "preset":
-            out["preset"] = self.preset
-        else:
-            out["labels"] = os.path.basename(self.labels or "")
-        out.update(organs=list(self.organs), fmt=self.fmt, frame=self.frame,
-                   mesh={k: getattr(self.mesh, k) for k in self.mesh.__dataclass_fields__})
+    def to_dict(self, *, label_source: bool = True) -> dict[str, Any]:
+        """JSON-ready settings for the report (paths reduced to file names).
+
+        ``label_source=False`` leaves out the settings of the label source (method,
+        model, preset, labels): a run given a label map does not use them.
+        """
+        out: dict[str, Any] = {}
+        if label_source:
+            out["method"] = self.method
+            if self.method == "model":
+                out.update(model=self.model if self.model == "default" else os.path.basename(self.model),
+                           device=self.device, planes=self.planes)
+            elif self.method == "preset":
+                out["preset"] = self.preset
+            else:
+                out["labels"] = os.path.basename(self.labels or "")
+        out.update(organs=list(self.organs), fmt=self.fmt, frame=self.frame, merged=self.merged,
+                   mesh=self.mesh.to_dict())
         return out

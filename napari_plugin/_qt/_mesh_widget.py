@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (
 )
 
 from medrecon.errors import InputError, MedreconError
-from medrecon.mesh import MeshOptions, build_organ_meshes
-from napari_plugin._jobs import parse_organs
+from medrecon.mesh import MeshOptions
+from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct
 from napari_plugin._layers import META_KEY, labelmap_from_layer, show_reconstruction
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
@@ -139,9 +139,10 @@ class MeshExportWidget(QWidget):
                 raise InputError("no Labels layer to mesh: reconstruct organs or open a label file first")
             labels = labelmap_from_layer(layer)
             name = layer.name
+            request = ReconstructRequest(method="labels", organs=parse_organs(self.organs_edit.text()),
+                                         mesh=self.options())
             return self.runner.start(
-                build_organ_meshes, lambda meshes: self._show(meshes, name),
-                labels, self.options(), organs=parse_organs(self.organs_edit.text()),
+                reconstruct, lambda result: self._show(result[1], name), None, request, labels=labels,
             )
         except MedreconError as exc:
             show_error(str(exc))
@@ -199,7 +200,7 @@ class MeshExportWidget(QWidget):
         """Write the ticked organs and ``report.json`` to the folder; returns the report."""
         from napari.utils.notifications import show_error, show_info
 
-        from medrecon.io.mesh_export import export_organs
+        from medrecon.pipeline import export_meshes
 
         try:
             chosen = self.ticked()
@@ -208,10 +209,10 @@ class MeshExportWidget(QWidget):
             folder = self.folder_edit.text().strip()
             if not folder:
                 raise InputError("choose an output folder")
-            report = export_organs(
+            report = export_meshes(
                 chosen, folder, fmt=self.format_combo.currentText(),
                 frame=self.frame_combo.currentText(),
-                extra_report={"labels_layer": self._source, "options": _options_dict(self.options())},
+                fields={"labels_layer": self._source, "options": self.options().to_dict()},
             )
         except MedreconError as exc:
             show_error(str(exc))
@@ -241,9 +242,3 @@ def _cell(value, fmt: str | None) -> str:
     if fmt is None:
         return "yes" if value is True else "no" if value is False else str(value)
     return fmt.format(int(value) if fmt.endswith("d}") else float(value))
-
-
-def _options_dict(options: MeshOptions) -> dict:
-    from dataclasses import asdict
-
-    return asdict(options)
