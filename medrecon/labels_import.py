@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, GeometryError, InputError
+from medrecon.imagekind import require_labels
+from medrecon.io.dicom import read_modality
+from medrecon.io.formats import DICOM, NIFTI, format_by_name, strip_suffix
 from medrecon.pipeline.phi import sanitize_text
 from medrecon.progress import ProgressFn, report
 from medrecon.volume import LabelMap, Volume
 
 #: Ids given to imported structures that TotalSegmentator's class map does not name.
 FIRST_NEW_LABEL = 300
-
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def totalseg_names() -> dict[int, str]:
@@ -75,23 +76,11 @@ def assign_ids(structure_names: list[str], names: Mapping[int, str]) -> dict[str
     return out
 
 
-def _dicom_modality(path: Path) -> str | None:
-    from medrecon.io.dicom_header import looks_like_dicom, read_dataset
-
-    if not looks_like_dicom(path):
-        return None
-    try:
-        ds = read_dataset(path, stop_before_pixels=True, specific_tags=["Modality"])
-        return str(ds.get("Modality", "")).upper() or None
-    except Exception:  # noqa: BLE001 - not DICOM (or a corrupt value): the caller tries other readers
-        return None
-
-
 def _dicom_in_folder(folder: Path) -> list[tuple[Path, str]]:
     found = []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.lower().endswith(_NIFTI_SUFFIXES):
-            modality = _dicom_modality(p)
+        if p.is_file() and not NIFTI.matches(p.name):
+            modality = read_modality(p)
             if modality:
                 found.append((p, modality))
     return found
@@ -112,13 +101,13 @@ def detect_label_source(path: str | os.PathLike) -> str:
         dicom = [(f, m) for f, m in _dicom_in_folder(p) if m in ("SEG", "RTSTRUCT")]
         if dicom:
             return dicom[0][1].lower()
-        if any(f.name.lower().endswith(_NIFTI_SUFFIXES) for f in p.iterdir()):
+        if any(NIFTI.matches(f.name) for f in p.iterdir()):
             return "totalseg_folder"
         raise InputError(f"{p}: a folder of labels must hold DICOM SEG/RTSTRUCT files or one "
                          "<structure>.nii.gz per structure (TotalSegmentator output)")
-    if p.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
+    if format_by_name(p.name) not in (None, DICOM):
         return "image"
-    modality = _dicom_modality(p)
+    modality = read_modality(p)
     if modality in ("SEG", "RTSTRUCT"):
         return modality.lower()
     if modality:
@@ -149,10 +138,10 @@ def read_totalseg_folder(
     """
     from medrecon.io import load_labels
 
-    files = sorted(f for f in Path(folder).iterdir() if f.name.lower().endswith(_NIFTI_SUFFIXES))
+    files = sorted(f for f in Path(folder).iterdir() if NIFTI.matches(f.name))
     if not files:
         raise InputError(f"{folder} holds no .nii.gz masks")
-    stems = [f.name[: -len(next(s for s in _NIFTI_SUFFIXES if f.name.lower().endswith(s)))] for f in files]
+    stems = [strip_suffix(f.name) for f in files]
     ids = assign_ids(stems, _names_table(names))
     ref: LabelMap | None = None
     masks: list[tuple[int, str, np.ndarray]] = []
@@ -274,6 +263,7 @@ def import_labels(
     *,
     image: Volume | None = None,
     names: Mapping[int, str] | str | os.PathLike | None = None,
+    force_labels: bool = False,
     progress: ProgressFn | None = None,
 ) -> LabelMap:
     """Read an existing segmentation and put it on ``image``'s grid.
@@ -287,11 +277,19 @@ def import_labels(
         result is resampled onto its grid (nearest neighbour) if the grids differ.
     names : mapping or JSON path, optional
         Label id -> name table (e.g. TotalSegmentator's class map JSON).
+    force_labels : bool
+        Take a label image as a label map even when it looks like an intensity
+        image (see :func:`medrecon.imagekind.require_labels`).
 
     Returns
     -------
     LabelMap
         Integer labels with names, on ``image``'s grid when ``image`` is given.
+
+    Raises
+    ------
+    ImageKindError
+        If a label image looks like an intensity image (and not ``force_labels``).
     """
     p = Path(path)
     kind = detect_label_source(p)
@@ -315,6 +313,7 @@ def import_labels(
 
         table = None if names is None else _names_table(names)
         labels = load_labels(p, names=table)
+        require_labels(labels.array, source=str(p), force=force_labels)
     labels = labels.replace(names={k: sanitize_text(v) or f"label_{k}" for k, v in labels.names.items()})
     if image is not None and not labels.same_grid(image):
         had_voxels = bool(np.any(labels.array))

@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
 
-from napari_plugin._reader import looks_like_labels, napari_get_reader  # noqa: E402
+from napari_plugin._reader import napari_get_reader  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -64,12 +64,6 @@ def test_read_error_becomes_a_notification(tmp_path, monkeypatch, make_napari_vi
     viewer = make_napari_viewer()
     assert viewer.open(str(bad), plugin="medrecon") == []  # no second, napari-made error
     assert len(viewer.layers) == 0 and len(shown) == 2 and shown[1] == shown[0]
-
-
-def test_looks_like_labels():
-    assert looks_like_labels(np.array([[[0, 5], [5, 2]]], np.uint8))
-    assert not looks_like_labels(np.arange(1000, dtype=np.int16).reshape(10, 10, 10) - 500)
-    assert not looks_like_labels(np.zeros((2, 2, 2), np.float32))
 
 
 def _lps_zyx_from_ras(points_ras):

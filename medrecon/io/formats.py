@@ -107,7 +107,7 @@ class ImageFormat:
     write_suffixes: tuple[str, ...] = ()
 
     def suffix_of(self, name: str) -> str | None:
-        """The suffix of ``name`` that is one of this format's, or None."""
+        """Return the suffix of ``name`` that is one of this format's, or None."""
         low = name.lower()
         return next((s for s in self.suffixes if low.endswith(s)), None)
 
@@ -199,12 +199,12 @@ NIFTI = IMAGE_FORMATS["nifti"]
 
 
 def format_by_name(name: str) -> ImageFormat | None:
-    """The image format of a file name by its suffix (no I/O), or None."""
+    """Return the image format of a file name by its suffix (no I/O), or None."""
     return next((f for f in IMAGE_FORMATS.values() if f.matches(name)), None)
 
 
 def sniff_format(path: str | os.PathLike) -> ImageFormat | None:
-    """The image format of a file by its first bytes, or None. Never raises."""
+    """Return the image format of a file by its first bytes, or None. Never raises."""
     p = Path(path)
     return next((f for f in IMAGE_FORMATS.values() if f.sniff(p)), None)
 
@@ -223,7 +223,7 @@ def _folder_has_dicom(folder: Path, probe: int) -> bool:
 
 
 def format_of(path: str | os.PathLike, *, probe: int = FOLDER_PROBE) -> ImageFormat | None:
-    """The image format of ``path``, or None when medrecon cannot read it. Never raises.
+    """Return the image format of ``path``, or None when medrecon cannot read it. Never raises.
 
     A folder is DICOM when one of its first ``probe`` files (recursively) is; a
     file is known by its suffix, else by its first bytes.
@@ -240,7 +240,7 @@ def format_of(path: str | os.PathLike, *, probe: int = FOLDER_PROBE) -> ImageFor
 
 
 def readable_formats() -> str:
-    """The formats medrecon reads, for messages: ``"DICOM (files or folders), NIfTI (.nii, ...) ..."``."""
+    """Name the formats medrecon reads, for messages: ``"DICOM (files or folders), NIfTI (.nii, ...) ..."``."""
     parts = [f"{f.title} ({', '.join(reversed(f.suffixes))})" for f in IMAGE_FORMATS.values() if f is not DICOM]
     return f"{DICOM.title} (files or folders), " + ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
@@ -283,7 +283,7 @@ def strip_suffix(name: str, *, dicom: bool = True) -> str:
 
 
 def writer_for(path: str | os.PathLike) -> ImageFormat:
-    """The image format that writes ``path``, by its suffix.
+    """Return the image format that writes ``path``, by its suffix.
 
     Raises
     ------
@@ -308,12 +308,12 @@ def mesh_suffixes() -> tuple[str, ...]:
 
 
 def mesh_format_by_name(name: str) -> MeshFormat | None:
-    """The mesh format of a file name by its suffix, or None."""
+    """Return the mesh format of a file name by its suffix, or None."""
     return next((f for f in MESH_FORMATS.values() if f.matches(name)), None)
 
 
 def mesh_format_of(path: str | os.PathLike) -> str:
-    """The mesh format name (``"stl"``) of ``path`` by its suffix.
+    """Return the mesh format name (``"stl"``) of ``path``, by its suffix.
 
     Raises
     ------

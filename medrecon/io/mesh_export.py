@@ -20,12 +20,13 @@ import numpy as np
 
 from medrecon.errors import UnsupportedFormatError
 from medrecon.io.atomic import atomic_path, safe_name, write_text
+from medrecon.io.formats import MESH_FORMATS, mesh_format_of
 from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, same_kind
 from medrecon.volume import LPS_TO_RAS
 
 #: Version of the report.json layout.
 SCHEMA_VERSION = 1
-FORMATS = ("stl", "obj", "ply", "3mf")
+FORMATS = tuple(MESH_FORMATS)
 FRAMES = ("LPS", "RAS")
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")])
@@ -88,15 +89,6 @@ def ply_bytes(mesh: MeshLike, *, frame: str) -> bytes:
     return header + v.tobytes() + faces.tobytes()
 
 
-def _format_of(path: Path) -> str:
-    ext = path.suffix.lower().lstrip(".")
-    if ext not in FORMATS:
-        raise UnsupportedFormatError(
-            f"{path}: unknown mesh format {path.suffix!r}; medrecon writes .stl, .obj, .ply and .3mf"
-        )
-    return ext
-
-
 def write_mesh(
     mesh: MeshLike, path: str | os.PathLike, *, frame: str = "LPS", name: str | None = None
 ) -> Path:
@@ -119,7 +111,7 @@ def write_mesh(
         ``path``.
     """
     p = Path(path)
-    fmt = _format_of(p)
+    fmt = mesh_format_of(p)
     frame = check_frame(frame)
     out = to_frame(MeshArrays.of(mesh), frame)
     name = name or p.stem

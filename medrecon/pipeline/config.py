@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from medrecon.io import formats
 from medrecon.mesh import MeshOptions
 
 METHODS = ("model", "preset", "labels")
-MESH_FORMATS = ("stl", "obj", "ply", "3mf")
+MESH_FORMATS = tuple(formats.MESH_FORMATS)
 FRAMES = ("LPS", "RAS")
 
 DISCLAIMER = "medrecon is not a medical device; its output is not for diagnosis"
@@ -53,6 +54,12 @@ class ReconstructConfig:
         Allow a MONAI bundle's own code to run (only for bundles you trust).
     preview : bool
         Write ``preview.png``.
+    force_labels : bool
+        Take ``labels`` as a label map even when it looks like an image
+        (:func:`medrecon.imagekind.require_labels`).
+    force_image : bool
+        Segment the input (model or preset) even when it looks like a label map
+        (:func:`medrecon.imagekind.require_image`).
     """
 
     method: str = "model"
@@ -70,6 +77,8 @@ class ReconstructConfig:
     keep_phi: bool = False
     trust_bundle: bool = False
     preview: bool = True
+    force_labels: bool = False
+    force_image: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -110,6 +110,11 @@ def _model_info(config: ReconstructConfig) -> dict[str, Any]:
 
 
 def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | None) -> tuple[LabelMap, dict]:
+    if config.method in ("model", "preset"):
+        from medrecon.imagekind import require_image
+
+        require_image(volume.array, source=volume.source or "the input", modality=volume.modality,
+                      force=config.force_image)
     if config.method == "preset":
         from medrecon.presets import apply_presets, get_preset
 
@@ -120,7 +125,8 @@ def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | No
         from medrecon.labels_import import detect_label_source, import_labels
 
         info = {"labels_source": detect_label_source(config.labels)}
-        labels = import_labels(config.labels, image=volume, names=config.names, progress=progress)
+        labels = import_labels(config.labels, image=volume, names=config.names,
+                               force_labels=config.force_labels, progress=progress)
         return labels, info
     from medrecon.models import segment
 
@@ -300,10 +306,12 @@ def reconstruct(
 
 def _remove_stale_meshes(out: Path, written: set[str]) -> None:
     """Delete mesh files an earlier run left in ``out/meshes`` (other organs or format)."""
+    from medrecon.io.formats import mesh_format_by_name
+
     folder = out / "meshes"
     for path in folder.iterdir() if folder.is_dir() else ():
         rel = f"meshes/{path.name}"
-        if path.is_file() and path.suffix.lower() in (".stl", ".obj", ".ply", ".3mf") and rel not in written:
+        if path.is_file() and mesh_format_by_name(path.name) and rel not in written:
             path.unlink(missing_ok=True)
 
 
