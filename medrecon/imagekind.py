@@ -174,7 +174,7 @@ def classify(array: np.ndarray, *, modality: str | None = None) -> ImageKind:
     if n == 0:  # the sample missed the few labelled voxels
         return ImageKind("labels", "a label map (labels in few voxels)")
     many = f"{n:,}" if exact else f"at least {n:,}"
-    return ImageKind("labels", f"a label map ({many} labels forming regions)")
+    return ImageKind("labels", f"a label map ({many} label{'s' * (n > 1)} forming regions)")
 
 
 def looks_like_ct(array: np.ndarray, *, modality: str | None = None) -> bool:

@@ -153,6 +153,21 @@ def test_labels_or_image_is_decided_by_content(tmp_path, name, dtype, kind):
     np.testing.assert_array_equal(data, array.transpose(2, 1, 0))
 
 
+def test_content_wins_over_a_label_like_name(tmp_path, totalseg_dir):
+    import shutil
+
+    from napari_plugin._layers import CT_WINDOW
+    from napari_plugin._reader import read_path
+
+    # a real CT whose name says "seg", and its real segmentation under a plain name
+    shutil.copy(totalseg_dir / "example_ct_sm.nii.gz", tmp_path / "ct_for_segmentation.nii.gz")
+    shutil.copy(totalseg_dir / "example_seg.nii.gz", tmp_path / "organs.nii.gz")
+    [(_data, kwargs, kind)] = read_path(tmp_path / "ct_for_segmentation.nii.gz")
+    assert kind == "image" and tuple(kwargs["contrast_limits"]) == CT_WINDOW
+    [(data, _kwargs, kind)] = read_path(tmp_path / "organs.nii.gz")
+    assert kind == "labels" and np.unique(data).size == 42
+
+
 def test_folder_with_two_series_opens_one_layer_each(tmp_path, dcmqi_dir, sample_dir, monkeypatch):
     import napari.utils.notifications as notifications
 
