@@ -145,8 +145,9 @@ def classify(array: np.ndarray, *, modality: str | None = None) -> ImageKind:
     if mod in ("", "CT") and a.dtype.kind != "b" and (reason := _ct_reason(values)):
         return ImageKind("ct", reason)
     if mod and mod not in SEGMENTATION_MODALITIES:
+        shown = "".join(c for c in mod if c.isalnum())[:16]  # header text: keep it printable
         return ImageKind("ct", "a CT (modality CT)") if mod == "CT" else ImageKind(
-            "intensity", f"an intensity image (modality {mod[:16]})")
+            "intensity", f"an intensity image (modality {shown})")
     if a.dtype.kind == "b":
         return ImageKind("labels", "a binary mask")
     phrase = "an intensity image ("
