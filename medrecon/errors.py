@@ -35,6 +35,10 @@ class ResourceLimitError(InputError):
     """A header declares sizes beyond what medrecon agrees to allocate."""
 
 
+class ImageKindError(InputError):
+    """An image given where a label map is expected, or a label map given as the image."""
+
+
 class EmptySegmentationError(MedreconError):
     """A label map (or a requested organ) holds no voxels."""
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError
+from medrecon.imagekind import looks_like_ct
 from medrecon.volume import LabelMap, Volume
 from napari_plugin._colors import label_colour_dict, organ_colour
 from napari_plugin._geometry import (
@@ -67,24 +68,9 @@ def image_layer_data(volume: Volume, *, name: str | None = None) -> tuple:
             }
         },
     }
-    if volume.units.upper() == "HU" or (not volume.units and looks_like_ct(volume)):
+    if volume.units.upper() == "HU" or (not volume.units and looks_like_ct(volume.array, modality=volume.modality)):
         kwargs["contrast_limits"] = CT_WINDOW
     return data, kwargs, "image"
-
-
-def looks_like_ct(volume: Volume) -> bool:
-    """Guess whether an image without units is a CT in HU: air near -1000, bone above 300.
-
-    Only used to pick a display window (NIfTI files do not record units).
-    """
-    if volume.modality and volume.modality.upper() != "CT":
-        return False
-    a = np.asarray(volume.array)
-    sample = a.reshape(-1)[:: max(1, a.size // 100_000)]
-    if sample.size == 0:
-        return False
-    lo, hi = np.percentile(sample, [1, 99.9])
-    return bool(-1100 <= lo <= -800 and hi >= 300)
 
 
 def labels_layer_data(labels: LabelMap, *, name: str | None = None) -> tuple:

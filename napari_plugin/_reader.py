@@ -17,19 +17,12 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from medrecon.errors import GeometryError, MedreconError
+from medrecon.io.formats import DICOM, format_of, readable_formats, strip_suffix
 from napari_plugin._layers import image_layer_data, labels_layer_data
 
 PathLike = str | os.PathLike
 ReaderFn = Callable[[PathLike | Sequence[PathLike]], list[tuple]]
-
-_LABEL_WORDS = ("seg", "label", "mask")
-#: At most this many distinct values for an integer image to be taken as a label map.
-MAX_LABELS = 255
-#: Files looked at when deciding whether a folder holds DICOM.
-_DIR_PROBE = 64
 
 
 def napari_get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFn | None:
@@ -45,7 +38,7 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFn | None:
             return None
         path = path[0]
     try:
-        return read_layers if _format_of(Path(path)) else None
+        return read_layers if format_of(Path(path)) else None
     except Exception:  # noqa: BLE001 - a reader hook must never raise
         return None
 
@@ -67,37 +60,6 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[tuple]:
         return [(None,)]
 
 
-def _format_of(p: Path) -> str | None:
-    """``"dicom"``, ``"nifti"``, ``"nrrd"``, ``"metaimage"`` or ``None`` (not ours)."""
-    from medrecon.io import METAIMAGE, NIFTI, NRRD
-
-    name = p.name.lower()
-    if p.is_dir():
-        return "dicom" if _folder_has_dicom(p) else None
-    if not p.is_file():
-        return None
-    for fmt, suffixes in (("nifti", NIFTI), ("nrrd", NRRD), ("metaimage", METAIMAGE)):
-        if name.endswith(suffixes):
-            return fmt
-    from medrecon.io.dicom import looks_like_dicom
-
-    return "dicom" if looks_like_dicom(p) else None
-
-
-def _folder_has_dicom(folder: Path) -> bool:
-    from medrecon.io.dicom import looks_like_dicom
-
-    seen = 0
-    for root, _dirs, files in os.walk(folder):
-        for f in sorted(files):
-            if looks_like_dicom(Path(root) / f):
-                return True
-            seen += 1
-            if seen >= _DIR_PROBE:
-                return False
-    return False
-
-
 def read_path(p: Path) -> list[tuple]:
     """Read a DICOM folder or file, NIfTI, NRRD or MetaImage into ``LayerDataTuple``s.
 
@@ -106,58 +68,47 @@ def read_path(p: Path) -> list[tuple]:
     MedreconError
         Anything that makes the path unreadable, with the CLI's message.
     """
-    fmt = _format_of(p)
+    fmt = format_of(p)
     if fmt is None:
         from medrecon.errors import UnsupportedFormatError
 
-        raise UnsupportedFormatError(f"{p}: not a DICOM, NIfTI, NRRD or MetaImage file")
-    if fmt == "dicom":
+        raise UnsupportedFormatError(f"{p}: not a file medrecon reads ({readable_formats()})")
+    if fmt is DICOM:
         return _read_dicom(p)
     return [read_file_layer(p)]
 
 
 def read_file_layer(p: Path) -> tuple:
-    """Read one NIfTI/NRRD/MetaImage file as an Image or a Labels ``LayerDataTuple``."""
+    """Read one NIfTI/NRRD/MetaImage file as an Image or a Labels ``LayerDataTuple``.
+
+    A names sidecar makes it a label map; otherwise :func:`medrecon.imagekind.classify`
+    decides (a label-like file name alone does not make a CT a label map).
+    """
+    from medrecon.imagekind import classify, name_suggests_labels
     from medrecon.io import load, load_labels
-    from medrecon.io.sidecar import sidecar_path
+    from medrecon.io.sidecar import has_sidecar
 
     stem = _stem(p)
-    if sidecar_path(p).is_file() or any(w in stem.lower() for w in _LABEL_WORDS):
+    if has_sidecar(p) or name_suggests_labels(stem):
         try:
-            return labels_layer_data(load_labels(p), name=stem)
+            labels = load_labels(p)
         except GeometryError:
             pass  # non-integer values: an image with a label-like name after all
+        else:
+            if has_sidecar(p) or classify(labels.array).is_labels:
+                return labels_layer_data(labels, name=stem)
     volume = load(p)
-    if looks_like_labels(volume.array):
+    if classify(volume.array, modality=volume.modality).is_labels:
         # read again as labels to get names stored in the file (Slicer segment names)
         return labels_layer_data(load_labels(p), name=stem)
     return image_layer_data(volume, name=stem)
 
 
-def looks_like_labels(array: np.ndarray) -> bool:
-    """Tell whether ``array`` is non-negative integers with at most :data:`MAX_LABELS` values.
-
-    Parameters
-    ----------
-    array : ndarray
-        Any image array. Float arrays are images, even when their values happen
-        to be whole numbers (CT stored with a rescale slope is read as float).
-    """
-    a = np.asarray(array)
-    if a.dtype.kind not in "iub" or a.size == 0:
-        return False
-    # a strided sample rejects a CT quickly before the full unique count
-    sample = a.reshape(-1)[:: max(1, a.size // 200_000)]
-    if np.unique(sample).size > MAX_LABELS:
-        return False
-    return bool(a.min() >= 0) and np.unique(a).size <= MAX_LABELS + 1
-
-
 def _read_dicom(p: Path) -> list[tuple]:
     from medrecon.io import load_labels
-    from medrecon.io.dicom import list_series, load_dicom
+    from medrecon.io.dicom import list_series, load_dicom, read_modality
 
-    if p.is_file() and _dicom_modality(p) == "SEG":
+    if p.is_file() and read_modality(p) == "SEG":
         return [labels_layer_data(load_labels(p), name=_stem(p))]
     series = list_series(p)
     images = [s for s in series if s.volume_like]
@@ -197,19 +148,5 @@ def _describe(info) -> str:
     return f"{head}{desc} ({info.n_slices} slices)"
 
 
-def _dicom_modality(p: Path) -> str:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Modality"], force=True)
-    except Exception:  # noqa: BLE001 - unreadable headers are the loader's to report
-        return ""
-    return str(getattr(ds, "Modality", "")).upper()
-
-
 def _stem(p: Path) -> str:
-    name = p.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_suffix(p.name)

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from medrecon.errors import UnsupportedFormatError
+from medrecon.io.formats import NIFTI, mesh_format_by_name, mesh_suffixes
 from medrecon.volume import LabelMap
 from napari_plugin._geometry import from_layer_array, lps_affine, surface_to_mesh, transform_matrix
 from napari_plugin._layers import names_from_state
-
-MESH_SUFFIXES = (".stl", ".obj", ".ply", ".3mf")
-LABEL_SUFFIXES = (".nii.gz", ".nii")
 
 
 def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
@@ -44,9 +42,9 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     from medrecon.triangles import TriangleMesh
 
     target = Path(path)
-    if not target.name.lower().endswith(MESH_SUFFIXES):
+    if mesh_format_by_name(target.name) is None:
         raise UnsupportedFormatError(
-            f"{target.name}: surfaces are written as {', '.join(MESH_SUFFIXES)}"
+            f"{target.name}: surfaces are written as {', '.join(mesh_suffixes())}"
         )
     mesh = surface_to_mesh(data, meta)
     write_mesh(TriangleMesh.from_trimesh(mesh), target, frame="LPS")
@@ -74,8 +72,9 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
     from medrecon.triangles import TriangleMesh
 
     target = Path(path)
-    suffix = next((s for s in MESH_SUFFIXES if target.name.lower().endswith(s)), ".stl")
-    folder = target.with_name(target.name[: -len(suffix)]) if target.name.lower().endswith(suffix) else target
+    fmt = mesh_format_by_name(target.name)
+    suffix = fmt.suffixes[0] if fmt else mesh_suffixes()[0]
+    folder = target.with_name(target.name[: -len(suffix)]) if fmt else target
     meshes = [(str(meta.get("name", "surface")), surface_to_mesh(data, meta)) for data, meta, _ in layer_data]
     written: list[str] = []
     used: set[str] = set()
@@ -113,7 +112,7 @@ def write_labels(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     from medrecon.io.sidecar import sidecar_path
 
     target = Path(path)
-    if not target.name.lower().endswith(LABEL_SUFFIXES):
+    if not NIFTI.writes(target.name):
         raise UnsupportedFormatError(f"{target.name}: label maps are written as .nii.gz or .nii")
     if meta.get("multiscale"):
         raise UnsupportedFormatError("multiscale Labels layers cannot be written; use a single scale")

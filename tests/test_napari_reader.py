@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
 
-from napari_plugin._reader import looks_like_labels, napari_get_reader  # noqa: E402
+from napari_plugin._reader import napari_get_reader  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -64,12 +64,6 @@ def test_read_error_becomes_a_notification(tmp_path, monkeypatch, make_napari_vi
     viewer = make_napari_viewer()
     assert viewer.open(str(bad), plugin="medrecon") == []  # no second, napari-made error
     assert len(viewer.layers) == 0 and len(shown) == 2 and shown[1] == shown[0]
-
-
-def test_looks_like_labels():
-    assert looks_like_labels(np.array([[[0, 5], [5, 2]]], np.uint8))
-    assert not looks_like_labels(np.arange(1000, dtype=np.int16).reshape(10, 10, 10) - 500)
-    assert not looks_like_labels(np.zeros((2, 2, 2), np.float32))
 
 
 def _lps_zyx_from_ras(points_ras):
@@ -157,6 +151,21 @@ def test_labels_or_image_is_decided_by_content(tmp_path, name, dtype, kind):
     [(data, _kwargs, layer_type)] = read_path(tmp_path / name)
     assert layer_type == kind
     np.testing.assert_array_equal(data, array.transpose(2, 1, 0))
+
+
+def test_content_wins_over_a_label_like_name(tmp_path, totalseg_dir):
+    import shutil
+
+    from napari_plugin._layers import CT_WINDOW
+    from napari_plugin._reader import read_path
+
+    # a real CT whose name says "seg", and its real segmentation under a plain name
+    shutil.copy(totalseg_dir / "example_ct_sm.nii.gz", tmp_path / "ct_for_segmentation.nii.gz")
+    shutil.copy(totalseg_dir / "example_seg.nii.gz", tmp_path / "organs.nii.gz")
+    [(_data, kwargs, kind)] = read_path(tmp_path / "ct_for_segmentation.nii.gz")
+    assert kind == "image" and tuple(kwargs["contrast_limits"]) == CT_WINDOW
+    [(data, _kwargs, kind)] = read_path(tmp_path / "organs.nii.gz")
+    assert kind == "labels" and np.unique(data).size == 42
 
 
 def test_folder_with_two_series_opens_one_layer_each(tmp_path, dcmqi_dir, sample_dir, monkeypatch):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from medrecon.io.formats import MESH_FORMATS
+
 
 def organ_list(text: str) -> list[str]:
     """Parse ``liver,spleen`` / ``1,5`` into a list of organ names or ids."""
@@ -36,7 +38,7 @@ def add_mesh_options(p: argparse.ArgumentParser, *, workers_flag: str = "--mesh-
     g.add_argument("--iso-spacing", type=float, metavar="MM", help="resample masks to cubic voxels first")
     g.add_argument(workers_flag, dest="mesh_workers", type=int, default=1, metavar="N",
                    help="organs meshed in parallel threads (0: all cores; default 1)")
-    g.add_argument("--format", dest="fmt", choices=("stl", "obj", "ply", "3mf"), default="stl",
+    g.add_argument("--format", dest="fmt", choices=tuple(MESH_FORMATS), default="stl",
                    help="mesh file format (default stl)")
     g.add_argument("--frame", choices=("LPS", "RAS"), default="LPS", type=str.upper,
                    help="coordinate frame of the files (default LPS, the DICOM patient frame)")
@@ -56,6 +58,10 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
                          help="existing segmentation: NIfTI/NRRD label map, DICOM SEG, RTSTRUCT, "
                               "or a TotalSegmentator output folder")
         src.add_argument("--names", metavar="JSON", help="flat JSON id -> name map for --labels")
+        src.add_argument("--force-labels", action="store_true",
+                         help="take --labels as a label map even if it looks like an image")
+    src.add_argument("--force-image", action="store_true",
+                     help="segment INPUT even if it looks like a label map")
     src.add_argument("--organs", type=organ_list, default=[], metavar="LIST",
                      help="organs to keep, names or ids, e.g. liver,spleen (default: all)")
     src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -116,7 +122,8 @@ def config_from_args(args: argparse.Namespace):
             labels=labels, names=getattr(args, "names", None), organs=tuple(args.organs or ()),
             mesh=mesh, fmt=args.fmt, frame=args.frame, device=args.device, planes=args.planes,
             series=args.series, keep_phi=args.keep_phi, trust_bundle=args.trust_bundle,
-            preview=not args.no_preview,
+            preview=not args.no_preview, force_labels=getattr(args, "force_labels", False),
+            force_image=args.force_image,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -12,13 +12,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from medrecon.io.formats import write_suffixes
+
 
 def register(subparsers: Any) -> None:
     """Add the ``convert`` sub-command."""
     p = subparsers.add_parser(
         "convert",
         help="convert DICOM/NIfTI/NRRD/MetaImage (or a DICOM SEG) to NIfTI",
-        description="Write INPUT as NIfTI (.nii/.nii.gz) or NRRD, keeping its geometry.",
+        description=f"Write INPUT as NIfTI or NRRD ({', '.join(write_suffixes())}), keeping its geometry.",
     )
     p.add_argument("input", help="DICOM folder, file or DICOMDIR; NIfTI; NRRD; MetaImage")
     p.add_argument("output", help="output file, e.g. image.nii.gz")

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--names", metavar="JSON", help="flat JSON id -> name map (default: sidecar <stem>.json)")
     p.add_argument("--organs", type=organ_list, metavar="LIST", help="label ids or names, e.g. 1,5,liver")
+    p.add_argument("--force-labels", action="store_true",
+                   help="take LABELS as a label map even if it looks like an intensity image")
     add_mesh_options(p, workers_flag="--workers")
     p.add_argument("--merged", action="store_true", help="also write all organs into one scene file")
     p.add_argument("--preview", action="store_true",
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medrecon mesh``."""
     from pathlib import Path
 
+    from medrecon.imagekind import require_labels
     from medrecon.io import load_labels
     from medrecon.pipeline import ReconstructConfig, reconstruct
     from medrecon.progress import TqdmProgress
@@ -45,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     config = ReconstructConfig(organs=tuple(args.organs or ()), mesh=options, fmt=args.fmt,
                                frame=args.frame, merged=args.merged, preview=False)
     labels = load_labels(args.labels, names=args.names)
+    require_labels(labels.array, source=args.labels, force=args.force_labels)
     # no bar (and no tqdm import, ~0.06 s) when nobody watches stderr
     show_bar = not args.json and sys.stderr.isatty()
     with TqdmProgress("mesh") if show_bar else contextlib.nullcontext() as bar:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medrecon.io.formats import write_suffixes
+
 
 def register(subparsers) -> None:
     """Add the ``segment`` sub-command."""
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
         description="Segment organs in a CT (DICOM folder, NIfTI, NRRD, MetaImage) and write a "
                     "label map on exactly the input grid, with its labels.json names sidecar.")
     p.add_argument("input", help="image file or DICOM folder")
-    p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nii, .nrrd)")
+    p.add_argument("-o", "--output", required=True, help=f"label map to write ({', '.join(write_suffixes())})")
     p.add_argument("--model", default="default",
                    help="'default', a checkpoint folder/.json/.safetensors, or a MONAI bundle folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -23,12 +25,15 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass")
     p.add_argument("--trust-bundle", action="store_true",
                    help="allow a MONAI bundle (its configs contain code)")
+    p.add_argument("--force-image", action="store_true",
+                   help="segment INPUT even if it looks like a label map")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load, segment, save."""
+    from medrecon.imagekind import require_image
     from medrecon.io import load, save
     from medrecon.progress import TqdmProgress
     from medrecon.sources import resolve_source
@@ -36,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     source = resolve_source(model=args.model, device=args.device, planes=args.planes,
                             trust_bundle=args.trust_bundle, batch_size=args.batch_size)
     volume = load(args.input, series=args.series)
+    require_image(volume.array, source=args.input, modality=volume.modality, force=args.force_image)
     with TqdmProgress("segment", disable=args.quiet) as bar:
         labels = source.segment(volume, progress=bar)
     save(labels, args.output)

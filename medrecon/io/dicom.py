@@ -29,7 +29,26 @@ from medrecon.io.dicom_series import AUTO_RULE, SeriesInfo, group_series, select
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.volume import Volume
 
-__all__ = ["AUTO_RULE", "SeriesInfo", "list_series", "load_dicom", "looks_like_dicom", "plan_series"]
+__all__ = [
+    "AUTO_RULE", "SeriesInfo", "list_series", "load_dicom", "looks_like_dicom", "plan_series", "read_modality",
+]
+
+
+def read_modality(path: str | os.PathLike) -> str | None:
+    """Return the upper-case Modality of one DICOM file (``"CT"``, ``"SEG"``), or None. Never raises.
+
+    None for a file that is not DICOM, has no Modality, or cannot be parsed; the
+    header is read with the bounded reader (:func:`medrecon.io.dicom_header.read_dataset`).
+    """
+    from medrecon.io.dicom_header import read_dataset
+
+    if not looks_like_dicom(path):
+        return None
+    try:
+        ds = read_dataset(path, stop_before_pixels=True, specific_tags=["Modality"])
+        return str(ds.get("Modality", "")).strip().upper() or None
+    except Exception:  # noqa: BLE001 - not DICOM (or a corrupt value): the caller tries other readers
+        return None
 
 
 def list_series(path: str | os.PathLike) -> list[SeriesInfo]:

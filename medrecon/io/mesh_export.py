@@ -21,11 +21,12 @@ import numpy as np
 
 from medrecon.atomic import atomic_path, safe_name
 from medrecon.errors import UnsupportedFormatError
+from medrecon.io.formats import MESH_FORMATS, mesh_format_of
 from medrecon.report import FRAMES
 from medrecon.triangles import TriangleMesh
 from medrecon.volume import LPS_TO_RAS
 
-FORMATS = ("stl", "obj", "ply", "3mf")
+FORMATS = tuple(MESH_FORMATS)
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")])
 
@@ -86,15 +87,6 @@ def ply_bytes(mesh: TriangleMesh, *, frame: str) -> bytes:
     return header + v.tobytes() + faces.tobytes()
 
 
-def _format_of(path: Path) -> str:
-    ext = path.suffix.lower().lstrip(".")
-    if ext not in FORMATS:
-        raise UnsupportedFormatError(
-            f"{path}: unknown mesh format {path.suffix!r}; medrecon writes .stl, .obj, .ply and .3mf"
-        )
-    return ext
-
-
 def write_mesh(
     mesh: TriangleMesh, path: str | os.PathLike, *, frame: str = "LPS", name: str | None = None
 ) -> Path:
@@ -126,7 +118,7 @@ def write_mesh(
         raise TypeError(f"mesh must be a medrecon.triangles.TriangleMesh, got {type(mesh).__name__}; "
                         "convert a trimesh with TriangleMesh.from_trimesh(mesh)")
     p = Path(path)
-    fmt = _format_of(p)
+    fmt = mesh_format_of(p)
     frame = check_frame(frame)
     out = to_frame(mesh, frame)
     name = name or p.stem

@@ -35,6 +35,7 @@ import numpy as np
 from medrecon.atomic import atomic_path
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
 from medrecon.io._stream import Inflater, open_input, read_exact, skip, to_native
+from medrecon.io.formats import NIFTI
 from medrecon.io.limits import check_alloc
 from medrecon.volume import LPS_TO_RAS, check_affine
 
@@ -541,7 +542,7 @@ def write_nifti(
     """
     p = Path(path)
     name = p.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
+    if not NIFTI.writes(name):
         raise UnsupportedFormatError(f"{p}: a NIfTI file name must end in .nii or .nii.gz")
     data = _storage(array, is_label)
     ras = LPS_TO_RAS @ check_affine(affine_lps)

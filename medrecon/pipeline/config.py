@@ -6,13 +6,14 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from medrecon.io import formats
 from medrecon.mesh import MeshOptions
 
 if TYPE_CHECKING:
     from medrecon.sources import LabelSource
 
 METHODS = ("model", "preset", "labels")
-MESH_FORMATS = ("stl", "obj", "ply", "3mf")
+MESH_FORMATS = tuple(formats.MESH_FORMATS)
 FRAMES = ("LPS", "RAS")
 
 DISCLAIMER = "medrecon is not a medical device; its output is not for diagnosis"
@@ -58,6 +59,12 @@ class ReconstructConfig:
         Allow a MONAI bundle's own code to run (only for bundles you trust).
     preview : bool
         Write ``preview.png``.
+    force_labels : bool
+        Take ``labels`` as a label map even when it looks like an image
+        (:func:`medrecon.imagekind.require_labels`).
+    force_image : bool
+        Segment the input (model or preset) even when it looks like a label map
+        (:func:`medrecon.imagekind.require_image`).
     """
 
     method: str = "model"
@@ -76,6 +83,8 @@ class ReconstructConfig:
     keep_phi: bool = False
     trust_bundle: bool = False
     preview: bool = True
+    force_labels: bool = False
+    force_image: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -116,7 +125,7 @@ class ReconstructConfig:
         chosen = {"model": {"model": self.model}, "preset": {"preset": self.preset},
                   "labels": {"labels": self.labels, "names": self.names}}[self.method]
         return resolve_source(**chosen, device=self.device, planes=self.planes,
-                              trust_bundle=self.trust_bundle)
+                              trust_bundle=self.trust_bundle, force_labels=self.force_labels)
 
     def replace(self, **changes: Any) -> ReconstructConfig:
         """Return a copy with some fields changed."""

@@ -102,6 +102,11 @@ def _load(source: str | os.PathLike | Volume, config: ReconstructConfig, progres
 
 
 def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | None) -> tuple[LabelMap, dict]:
+    if config.method in ("model", "preset"):
+        from medrecon.imagekind import require_image
+
+        require_image(volume.array, source=volume.source or "the input", modality=volume.modality,
+                      force=config.force_image)
     source = config.label_source()
     labels = source.segment(volume, progress=progress)
     about = source.describe()
@@ -380,9 +385,11 @@ def _scrubbed(rep: Report, identifiers: frozenset[str], *, keep_phi: bool) -> Re
 
 def _remove_stale_meshes(out: Path, written: set[str]) -> None:
     """Delete mesh files an earlier run left in ``out/meshes`` (other organs or format)."""
+    from medrecon.io.formats import mesh_format_by_name
+
     folder = out / "meshes"
     for path in folder.iterdir() if folder.is_dir() else ():
         rel = f"meshes/{path.name}"
-        if path.is_file() and path.suffix.lower() in (".stl", ".obj", ".ply", ".3mf") and rel not in written:
+        if path.is_file() and mesh_format_by_name(path.name) and rel not in written:
             path.unlink(missing_ok=True)
 

@@ -19,6 +19,7 @@ def resolve_source(
     planes: str = "auto",
     trust_bundle: bool = False,
     batch_size: int | None = None,
+    force_labels: bool = False,
 ) -> LabelSource:
     """Turn the user's choice of labels into a :class:`~medrecon.sources.base.LabelSource`.
 
@@ -39,6 +40,8 @@ def resolve_source(
         Label id -> name table for ``labels``.
     device, planes, trust_bundle, batch_size
         Settings of the network (see :class:`~medrecon.sources.network.NetworkSource`).
+    force_labels : bool
+        Accept ``labels`` that look like an intensity image.
 
     Returns
     -------
@@ -62,7 +65,7 @@ def resolve_source(
     if labels:
         from medrecon.sources.imported import ImportedSource
 
-        return ImportedSource(os.fspath(labels), names=names)
+        return ImportedSource(os.fspath(labels), names=names, force_labels=force_labels)
     from medrecon.sources.network import NetworkSource
 
     return NetworkSource(model or "default", device=device, planes=planes, trust_bundle=trust_bundle,

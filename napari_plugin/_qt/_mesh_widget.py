@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from medrecon.errors import InputError, MedreconError
+from medrecon.io.formats import MESH_FORMATS
 from medrecon.mesh import MeshOptions
 from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct
 from napari_plugin._layers import META_KEY, labelmap_from_layer, show_reconstruction
@@ -81,7 +82,7 @@ class MeshExportWidget(QWidget):
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(browse)
         self.format_combo = QComboBox()
-        self.format_combo.addItems(["stl", "obj", "ply", "3mf"])
+        self.format_combo.addItems(list(MESH_FORMATS))
         self.frame_combo = QComboBox()
         self.frame_combo.addItems(["LPS", "RAS"])
         self.export_button = QPushButton("Export ticked organs")
