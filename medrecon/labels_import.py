@@ -76,7 +76,8 @@ def assign_ids(structure_names: list[str], names: Mapping[int, str]) -> dict[str
 
 
 def _dicom_modality(path: Path) -> str | None:
-    from medrecon.io.dicom_header import looks_like_dicom, read_dataset
+    from medrecon.io.dicom_file import read_dataset
+    from medrecon.io.dicom_header import looks_like_dicom
 
     if not looks_like_dicom(path):
         return None

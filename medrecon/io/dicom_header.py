@@ -13,17 +13,15 @@ Geometry fields stay in DICOM's patient frame (LPS, mm), as the file states them
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medrecon.errors import DicomError, ResourceLimitError
+from medrecon.io.dicom_file import describe_error, open_capped
 from medrecon.io.limits import check_alloc
 
 #: SOP class of a DICOMDIR (Media Storage Directory Storage).
@@ -315,15 +313,6 @@ def _incomplete(ds) -> str:
     return ""
 
 
-def describe_error(exc: BaseException) -> str:
-    """``"Type: message"`` of a foreign exception, control characters escaped, at most 300 characters.
-
-    pydicom quotes the corrupt bytes it met; they must not reach a terminal raw.
-    """
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(exc))
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
 class NotDicomFile(DicomError):
     """The file is not DICOM at all (folder scans skip these silently)."""
 
@@ -359,84 +348,13 @@ def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
     return _read_with_pydicom(p)
 
 
-class _CappedReader(io.BufferedReader):
-    """A file whose ``read(n)`` never asks for more bytes than remain.
-
-    pydicom reads each element value with ``read(length)``; a corrupt length (up
-    to 4 GiB) would otherwise allocate a buffer of that size before the short
-    read is noticed.
-    """
-
-    def __init__(self, raw: io.RawIOBase, size: int) -> None:
-        super().__init__(raw)
-        self._size = size
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is not None and n > 0:
-            n = min(n, max(0, self._size - self.tell()))
-        return super().read(n)
-
-
-def read_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
-                 specific_tags: list[str] | None = None) -> Any:
-    """Parse a whole DICOM file (a SEG, an RTSTRUCT) with pydicom, bounded by its size.
-
-    Element reads are capped at the bytes left in the file and a deflated data
-    set is inflated in bounded steps first (see :func:`read_headers`). Values
-    are converted lazily by pydicom: callers must still expect corrupt values.
-
-    Raises
-    ------
-    DicomError
-        If pydicom cannot parse the file.
-    ResourceLimitError
-        If a deflated data set inflates past ``MEDRECON_MAX_BYTES``.
-    """
-    import pydicom
-
-    p = Path(path)
-    try:
-        with _open_capped(p, p.stat().st_size) as fh:
-            return pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels,
-                                   specific_tags=specific_tags)
-    except (DicomError, ResourceLimitError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt files
-        raise DicomError(
-            f"{p} is not a readable DICOM file ({describe_error(exc)}); it may be truncated or "
-            "corrupt: re-export it"
-        ) from exc
-
-
-@contextlib.contextmanager
-def _open_capped(p: Path, size: int):
-    """Open ``p`` for pydicom: deflated data checked first, reads capped at ``size`` bytes.
-
-    pydicom's warnings are silenced while the handle is open; a corrupt deflated
-    stream is a :class:`DicomError`, one that inflates too far a ``ResourceLimitError``.
-    """
-    from medrecon.errors import InputError
-    from medrecon.io.dicom_fast import check_deflated
-
-    try:
-        check_deflated(p)
-    except ResourceLimitError:
-        raise
-    except InputError as exc:
-        raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with _CappedReader(io.FileIO(p, "rb"), size) as fh:
-            yield fh
-
-
 def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         size = p.stat().st_size
-        with _open_capped(p, size) as fh:
+        with open_capped(p, size) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
             tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             offset, length = _pixel_element(fh, ds, tsyntax)

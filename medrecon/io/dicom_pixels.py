@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from medrecon.errors import DicomError, MissingDependencyError
-from medrecon.io.dicom_header import FrameHeader, _CappedReader, describe_error
+from medrecon.io.dicom_file import CappedReader, describe_error
+from medrecon.io.dicom_header import FrameHeader
 from medrecon.io.limits import check_alloc
 from medrecon.progress import ProgressFn, report
 
@@ -126,7 +127,7 @@ def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
         yield from (arr[i] for i in indices)
         return
     # a corrupt Pixel Data length must not make pydicom allocate a buffer of that size
-    with _CappedReader(io.FileIO(path, "rb"), os.path.getsize(path)) as fh:
+    with CappedReader(io.FileIO(path, "rb"), os.path.getsize(path)) as fh:
         yield from iter_pixels(fh, indices=indices)
 
 
