@@ -49,11 +49,13 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
     ------
     InputError
         If no DICOM file is found.
+
+    Warns
+    -----
+    UserWarning
+        When files that look like DICOM cannot be read and are skipped.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = scan(path)
-    return group_series(found.frames)
+    return group_series(scan(path).frames)
 
 
 def plan_series(info: SeriesInfo) -> StackPlan:

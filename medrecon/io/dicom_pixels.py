@@ -23,6 +23,7 @@ import numpy as np
 from medrecon.errors import DicomError, MissingDependencyError
 from medrecon.io.dicom_file import CappedReader, describe_error
 from medrecon.io.dicom_header import FrameHeader
+from medrecon.io.dicom_mosaic import tile
 from medrecon.io.limits import check_alloc
 from medrecon.progress import ProgressFn, report
 
@@ -66,12 +67,13 @@ def check_native(frame: FrameHeader) -> None:
     DicomError
         If the file is truncated or declares more pixels than it stores.
     """
-    need = frame.frame_bytes * frame.n_frames
+    need = frame.stored_bytes * frame.n_frames
     have = min(frame.pixel_length, max(0, frame.file_size - frame.pixel_offset))
     if have < need:
+        side = max(1, frame.mosaic)
         raise DicomError(
             f"{frame.path}: pixel data holds {have:,} bytes but the header declares "
-            f"{frame.rows}x{frame.cols}x{frame.n_frames} frames of {frame.bits_allocated} bits "
+            f"{frame.rows * side}x{frame.cols * side}x{frame.n_frames} frames of {frame.bits_allocated} bits "
             f"({need:,} bytes): the file is truncated or corrupt; re-export it"
         )
 
@@ -79,6 +81,24 @@ def check_native(frame: FrameHeader) -> None:
 def _native_dtype(frame: FrameHeader) -> np.dtype:
     kind = "i" if frame.signed else "u"
     return np.dtype(f"{'<' if frame.little_endian else '>'}{kind}{frame.bits_allocated // 8}")
+
+
+def _read_native_mosaic(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
+    """Read a natively encoded mosaic once and write its tiles ``frames[n]`` into ``dsts[n]``."""
+    first = frames[0]
+    shape = (first.rows * first.mosaic, first.cols * first.mosaic)
+    buf = np.empty(shape, dtype=_native_dtype(first))
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(first.pixel_offset)
+        got = fh.readinto(memoryview(buf).cast("B"))
+    if got != buf.nbytes:
+        raise DicomError(f"{path}: pixel data ends early; the file is truncated")
+    _split_mosaic(_fix_bits(buf, first), frames, dsts)
+
+
+def _split_mosaic(image: np.ndarray, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
+    for frame, dst in zip(frames, dsts, strict=True):
+        _rescale_into(tile(image, frame.frame, frame.mosaic, frame.rows, frame.cols), frame, dst)
 
 
 def _read_native(frame: FrameHeader, dst: np.ndarray, scratch: dict) -> None:
@@ -115,7 +135,7 @@ def _decoder_check(frame: FrameHeader) -> None:
 
 
 def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
-    """Yield decoded (rows, cols) frames ``indices`` of one file, in that order."""
+    """Yield decoded frames ``indices`` of one file as stored (a whole mosaic), in that order."""
     from pydicom.pixels import iter_pixels
     from pydicom.uid import UID
 
@@ -123,7 +143,8 @@ def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
         # iter_pixels reads the raw file and cannot inflate a deflated dataset
         import pydicom
 
-        arr = pydicom.dcmread(path).pixel_array.reshape(-1, frame.rows, frame.cols)
+        side = max(1, frame.mosaic)
+        arr = pydicom.dcmread(path).pixel_array.reshape(-1, frame.rows * side, frame.cols * side)
         yield from (arr[i] for i in indices)
         return
     # a corrupt Pixel Data length must not make pydicom allocate a buffer of that size
@@ -134,18 +155,25 @@ def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
 def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
     """Decode the frames of one file with pydicom, writing frame ``frames[n]`` into ``dsts[n]``."""
     _decoder_check(frames[0])
+    first = frames[0]
+    side = max(1, first.mosaic)
+    stored = (first.rows * side, first.cols * side)
     wanted = {f.frame: (f, d) for f, d in zip(frames, dsts, strict=True)}
+    indices = [0] if first.mosaic else sorted(wanted)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for index, arr in enumerate(_frames_of(path, frames[0], sorted(wanted))):
-                frame, dst = wanted[sorted(wanted)[index]]
-                if arr.shape != (frame.rows, frame.cols):
+            for index, arr in enumerate(_frames_of(path, first, indices)):
+                if arr.shape != stored:
                     raise DicomError(
-                        f"{path}: decoded frame has shape {arr.shape}, expected "
-                        f"{(frame.rows, frame.cols)}"
+                        f"{path}: decoded frame has shape {'x'.join(map(str, arr.shape))}, "
+                        f"expected {stored[0]}x{stored[1]}"
                     )
-                _rescale_into(arr, frame, dst)
+                if first.mosaic:
+                    _split_mosaic(arr, frames, dsts)
+                else:
+                    frame, dst = wanted[indices[index]]
+                    _rescale_into(arr, frame, dst)
     except (MissingDependencyError, DicomError):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders fail on corrupt data with any type (zlib.error, TypeError ...)
@@ -204,14 +232,17 @@ def read_frames(
     out = np.empty(shape, dtype=np.float32)
     native = []
     by_file: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
+    mosaics: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
     for k, frame in enumerate(frames):
-        if is_native(frame):
+        if is_native(frame) and not frame.mosaic:
             native.append((frame, out[k]))
         else:
-            fs, ds = by_file.setdefault(frame.path, ([], []))
+            fs, ds = (mosaics if frame.mosaic and is_native(frame) else by_file).setdefault(
+                frame.path, ([], []))
             fs.append(frame)
             ds.append(out[k])
     jobs = [(_read_native, f, d) for f, d in native]
+    jobs += [(_read_native_mosaic, path, fs, ds) for path, (fs, ds) in mosaics.items()]
     jobs += [(_decode_file, path, fs, ds) for path, (fs, ds) in by_file.items()]
     total = len(jobs)
     # chunks keep the thread-pool overhead small for hundreds of small reads

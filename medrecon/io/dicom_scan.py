@@ -98,7 +98,8 @@ def scan(path: str | os.PathLike) -> ScanResult:
         except NotDicomFile:
             continue  # README, thumbnails and other files beside the images
         except DicomError as exc:
-            skipped.append(f"{f}: {exc}")
+            text = str(exc)  # messages name their file already
+            skipped.append(text if text.startswith(str(f)) else f"{f}: {text}")
             continue
         if "DirectoryRecordSequence" in ds:
             continue  # a DICOMDIR inside the folder: its files are found by the walk
