@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +21,16 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.tag import Tag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+from test_dicom_synthetic import (
+    COLS,
+    ROWS,
+    _enhanced_ct,
+    slice_values,
+    write_series,
+    write_slice,
+    z_positions,
+)
 
 from medrecon.errors import DicomError
 from medrecon.io.dicom import load_dicom
@@ -152,3 +164,153 @@ def test_oblique_mosaic_matches_dcm2niix(tmp_path):
     assert vol.shape == (64, 64, 32) and vol.is_oblique
     ref, *_ = dcm2niix(path.parent, tmp_path / "out")
     assert_same_as_nifti(vol, ref)
+
+
+# --- deflated data set with bytes after the deflate stream -------------------------------------
+
+@pytest.mark.parametrize("trailing", [0, 1, 8, 1000])
+def test_deflated_file_with_trailing_bytes_reads_as_pydicom_reads_it(tmp_path, trailing):
+    path = write_slice(tmp_path / "d.dcm", slice_values(3), (1.0, 2.0, 3.0), series_uid="1.2.3",
+                       syntax=DeflatedExplicitVRLittleEndian, slope=2.0, intercept=-1000.0)
+    data = path.read_bytes()
+    start = 144 + pydicom.dcmread(path).file_meta.FileMetaInformationGroupLength
+    inflater = zlib.decompressobj(-15)
+    inflated = inflater.decompress(data[start:])
+    assert inflater.eof
+    tails = {0: b"", 1: b"\x5a", 1000: np.random.default_rng(0).bytes(1000),
+             # a gzip trailer (CRC-32 and size of the inflated data), as a writer that
+             # stripped only the gzip header leaves it
+             8: struct.pack("<II", zlib.crc32(inflated), len(inflated))}
+    path.write_bytes(data + tails[trailing])
+    ref = pydicom.dcmread(path)
+    expected = ref.pixel_array.astype(np.float32) * 2.0 - 1000.0
+    vol = load_dicom(path)
+    np.testing.assert_array_equal(vol.array[:, :, 0], expected.T)
+    np.testing.assert_array_equal(expected, slice_values(3) * 2.0 - 1000.0)
+
+
+# --- rescale values that are not numbers ---------------------------------------------------------
+
+@pytest.mark.parametrize(("slope", "intercept"), [("nan", "0"), ("1", "inf"), ("1e308", "0"),
+                                                  ("1", "-1e308"), ("-inf", "0")])
+def test_non_finite_or_absurd_rescale_is_refused_with_the_file_name(tmp_path, slope, intercept):
+    path = write_slice(tmp_path / "s.dcm", slice_values(0), (0.0, 0.0, 0.0), series_uid="1.2.3")
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.save_as(path)
+    with pytest.raises(DicomError, match=r"s\.dcm: Rescale(Slope|Intercept) \S+ is not a usable number"):
+        load_dicom(path)
+
+
+def test_a_slice_with_nan_rescale_is_treated_as_missing(tmp_path):
+    zs = [0.0, 2.0, 4.0, 6.0, 8.0]
+    _, paths = write_series(tmp_path, [(0.0, 0.0, z) for z in zs], intercept=0,
+                            values=lambda k: np.full((ROWS, COLS), 10 * zs[k], np.int16))
+    ds = pydicom.dcmread(paths[2])
+    ds.RescaleSlope = "NaN"
+    ds.save_as(paths[2])
+    with pytest.warns(UserWarning) as caught:
+        vol = load_dicom(tmp_path)
+    text = " ".join(str(w.message) for w in caught)
+    assert "s002.dcm: RescaleSlope nan" in text and "1 slice missing" in text
+    assert np.isfinite(vol.array).all() and vol.shape[2] == 5
+    # the value is 10 * z: linear, so the interpolated slice is exact
+    np.testing.assert_allclose(vol.array[0, 0, :], [0, 20, 40, 60, 80], atol=1e-4)
+
+
+# --- enhanced multi-frame file whose per-frame groups were cut ----------------------------------
+
+def test_cut_per_frame_groups_are_refused_where_simpleitk_sees_all_frames(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    path = tmp_path / "mf.dcm"
+    _enhanced_ct(path, z_positions(6, dz=1.25), slice_values)
+    ds = pydicom.dcmread(path)
+    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[:3]
+    ds.save_as(path)
+    assert sitk.ReadImage(str(path)).GetSize()[2] == 6  # the pixel data holds all 6 frames
+    with pytest.raises(DicomError, match="declares 6 frames .* describe 3"):
+        load_dicom(path)
+    # the complete file loads all 6, as SimpleITK reads them
+    _enhanced_ct(path, z_positions(6, dz=1.25), slice_values, slope=1.0, intercept=0.0)
+    vol = load_dicom(path)
+    image = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(vol.array, sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    np.testing.assert_allclose(vol.origin, image.GetOrigin(), atol=1e-6)
+
+
+# --- a file with an image header and no pixel data ----------------------------------------------
+
+@pytest.mark.parametrize("command", ["info", "convert"])
+def test_file_without_pixel_data_is_skipped_with_a_warning(tmp_path, capsys, command):
+    from medrecon.cli import main
+
+    _, paths = write_series(tmp_path / "ct", z_positions(5))
+    ds = pydicom.dcmread(paths[4])
+    del ds.PixelData
+    ds.save_as(paths[4])
+    args = [command, str(tmp_path / "ct")] + ([str(tmp_path / "x.nii.gz")] if command == "convert" else [])
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "s004.dcm: the header describes a 10x12 image but the file ends without its Pixel Data" in err
+
+
+# --- uneven slice spacing ----------------------------------------------------------------------
+
+def _linear_series(folder: Path, zs: list[float]) -> None:
+    """Slices whose values are 4 * z (+ column): linear interpolation along z reproduces them."""
+    write_series(folder, [(0.0, 0.0, z) for z in zs], intercept=0,
+                 values=lambda k: np.full((ROWS, COLS), round(4 * zs[k]), np.int16)
+                 + np.arange(COLS, dtype=np.int16))
+
+
+@needs_dcm2niix
+@pytest.mark.parametrize("end", ["last", "first"])
+def test_one_short_step_at_an_end_keeps_the_grid_as_dcm2niix_does(tmp_path, end):
+    # a head CT of 108 slices 1.5 mm apart whose last (or first) slice is only 1.0 mm away
+    zs = [1.5 * k for k in range(107)]
+    zs = zs + [zs[-1] + 1.0] if end == "last" else [-1.0] + zs
+    write_series(tmp_path / "ct", [(0.0, 0.0, z) for z in zs], values=slice_values)
+    with pytest.warns(UserWarning) as caught:
+        vol = load_dicom(tmp_path / "ct")
+    (note,) = [str(w.message) for w in caught]
+    assert note.endswith(f"the {end} slice is 1.00 mm from its neighbour where the others are "
+                         "1.50 mm apart: kept unchanged one step away, 0.50 mm from its recorded "
+                         "position (as dcm2niix stacks it)")
+    assert vol.shape == (COLS, ROWS, 108)
+    np.testing.assert_allclose(vol.spacing, [0.7, 0.9, 1.5])
+    np.testing.assert_allclose(vol.origin, [0.0, 0.0, -1.5 if end == "first" else 0.0], atol=1e-9)
+    # every slice holds its own values, unchanged: the regular part on its own grid
+    for k in range(108):
+        np.testing.assert_array_equal(vol.array[:, :, k], slice_values(k).T - 1024.0)
+    if end == "last":  # dcm2niix stacks from the first slice; its main output is this grid
+        ref, *_ = dcm2niix(tmp_path / "ct", tmp_path / "out")
+        assert_same_as_nifti(vol, ref)
+
+
+def test_variable_spacing_resampled_on_the_grid_of_the_longest_run(tmp_path):
+    # laid out like the real GE head CT of dcm_qa_ct (dcm2niix: "Interslice distance varies
+    # in this volume"): 13 steps of 4 mm, one short step, 13 steps of 7 mm
+    zs = [float(z) for z in np.cumsum([0.0] + [4.0] * 13 + [1.25] + [7.0] * 13)]
+    _linear_series(tmp_path, zs)
+    with pytest.warns(UserWarning, match=r"slice spacing varies \(1.25 to 7.00 mm\): resampled "
+                      r"linearly to 37 slices 4.000 mm apart, .* 14 of 28 slices lie on that grid"):
+        vol = load_dicom(tmp_path)
+    assert vol.shape[2] == 37
+    np.testing.assert_allclose(vol.affine[:3, 2], [0, 0, 4.0], atol=1e-9)
+    np.testing.assert_allclose(vol.origin, [0, 0, 0], atol=1e-9)
+    expected = 4 * (4.0 * np.arange(37))[None, :] + np.arange(COLS)[:, None]
+    np.testing.assert_allclose(vol.array[:, 0, :], expected, atol=1e-3)
+    # the slices on the grid are copied from the files, as pydicom reads them
+    for k, path in enumerate(sorted(tmp_path.iterdir())[:14]):
+        np.testing.assert_array_equal(vol.array[:, :, k], pydicom.dcmread(path).pixel_array.T)
+
+
+def test_missing_slices_inside_are_interpolated_and_the_rest_kept(tmp_path):
+    zs = [0.0, 2.0, 4.0, 10.0, 12.0, 14.0, 16.0]  # 6 and 8 missing
+    _linear_series(tmp_path, zs)
+    with pytest.warns(UserWarning, match=r"2 slices missing \(a gap of 6.00 mm between the slices "
+                      r"at 4.00 and 10.00 mm along the normal, where the spacing is 2.00 mm\)"):
+        vol = load_dicom(tmp_path)
+    assert vol.shape[2] == 9
+    expected = 4 * np.arange(0.0, 17.0, 2.0)[None, :] + np.arange(COLS)[:, None]
+    np.testing.assert_allclose(vol.array[:, 0, :], expected, atol=1e-4)

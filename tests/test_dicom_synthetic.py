@@ -220,7 +220,7 @@ def test_missing_slice_resampled_to_even_spacing(tmp_path):
     positions = [(0.0, 0.0, z) for z in zs]
     write_series(tmp_path, positions,
                  values=lambda k: np.full((ROWS, COLS), 10 * zs[k], np.int16), intercept=0)
-    with pytest.warns(UserWarning, match="uneven slice spacing"):
+    with pytest.warns(UserWarning, match="1 slice missing .* interpolated"):
         vol = load_dicom(tmp_path)
     assert vol.shape[2] == 7
     np.testing.assert_allclose(vol.spacing, [DX, DY, 2.0])

@@ -265,8 +265,9 @@ def _checked(path: Path, fields: dict[str, Any]) -> dict[str, Any]:
         value = fields[key]
         if not (math.isfinite(value) and abs(value) <= MAX_RESCALE):
             raise DicomError(
-                f"{path}: {name} {value:g} is NaN, infinite or beyond {MAX_RESCALE:.0e}: its pixel "
-                "values cannot be converted (modality LUT); re-export the file or remove it from the folder"
+                f"{path}: {name} {value:g} is not a usable number (NaN, infinite or beyond "
+                f"{MAX_RESCALE:.0e}): its pixel values cannot be converted; re-export the file or "
+                "remove it from the folder"
             )
     for key in ("thickness", "spacing_between"):
         value = fields[key]
