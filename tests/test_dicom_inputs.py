@@ -314,3 +314,61 @@ def test_missing_slices_inside_are_interpolated_and_the_rest_kept(tmp_path):
     assert vol.shape[2] == 9
     expected = 4 * np.arange(0.0, 17.0, 2.0)[None, :] + np.arange(COLS)[:, None]
     np.testing.assert_allclose(vol.array[:, 0, :], expected, atol=1e-4)
+
+
+# --- smaller refusals: they name the file and say what is wrong, in plain words -----------------
+
+def _edited_slice(tmp_path: Path, **tags) -> Path:
+    path = write_slice(tmp_path / "s.dcm", slice_values(0), (0.0, 0.0, 0.0), series_uid="1.2.3")
+    ds = pydicom.dcmread(path)
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize(("tags", "message"), [
+    ({"ImagePositionPatient": ["nan", "0", "0"]},
+     r"s\.dcm: ImagePositionPatient \[nan, 0, 0\] holds NaN, infinite or absurd values"),
+    ({"ImageOrientationPatient": ["1", "0", "0", "inf", "1", "0"]},
+     r"s\.dcm: ImageOrientationPatient \[1, 0, 0, inf, 1, 0\] holds NaN"),
+    ({"PixelSpacing": ["1e30", "1e30"]}, r"s\.dcm: PixelSpacing \[1e\+30, 1e\+30\] mm is outside"),
+    ({"PixelSpacing": ["0", "0.7"]}, r"s\.dcm: PixelSpacing \[0, 0.7\] mm is outside"),
+    ({"ImageOrientationPatient": ["0", "0", "0", "0", "1", "0"]},
+     r"s\.dcm: ImageOrientationPatient \[0, 0, 0, 0, 1, 0\] is not two orthogonal directions"),
+    ({"Rows": 65535, "Columns": 65535, "NumberOfFrames": "50000"},
+     r"s\.dcm: the header declares a 50000x65535x65535x1 array of uint16"),
+])
+def test_corrupt_header_values_are_refused_in_plain_words(tmp_path, tags, message):
+    from medrecon.errors import InputError
+
+    path = _edited_slice(tmp_path, **tags)
+    with pytest.raises(InputError, match=message) as caught:
+        load_dicom(path)
+    assert "np." not in str(caught.value) and "void" not in str(caught.value)
+
+
+def test_truncated_jpeg2000_is_reported_as_truncated(tmp_path, totalseg_dir):
+    pytest.importorskip("pylibjpeg")
+    intact = sorted((totalseg_dir / "example_ct_dicom").iterdir())[0]
+    reference = pydicom.dcmread(intact).pixel_array  # pydicom decodes the intact file
+    vol = load_dicom(intact)
+    np.testing.assert_array_equal(vol.array[:, :, 0], reference.T - 1024.0)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(intact.read_bytes()[:120_000])
+    with pytest.raises(DicomError, match=r"cut\.dcm: the file ends inside its compressed pixel data "
+                       r"\(120,000 bytes\): it is truncated"):
+        load_dicom(cut)
+
+
+def test_link_to_a_device_is_named_for_what_it_is(tmp_path):
+    from medrecon.errors import InputError
+
+    write_series(tmp_path / "ct", z_positions(3))
+    (tmp_path / "ct" / "zero.dcm").symlink_to("/dev/zero")
+    with pytest.warns(UserWarning, match=r"zero\.dcm: not a regular file \(a link to /dev/zero, "
+                      r"a character device\)"):
+        assert load_dicom(tmp_path / "ct").shape[2] == 3
+    with pytest.raises(InputError, match=r"zero\.dcm is a link to /dev/zero, a character device, "
+                       "not a DICOM file or folder"):
+        load_dicom(tmp_path / "ct" / "zero.dcm")

@@ -249,8 +249,7 @@ def _checked(path: Path, fields: dict[str, Any]) -> dict[str, Any]:
 
     Informative fields (SliceThickness, SpacingBetweenSlices) out of range become unknown.
     """
-    for key, name in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient"),
-                      ("pixel_spacing", "PixelSpacing")):
+    for key, name in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient")):
         values = fields[key]
         if values is not None and not all(math.isfinite(v) and abs(v) <= MAX_POSITION_MM for v in values):
             raise DicomError(f"{path}: {name} {_fmt(values)} holds NaN, infinite or absurd values: "

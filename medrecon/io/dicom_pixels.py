@@ -12,16 +12,20 @@ reads release the GIL.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import re
+import struct
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from medrecon.errors import DicomError, MissingDependencyError
-from medrecon.io.dicom_file import CappedReader, describe_error
+from medrecon.io.dicom_file import CappedReader, describe_error, open_capped
 from medrecon.io.dicom_header import FrameHeader
 from medrecon.io.dicom_mosaic import tile
 from medrecon.io.limits import check_alloc
@@ -177,15 +181,58 @@ def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -
     except (MissingDependencyError, DicomError):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders fail on corrupt data with any type (zlib.error, TypeError ...)
-        missing = "plugin" in str(exc).lower() or "missing" in str(exc).lower()
-        if missing:
+        if _ends_inside_fragments(path):
+            raise DicomError(
+                f"{path}: the file ends inside its compressed pixel data ({os.path.getsize(path):,} "
+                "bytes): it is truncated; copy or export it again"
+            ) from exc
+        text = str(exc).lower()
+        if ("plugin" in text or "missing" in text) and importlib.util.find_spec("pylibjpeg") is None:
             raise MissingDependencyError(
                 "pylibjpeg", "dicom-codecs", f"decoding DICOM {frames[0].transfer_syntax}"
             ) from exc
         raise DicomError(
-            f"{path}: cannot decode the pixel data ({describe_error(exc)}); "
-            "the file may be truncated or corrupt"
+            f"{path}: cannot decode the pixel data ({_decoder_reason(exc)}); the file is corrupt"
         ) from exc
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """Give the first plugin's reason of a pydicom decoding error, without object reprs."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    if not lines:
+        return describe_error(exc)
+    return describe_error(type(exc)(re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", lines[0])))
+
+
+def _ends_inside_fragments(path: str) -> bool:
+    """Tell whether the file ends inside its encapsulated (compressed) Pixel Data.
+
+    pydicom drops a Pixel Data element cut off before its sequence delimiter, and
+    the decoders then report a missing element or a broken stream; walking the
+    fragment items tells a truncated file from a corrupt one.
+    """
+    import pydicom
+
+    size = os.path.getsize(path)
+    try:
+        with open_capped(Path(path), size) as fh:
+            pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            head = fh.read(12)  # encapsulated Pixel Data is explicit VR little endian
+            if head[:4] != b"\xe0\x7f\x10\x00" or head[8:12] != b"\xff\xff\xff\xff":
+                return False
+            for _ in range(1 << 20):  # fragments; bounded like any loop over file contents
+                item = fh.read(8)
+                if len(item) < 8:
+                    return True
+                if item[:4] == b"\xfe\xff\xdd\xe0":  # sequence delimiter: complete
+                    return False
+                if item[:4] != b"\xfe\xff\x00\xe0":
+                    return False  # not an item: corrupt, not (only) truncated
+                if fh.seek(struct.unpack("<I", item[4:])[0], io.SEEK_CUR) > size:
+                    return True
+    except Exception:  # noqa: BLE001 - a header pydicom cannot parse: leave the first error to speak
+        return False
+    return False
 
 
 def read_frames(
