@@ -263,7 +263,6 @@ def _linear_series(folder: Path, zs: list[float]) -> None:
                  + np.arange(COLS, dtype=np.int16))
 
 
-@needs_dcm2niix
 @pytest.mark.parametrize("end", ["last", "first"])
 def test_one_short_step_at_an_end_keeps_the_grid_as_dcm2niix_does(tmp_path, end):
     # a head CT of 108 slices 1.5 mm apart whose last (or first) slice is only 1.0 mm away
@@ -275,7 +274,7 @@ def test_one_short_step_at_an_end_keeps_the_grid_as_dcm2niix_does(tmp_path, end)
     (note,) = [str(w.message) for w in caught]
     assert note.endswith(f"the {end} slice is 1.00 mm from its neighbour where the others are "
                          "1.50 mm apart: kept unchanged one step away, 0.50 mm from its recorded "
-                         "position (as dcm2niix stacks it)")
+                         "position" + (" (as dcm2niix stacks it)" if end == "last" else ""))
     assert vol.shape == (COLS, ROWS, 108)
     np.testing.assert_allclose(vol.spacing, [0.7, 0.9, 1.5])
     np.testing.assert_allclose(vol.origin, [0.0, 0.0, -1.5 if end == "first" else 0.0], atol=1e-9)
@@ -283,6 +282,8 @@ def test_one_short_step_at_an_end_keeps_the_grid_as_dcm2niix_does(tmp_path, end)
     for k in range(108):
         np.testing.assert_array_equal(vol.array[:, :, k], slice_values(k).T - 1024.0)
     if end == "last":  # dcm2niix stacks from the first slice; its main output is this grid
+        if not Path(DCM2NIIX).exists():
+            pytest.skip("dcm2niix not installed")
         ref, *_ = dcm2niix(tmp_path / "ct", tmp_path / "out")
         assert_same_as_nifti(vol, ref)
 

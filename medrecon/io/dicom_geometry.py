@@ -163,20 +163,25 @@ def _regular_grid(proj: np.ndarray, median: float) -> _Grid:
         missing = len(full) - n
         parts = []
         off = np.flatnonzero(~on)
+        # dcm2niix stacks every slice one step after the previous one from the first slice on
+        as_dcm2niix = " (as dcm2niix stacks it)" if off.size and off[0] > hi else ""
         if off.size == 1:
             j = int(off[0])
             which, near = ("last", j - 1) if j == n - 1 else ("first", j + 1)
             parts.append(
                 f"the {which} slice is {abs(proj[j] - proj[near]):.2f} mm from its neighbour where "
                 f"the others are {step:.2f} mm apart: kept unchanged one step away, "
-                f"{shift[j]:.2f} mm from its recorded position (as dcm2niix stacks it)"
+                f"{shift[j]:.2f} mm from its recorded position{as_dcm2niix}"
             )
         elif off.size:
             parts.append(
                 f"{off.size} end slices lie off the {step:.2f} mm grid of the others: kept unchanged "
                 f"on the next grid positions, up to {shift.max():.2f} mm from their recorded "
-                "positions (as dcm2niix stacks them)"
+                f"positions{as_dcm2niix.replace(' it)', ' them)')}"
             )
+        if not parts and not missing:  # uneven only within the tolerance of one grid
+            parts.append(f"slice positions deviate by up to {shift.max():.2f} mm from a regular "
+                         f"{step:.2f} mm grid: placed on it")
         if missing:
             gaps = np.diff(placed)
             at = int(np.argmax(gaps))
