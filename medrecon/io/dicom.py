@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medrecon.errors import DicomError
+from medrecon.errors import DicomError, GeometryError
 from medrecon.io.dicom_geometry import StackPlan, plan_stack, resample_even
 from medrecon.io.dicom_header import FrameHeader, looks_like_dicom
 from medrecon.io.dicom_pixels import read_frames
@@ -158,16 +158,19 @@ def load_dicom(
         warnings.warn(f"{what}: {note}", stacklevel=2)
     if plan.warnings:
         meta["geometry_warnings"] = list(plan.warnings)
-    volume = Volume(
-        array=stack.transpose(2, 1, 0),
-        affine=plan.source_affine,
-        modality=modality,
-        units="HU" if modality == "CT" else "",
-        series_uid=first.series_uid,
-        description=first.description,
-        source=str(p),
-        meta=meta,
-    )
+    try:
+        volume = Volume(
+            array=stack.transpose(2, 1, 0),
+            affine=plan.source_affine,
+            modality=modality,
+            units="HU" if modality == "CT" else "",
+            series_uid=first.series_uid,
+            description=first.description,
+            source=str(p),
+            meta=meta,
+        )
+    except GeometryError as exc:  # the header checks should leave none; name the files if one does
+        raise DicomError(f"{first.path} ({what}): {exc}") from exc
     if plan.tilted:
         meta["gantry_tilt_deg"] = round(plan.tilt_deg, 4)
         volume = volume.resample_to(plan.affine, plan.shape).replace(meta=meta)
