@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medrecon.errors import DicomError
+from medrecon.errors import DicomError, GeometryError
 from medrecon.io.dicom_geometry import StackPlan, plan_stack, resample_even
 from medrecon.io.dicom_header import FrameHeader, looks_like_dicom
 from medrecon.io.dicom_pixels import read_frames
@@ -38,9 +38,9 @@ def read_modality(path: str | os.PathLike) -> str | None:
     """Return the upper-case Modality of one DICOM file (``"CT"``, ``"SEG"``), or None. Never raises.
 
     None for a file that is not DICOM, has no Modality, or cannot be parsed; the
-    header is read with the bounded reader (:func:`medrecon.io.dicom_header.read_dataset`).
+    header is read with the bounded reader (:func:`medrecon.io.dicom_file.read_dataset`).
     """
-    from medrecon.io.dicom_header import read_dataset
+    from medrecon.io.dicom_file import read_dataset
 
     if not looks_like_dicom(path):
         return None
@@ -68,11 +68,13 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
     ------
     InputError
         If no DICOM file is found.
+
+    Warns
+    -----
+    UserWarning
+        When files that look like DICOM cannot be read and are skipped.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = scan(path)
-    return group_series(found.frames)
+    return group_series(scan(path).frames)
 
 
 def plan_series(info: SeriesInfo) -> StackPlan:
@@ -192,16 +194,19 @@ def load_dicom(
         warnings.warn(f"{what}: {note}", stacklevel=2)
     if plan.warnings:
         meta["geometry_warnings"] = list(plan.warnings)
-    volume = Volume(
-        array=stack.transpose(2, 1, 0),
-        affine=plan.source_affine,
-        modality=modality,
-        units="HU" if modality == "CT" else "",
-        series_uid=first.series_uid,
-        description=first.description,
-        source=str(p),
-        meta=meta,
-    )
+    try:
+        volume = Volume(
+            array=stack.transpose(2, 1, 0),
+            affine=plan.source_affine,
+            modality=modality,
+            units="HU" if modality == "CT" else "",
+            series_uid=first.series_uid,
+            description=first.description,
+            source=str(p),
+            meta=meta,
+        )
+    except GeometryError as exc:  # the header checks should leave none; name the files if one does
+        raise DicomError(f"{first.path} ({what}): {exc}") from exc
     if plan.tilted:
         meta["gantry_tilt_deg"] = round(plan.tilt_deg, 4)
         volume = volume.resample_to(plan.affine, plan.shape).replace(meta=meta)

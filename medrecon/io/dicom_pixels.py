@@ -12,16 +12,22 @@ reads release the GIL.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import re
+import struct
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from medrecon.errors import DicomError, MissingDependencyError
-from medrecon.io.dicom_header import FrameHeader, _CappedReader, describe_error
+from medrecon.io.dicom_file import CappedReader, describe_error, open_capped
+from medrecon.io.dicom_header import FrameHeader
+from medrecon.io.dicom_mosaic import tile
 from medrecon.io.limits import check_alloc
 from medrecon.progress import ProgressFn, report
 
@@ -65,12 +71,13 @@ def check_native(frame: FrameHeader) -> None:
     DicomError
         If the file is truncated or declares more pixels than it stores.
     """
-    need = frame.frame_bytes * frame.n_frames
+    need = frame.stored_bytes * frame.n_frames
     have = min(frame.pixel_length, max(0, frame.file_size - frame.pixel_offset))
     if have < need:
+        side = max(1, frame.mosaic)
         raise DicomError(
             f"{frame.path}: pixel data holds {have:,} bytes but the header declares "
-            f"{frame.rows}x{frame.cols}x{frame.n_frames} frames of {frame.bits_allocated} bits "
+            f"{frame.rows * side}x{frame.cols * side}x{frame.n_frames} frames of {frame.bits_allocated} bits "
             f"({need:,} bytes): the file is truncated or corrupt; re-export it"
         )
 
@@ -78,6 +85,24 @@ def check_native(frame: FrameHeader) -> None:
 def _native_dtype(frame: FrameHeader) -> np.dtype:
     kind = "i" if frame.signed else "u"
     return np.dtype(f"{'<' if frame.little_endian else '>'}{kind}{frame.bits_allocated // 8}")
+
+
+def _read_native_mosaic(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
+    """Read a natively encoded mosaic once and write its tiles ``frames[n]`` into ``dsts[n]``."""
+    first = frames[0]
+    shape = (first.rows * first.mosaic, first.cols * first.mosaic)
+    buf = np.empty(shape, dtype=_native_dtype(first))
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(first.pixel_offset)
+        got = fh.readinto(memoryview(buf).cast("B"))
+    if got != buf.nbytes:
+        raise DicomError(f"{path}: pixel data ends early; the file is truncated")
+    _split_mosaic(_fix_bits(buf, first), frames, dsts)
+
+
+def _split_mosaic(image: np.ndarray, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
+    for frame, dst in zip(frames, dsts, strict=True):
+        _rescale_into(tile(image, frame.frame, frame.mosaic, frame.rows, frame.cols), frame, dst)
 
 
 def _read_native(frame: FrameHeader, dst: np.ndarray, scratch: dict) -> None:
@@ -114,7 +139,7 @@ def _decoder_check(frame: FrameHeader) -> None:
 
 
 def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
-    """Yield decoded (rows, cols) frames ``indices`` of one file, in that order."""
+    """Yield decoded frames ``indices`` of one file as stored (a whole mosaic), in that order."""
     from pydicom.pixels import iter_pixels
     from pydicom.uid import UID
 
@@ -122,41 +147,92 @@ def _frames_of(path: str, frame: FrameHeader, indices: list[int]):
         # iter_pixels reads the raw file and cannot inflate a deflated dataset
         import pydicom
 
-        arr = pydicom.dcmread(path).pixel_array.reshape(-1, frame.rows, frame.cols)
+        side = max(1, frame.mosaic)
+        arr = pydicom.dcmread(path).pixel_array.reshape(-1, frame.rows * side, frame.cols * side)
         yield from (arr[i] for i in indices)
         return
     # a corrupt Pixel Data length must not make pydicom allocate a buffer of that size
-    with _CappedReader(io.FileIO(path, "rb"), os.path.getsize(path)) as fh:
+    with CappedReader(io.FileIO(path, "rb"), os.path.getsize(path)) as fh:
         yield from iter_pixels(fh, indices=indices)
 
 
 def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -> None:
     """Decode the frames of one file with pydicom, writing frame ``frames[n]`` into ``dsts[n]``."""
     _decoder_check(frames[0])
+    first = frames[0]
+    side = max(1, first.mosaic)
+    stored = (first.rows * side, first.cols * side)
     wanted = {f.frame: (f, d) for f, d in zip(frames, dsts, strict=True)}
+    indices = [0] if first.mosaic else sorted(wanted)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for index, arr in enumerate(_frames_of(path, frames[0], sorted(wanted))):
-                frame, dst = wanted[sorted(wanted)[index]]
-                if arr.shape != (frame.rows, frame.cols):
+            for index, arr in enumerate(_frames_of(path, first, indices)):
+                if arr.shape != stored:
                     raise DicomError(
-                        f"{path}: decoded frame has shape {arr.shape}, expected "
-                        f"{(frame.rows, frame.cols)}"
+                        f"{path}: decoded frame has shape {'x'.join(map(str, arr.shape))}, "
+                        f"expected {stored[0]}x{stored[1]}"
                     )
-                _rescale_into(arr, frame, dst)
+                if first.mosaic:
+                    _split_mosaic(arr, frames, dsts)
+                else:
+                    frame, dst = wanted[indices[index]]
+                    _rescale_into(arr, frame, dst)
     except (MissingDependencyError, DicomError):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders fail on corrupt data with any type (zlib.error, TypeError ...)
-        missing = "plugin" in str(exc).lower() or "missing" in str(exc).lower()
-        if missing:
+        if _ends_inside_fragments(path):
+            raise DicomError(
+                f"{path}: the file ends inside its compressed pixel data ({os.path.getsize(path):,} "
+                "bytes): it is truncated; copy or export it again"
+            ) from exc
+        text = str(exc).lower()
+        if ("plugin" in text or "missing" in text) and importlib.util.find_spec("pylibjpeg") is None:
             raise MissingDependencyError(
                 "pylibjpeg", "dicom-codecs", f"decoding DICOM {frames[0].transfer_syntax}"
             ) from exc
         raise DicomError(
-            f"{path}: cannot decode the pixel data ({describe_error(exc)}); "
-            "the file may be truncated or corrupt"
+            f"{path}: cannot decode the pixel data ({_decoder_reason(exc)}); the file is corrupt"
         ) from exc
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """Give the first plugin's reason of a pydicom decoding error, without object reprs."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    if not lines:
+        return describe_error(exc)
+    return describe_error(type(exc)(re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", lines[0])))
+
+
+def _ends_inside_fragments(path: str) -> bool:
+    """Tell whether the file ends inside its encapsulated (compressed) Pixel Data.
+
+    pydicom drops a Pixel Data element cut off before its sequence delimiter, and
+    the decoders then report a missing element or a broken stream; walking the
+    fragment items tells a truncated file from a corrupt one.
+    """
+    import pydicom
+
+    size = os.path.getsize(path)
+    try:
+        with open_capped(Path(path), size) as fh:
+            pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            head = fh.read(12)  # encapsulated Pixel Data is explicit VR little endian
+            if head[:4] != b"\xe0\x7f\x10\x00" or head[8:12] != b"\xff\xff\xff\xff":
+                return False
+            for _ in range(1 << 20):  # fragments; bounded like any loop over file contents
+                item = fh.read(8)
+                if len(item) < 8:
+                    return True
+                if item[:4] == b"\xfe\xff\xdd\xe0":  # sequence delimiter: complete
+                    return False
+                if item[:4] != b"\xfe\xff\x00\xe0":
+                    return False  # not an item: corrupt, not (only) truncated
+                if fh.seek(struct.unpack("<I", item[4:])[0], io.SEEK_CUR) > size:
+                    return True
+    except Exception:  # noqa: BLE001 - a header pydicom cannot parse: leave the first error to speak
+        return False
+    return False
 
 
 def read_frames(
@@ -203,14 +279,17 @@ def read_frames(
     out = np.empty(shape, dtype=np.float32)
     native = []
     by_file: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
+    mosaics: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
     for k, frame in enumerate(frames):
-        if is_native(frame):
+        if is_native(frame) and not frame.mosaic:
             native.append((frame, out[k]))
         else:
-            fs, ds = by_file.setdefault(frame.path, ([], []))
+            fs, ds = (mosaics if frame.mosaic and is_native(frame) else by_file).setdefault(
+                frame.path, ([], []))
             fs.append(frame)
             ds.append(out[k])
     jobs = [(_read_native, f, d) for f, d in native]
+    jobs += [(_read_native_mosaic, path, fs, ds) for path, (fs, ds) in mosaics.items()]
     jobs += [(_decode_file, path, fs, ds) for path, (fs, ds) in by_file.items()]
     total = len(jobs)
     # chunks keep the thread-pool overhead small for hundreds of small reads
