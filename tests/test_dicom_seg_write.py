@@ -107,6 +107,8 @@ def _series(folder, layout: str):
         kwargs = {"orientation": orientation}
     elif layout == "tilted":  # gantry tilt: positions drift along the columns
         positions = [(-3.0, 4.0 + 0.4 * k, -20.0 + 1.5 * k) for k in range(n)]
+    elif layout == "uneven":  # a slice missing: resampled to even spacing on loading
+        positions = [(-3.0, 4.0, z) for z in (-20.0, -18.5, -17.0, -14.0, -12.5, -11.0)]
     write_series(folder, positions, values=_raw, **kwargs)
     return folder
 
@@ -138,12 +140,12 @@ def test_frames_sit_on_their_source_slices(tmp_path, layout):
     assert covered == expected
 
 
-@pytest.mark.parametrize("layout", ["shuffled", "flipped", "oblique", "tilted"])
+@pytest.mark.parametrize("layout", ["shuffled", "flipped", "oblique", "tilted", "uneven"])
 def test_round_trip_through_the_seg_reader(tmp_path, layout):
     src = _series(tmp_path / "ct", layout)
     volume = load(src)
     labels = _labels_of(volume)
-    if layout == "tilted":  # resampled on loading: no slice of the labels is a source slice
+    if layout in ("tilted", "uneven"):  # resampled on loading: label slices are not source slices
         with pytest.warns(UserWarning, match="not on the source slices"):
             result = write_seg(labels, src, tmp_path / "seg.dcm", algorithm=NETWORK)
         assert not result.on_source_slices
@@ -395,3 +397,22 @@ def test_cli_refuses_seg_out_for_non_dicom_before_working(totalseg_dir, tmp_path
                  "--seg-out", str(tmp_path / "seg.dcm"), "--quiet"]) == 1
     assert "not DICOM" in capsys.readouterr().err
     assert not (tmp_path / "l.nii.gz").exists()
+
+
+def test_cli_segment_seg_out(sample_dir, tmp_path, capsys):
+    from medrecon.io.dicom_write import write_dicom_series
+
+    volume = load(sample_dir / "dicom")
+    crop = (slice(60, 190), slice(60, 190), slice(30, 36))
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.voxel_to_world([s.start for s in crop])
+    write_dicom_series(volume.replace(array=np.asarray(volume.array)[crop], affine=affine), tmp_path / "ct")
+    assert main(["segment", str(tmp_path / "ct"), "-o", str(tmp_path / "labels.nii.gz"),
+                 "--seg-out", str(tmp_path / "seg.dcm"), "--quiet"]) == 0
+    assert f"wrote {tmp_path / 'seg.dcm'} (DICOM SEG, " in capsys.readouterr().out
+    labels = load_labels(tmp_path / "labels.nii.gz")
+    dice = _dice_by_name(labels, load_labels(tmp_path / "seg.dcm"))
+    assert "liver" in dice and set(dice.values()) == {1.0}
+    for item in pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence:
+        assert item.SegmentAlgorithmType == "AUTOMATIC"
+        assert item.SegmentAlgorithmName == "medrecon network default"
