@@ -225,8 +225,9 @@ def write_rtstruct(path: Path, rois: list, *, frame_uid: str | None = None,
     return path
 
 
-def enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0) -> None:
-    ds = base_dataset()
+def enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0, series_uid=None) -> None:
+    """One enhanced (multi-frame) CT file: frame f at ``positions[f]`` holds ``values(f)``."""
+    ds = base_dataset(series_uid=series_uid)
     ds.SOPInstanceUID = generate_uid()
     ds.InstanceNumber = 1
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]

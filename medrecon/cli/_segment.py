@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                    help="allow a MONAI bundle (its configs contain code)")
     p.add_argument("--force-image", action="store_true",
                    help="segment INPUT even if it looks like a label map")
+    p.add_argument("--seg-out", metavar="FILE.dcm",
+                   help="also write the labels as a DICOM Segmentation referencing the input series "
+                        "(DICOM input only; it carries the series' patient and study identifiers)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -38,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.progress import TqdmProgress
     from medrecon.sources import resolve_source
 
+    if args.seg_out:
+        from medrecon.io.dicom_seg_write import check_seg_source
+
+        check_seg_source(args.input)  # before the work, not after it
     source = resolve_source(model=args.model, device=args.device, planes=args.planes,
                             trust_bundle=args.trust_bundle, batch_size=args.batch_size)
     volume = load(args.input, series=args.series)
@@ -47,4 +54,10 @@ def run(args: argparse.Namespace) -> int:
     save(labels, args.output)
     found = ", ".join(labels.name_of(i) for i in labels.labels)
     print(f"wrote {args.output} ({len(labels.labels)} structures: {found})")
+    if args.seg_out:
+        from medrecon.io.dicom_seg_write import write_seg
+
+        seg = write_seg(labels, args.input, args.seg_out, algorithm=source.describe(),
+                        series=volume.meta["series_choice"]["key"])
+        print(seg.summary())
     return 0
