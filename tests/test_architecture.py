@@ -10,6 +10,8 @@ higher one, and no two modules import each other, directly or round a loop.
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -302,6 +304,44 @@ _FAKE = {
     "fake/stray.py": "",
 }
 _FAKE_LAYERS = {"fake.__init__": 2, "fake.core": 0, "fake.low": 0, "fake.high": 1, "fake.gui": 1}
+
+
+def imported_names(root: Path, package: str) -> list[tuple[str, str, str]]:
+    """Every ``from <package>... import name`` in ``root/package``, as (where, module, name)."""
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                    and node.module.split(".")[0] in ("medrecon", "napari_plugin"):
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                found += [(where, node.module, a.name) for a in node.names if a.name != "*"]
+    return found
+
+
+def _provides(module: str, name: str) -> bool:
+    """Tell whether ``from module import name`` works (an attribute or a submodule)."""
+    if hasattr(importlib.import_module(module), name):
+        return True
+    try:
+        return importlib.util.find_spec(f"{module}.{name}") is not None
+    except ModuleNotFoundError:  # module is not a package
+        return False
+
+
+def test_every_imported_name_exists() -> None:
+    # imports inside functions run only when that path runs: a name that moved
+    # to another module must fail here, not in a user's hands
+    missing = []
+    for where, module, name in imported_names(REPO, "medrecon") + imported_names(REPO, "napari_plugin"):
+        if not _provides(module, name):
+            missing.append(f"{where}: {module} has no {name}")
+    assert not missing, "\n".join(missing)
+
+
+def test_provides_tells_missing_names() -> None:
+    assert _provides("medrecon.io", "formats") and _provides("medrecon.volume", "Volume")
+    assert not _provides("medrecon.io.dicom_header", "read_dataset")  # moved to dicom_file
+    assert not _provides("medrecon.volume", "no_such_name")
 
 
 @pytest.fixture
