@@ -9,6 +9,7 @@ ones the float32 path writes (byte for byte) and against nibabel's reading.
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -26,10 +27,8 @@ from pydicom.uid import (
 )
 
 from medrecon.cli import main
-from medrecon.io import dicom as dicom_module
-from medrecon.io import save
+from medrecon.io import dicom_pixels, save
 from medrecon.io.dicom import load_dicom, load_dicom_stored
-from medrecon.io.dicom_pixels import NotStored
 from medrecon.io.nifti import write_nifti
 from medrecon.io.stored import StoredVolume, exact_scaling
 from medrecon.volume import Volume
@@ -124,18 +123,21 @@ def test_series_that_need_values_load_as_values(tmp_path):
 
 
 def test_a_decoder_value_outside_the_stored_type_reads_as_values(tmp_path, monkeypatch):
-    write_series(tmp_path, z_positions(3))
-    real = dicom_module.read_frames
-
-    def decoder_out_of_range(frames, *, dtype=np.float32, **kwargs):
-        if np.dtype(dtype) != np.float32:
-            raise NotStored("a decoder gave uint16 values over 32767")
-        return real(frames, **kwargs)
-
-    monkeypatch.setattr(dicom_module, "read_frames", decoder_out_of_range)
+    # a decoder that gives uint16 where the header declares int16 (values over 32767)
+    write_series(tmp_path, z_positions(3), syntax=RLELossless)
+    decoded = np.full((ROWS, COLS), 40000, np.uint16)
+    monkeypatch.setattr(dicom_pixels, "_frames_of", lambda path, frame, indices: iter([decoded]))
     got = load_dicom_stored(tmp_path)
     assert isinstance(got, Volume) and got.meta["scaling"] == (1.0, -1024.0)
-    assert np.array_equal(got.array, _written(3) - 1024.0)
+    assert np.all(got.array == 40000 - 1024)
+
+
+def test_reading_compressed_files_in_threads_leaves_the_warning_filters_alone(tmp_path):
+    write_series(tmp_path, z_positions(6), syntax=RLELossless)  # decoded by several threads
+    before = list(warnings.filters)
+    for _ in range(20):
+        load_dicom_stored(tmp_path)
+        assert warnings.filters == before
 
 
 @pytest.mark.parametrize(("slope", "intercept", "datatype"), [(1.0, -1024.0, 4), (2.0, -1000.0, 4),

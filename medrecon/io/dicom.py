@@ -5,7 +5,8 @@ without pixels (:mod:`medrecon.io.dicom_scan`), grouping into series and choosin
 one (:mod:`medrecon.io.dicom_series`), slice geometry from ImagePositionPatient
 and ImageOrientationPatient (:mod:`medrecon.io.dicom_geometry`), then pixels
 straight into a float32 array with the modality LUT applied
-(:mod:`medrecon.io.dicom_pixels`).
+(:mod:`medrecon.io.dicom_pixels`), or, by :func:`load_dicom_stored`, the stored
+integers with the LUT beside them (:class:`~medrecon.io.stored.StoredVolume`).
 
 The result is in medrecon's convention: LPS millimetres, array (i, j, k) with i
 along a row (column index), j down a column (row index), k across slices in

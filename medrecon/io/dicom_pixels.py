@@ -4,6 +4,8 @@ Natively encoded frames (uncompressed little or big endian) are read from the
 byte offset the header pass recorded, with one small buffer per frame, and the
 modality LUT (RescaleSlope/Intercept) is applied while writing into a
 preallocated float32 array, so the peak extra memory is about one float32 volume.
+Asked for the stored integer type instead (``medrecon convert``), frames keep their
+stored integers, read straight into the output array where the byte order allows.
 Compressed and deflated files go through pydicom's decoders (pylibjpeg, gdcm,
 pillow); a missing codec raises :class:`~medrecon.errors.MissingDependencyError`
 naming the ``dicom-codecs`` extra. Files are read by a few threads: numpy and file
@@ -63,7 +65,7 @@ def _rescale_into(values: np.ndarray, frame: FrameHeader, dst: np.ndarray) -> No
     if dst.dtype.kind == "f":
         rescale_into(values, frame.slope, frame.intercept, dst)
         return
-    # stored integers (read_frames(stored=True)): kept as they are, where they fit
+    # stored integers (read_frames with an integer dtype): kept as they are, where they fit
     if not np.can_cast(values.dtype, dst.dtype):
         info = np.iinfo(dst.dtype)
         if values.dtype.kind not in "iu" or (values.size and not info.min <= values.min() <= values.max() <= info.max):
@@ -114,7 +116,7 @@ def _split_mosaic(image: np.ndarray, frames: list[FrameHeader], dsts: list[np.nd
 
 
 def _read_native(frame: FrameHeader, dst: np.ndarray, scratch: dict) -> None:
-    """Read one native frame into ``dst`` through a per-thread buffer reused across frames."""
+    """Read one native frame into ``dst``, through a per-thread buffer reused across frames or in place."""
     dtype = _native_dtype(frame)
     direct = dst.dtype == dtype  # stored integers in the file's byte order: read in place
     count = frame.rows * frame.cols
@@ -179,20 +181,18 @@ def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -
     wanted = {f.frame: (f, d) for f, d in zip(frames, dsts, strict=True)}
     indices = [0] if first.mosaic else sorted(wanted)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for index, arr in enumerate(_frames_of(path, first, indices)):
-                if arr.shape != stored:
-                    raise DicomError(
-                        f"{path}: decoded frame has shape {'x'.join(map(str, arr.shape))}, "
-                        f"expected {stored[0]}x{stored[1]}"
-                    )
-                if first.mosaic:
-                    _split_mosaic(arr, frames, dsts)
-                else:
-                    frame, dst = wanted[indices[index]]
-                    _rescale_into(arr, frame, dst)
-    except (MissingDependencyError, DicomError):
+        for index, arr in enumerate(_frames_of(path, first, indices)):
+            if arr.shape != stored:
+                raise DicomError(
+                    f"{path}: decoded frame has shape {'x'.join(map(str, arr.shape))}, "
+                    f"expected {stored[0]}x{stored[1]}"
+                )
+            if first.mosaic:
+                _split_mosaic(arr, frames, dsts)
+            else:
+                frame, dst = wanted[indices[index]]
+                _rescale_into(arr, frame, dst)
+    except (MissingDependencyError, DicomError, NotStored):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders fail on corrupt data with any type (zlib.error, TypeError ...)
         if _ends_inside_fragments(path):
@@ -327,12 +327,18 @@ def read_frames(
         return len(batch)
 
     done = 0
-    if len(batches) == 1:
-        done = run(batches[0])
-        report(progress, "reading DICOM", 1.0)
-        return out
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        for n in pool.map(run, batches):
-            done += n
-            report(progress, "reading DICOM", done / total)
+    # pydicom's decoders warn about details of the files: quieted here, in the calling thread, as
+    # the filters are global (catch_warnings in the reading threads raced and could leave them
+    # ignoring every warning for the rest of the process)
+    with warnings.catch_warnings():
+        if by_file:
+            warnings.simplefilter("ignore")
+        if len(batches) == 1:
+            done = run(batches[0])
+            report(progress, "reading DICOM", 1.0)
+            return out
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            for n in pool.map(run, batches):
+                done += n
+                report(progress, "reading DICOM", done / total)
     return out
