@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from medrecon.io.formats import DICOM, IMAGE_FORMATS, detect_format, writer_for
+from medrecon.io.stored import StoredVolume
 from medrecon.volume import LabelMap, Volume
 
 __all__ = ["detect_format", "load", "load_labels", "save"]
@@ -82,17 +83,24 @@ def load_labels(
     return labels
 
 
-def save(obj: Volume | LabelMap, path: str | os.PathLike) -> Path:
+def save(obj: Volume | LabelMap | StoredVolume, path: str | os.PathLike) -> Path:
     """Write a volume or label map in the format its suffix names (NIfTI or NRRD), atomically.
 
     Label maps also get their ``<stem>.json`` names sidecar. An image whose
     ``meta`` gives ``stored_dtype`` and ``scaling`` (DICOM series, scaled NIfTI)
     keeps its stored integers in NIfTI where that is exact (see
-    :func:`~medrecon.io.nifti.write_nifti`).
+    :func:`~medrecon.io.nifti.write_nifti`); a
+    :class:`~medrecon.io.stored.StoredVolume` is written from its integers there,
+    and as its values elsewhere.
     """
     p = Path(path)
-    is_label = isinstance(obj, LabelMap)
     fmt = writer_for(p)
+    if isinstance(obj, StoredVolume):
+        if fmt.scales_integers and obj.exact:
+            fmt.write(obj.raw.array, obj.raw.affine, p, scaling=(obj.slope, obj.intercept), as_stored=True)
+            return p
+        obj = obj.values()
+    is_label = isinstance(obj, LabelMap)
     # an image keeps its stored integers with slope/intercept where the format can
     stored = {} if is_label or not fmt.scales_integers else {
         "scaling": obj.meta.get("scaling"), "stored_dtype": obj.meta.get("stored_dtype")}

@@ -4,6 +4,8 @@ Natively encoded frames (uncompressed little or big endian) are read from the
 byte offset the header pass recorded, with one small buffer per frame, and the
 modality LUT (RescaleSlope/Intercept) is applied while writing into a
 preallocated float32 array, so the peak extra memory is about one float32 volume.
+Asked for the stored integer type instead (``medrecon convert``), frames keep their
+stored integers, read straight into the output array where the byte order allows.
 Compressed and deflated files go through pydicom's decoders (pylibjpeg, gdcm,
 pillow); a missing codec raises :class:`~medrecon.errors.MissingDependencyError`
 naming the ``dicom-codecs`` extra. Files are read by a few threads: numpy and file
@@ -21,6 +23,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +32,7 @@ from medrecon.io.dicom_file import CappedReader, describe_error, open_capped
 from medrecon.io.dicom_header import FrameHeader
 from medrecon.io.dicom_mosaic import tile
 from medrecon.io.limits import check_alloc
+from medrecon.io.stored import rescale_into
 from medrecon.progress import ProgressFn, report
 
 
@@ -53,14 +57,20 @@ def _fix_bits(buf: np.ndarray, frame: FrameHeader) -> np.ndarray:
     return buf & ((1 << stored) - 1)
 
 
+class NotStored(Exception):
+    """A decoder gave values outside the stored integer type: read the frames as values instead."""
+
+
 def _rescale_into(values: np.ndarray, frame: FrameHeader, dst: np.ndarray) -> None:
-    slope, intercept = np.float32(frame.slope), np.float32(frame.intercept)
-    if frame.slope == 1.0:
-        np.add(values, intercept, out=dst, casting="unsafe")
-    else:
-        np.multiply(values, slope, out=dst, casting="unsafe")
-        if frame.intercept != 0.0:
-            dst += intercept
+    if dst.dtype.kind == "f":
+        rescale_into(values, frame.slope, frame.intercept, dst)
+        return
+    # stored integers (read_frames with an integer dtype): kept as they are, where they fit
+    if not np.can_cast(values.dtype, dst.dtype):
+        info = np.iinfo(dst.dtype)
+        if values.dtype.kind not in "iu" or (values.size and not info.min <= values.min() <= values.max() <= info.max):
+            raise NotStored(f"{frame.path}: decoded {values.dtype} values do not fit {dst.dtype}")
+    np.copyto(dst, values, casting="unsafe")
 
 
 def check_native(frame: FrameHeader) -> None:
@@ -106,11 +116,12 @@ def _split_mosaic(image: np.ndarray, frames: list[FrameHeader], dsts: list[np.nd
 
 
 def _read_native(frame: FrameHeader, dst: np.ndarray, scratch: dict) -> None:
-    """Read one native frame into ``dst`` through a per-thread buffer reused across frames."""
+    """Read one native frame into ``dst``, through a per-thread buffer reused across frames or in place."""
     dtype = _native_dtype(frame)
+    direct = dst.dtype == dtype  # stored integers in the file's byte order: read in place
     count = frame.rows * frame.cols
     key = (dtype.str, count)
-    buf = scratch.get(key)
+    buf = dst if direct else scratch.get(key)
     if buf is None:
         buf = scratch[key] = np.empty(count, dtype=dtype)
     with open(frame.path, "rb", buffering=0) as fh:
@@ -118,7 +129,12 @@ def _read_native(frame: FrameHeader, dst: np.ndarray, scratch: dict) -> None:
         got = fh.readinto(memoryview(buf).cast("B"))
     if got != buf.nbytes:
         raise DicomError(f"{frame.path}: pixel data ends early; the file is truncated")
-    _rescale_into(_fix_bits(buf.reshape(frame.rows, frame.cols), frame), frame, dst)
+    image = buf.reshape(frame.rows, frame.cols)
+    fixed = _fix_bits(image, frame)
+    if not direct:
+        _rescale_into(fixed, frame, dst)
+    elif fixed is not image:
+        np.copyto(dst, fixed)
 
 
 def _decoder_check(frame: FrameHeader) -> None:
@@ -165,20 +181,18 @@ def _decode_file(path: str, frames: list[FrameHeader], dsts: list[np.ndarray]) -
     wanted = {f.frame: (f, d) for f, d in zip(frames, dsts, strict=True)}
     indices = [0] if first.mosaic else sorted(wanted)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for index, arr in enumerate(_frames_of(path, first, indices)):
-                if arr.shape != stored:
-                    raise DicomError(
-                        f"{path}: decoded frame has shape {'x'.join(map(str, arr.shape))}, "
-                        f"expected {stored[0]}x{stored[1]}"
-                    )
-                if first.mosaic:
-                    _split_mosaic(arr, frames, dsts)
-                else:
-                    frame, dst = wanted[indices[index]]
-                    _rescale_into(arr, frame, dst)
-    except (MissingDependencyError, DicomError):
+        for index, arr in enumerate(_frames_of(path, first, indices)):
+            if arr.shape != stored:
+                raise DicomError(
+                    f"{path}: decoded frame has shape {'x'.join(map(str, arr.shape))}, "
+                    f"expected {stored[0]}x{stored[1]}"
+                )
+            if first.mosaic:
+                _split_mosaic(arr, frames, dsts)
+            else:
+                frame, dst = wanted[indices[index]]
+                _rescale_into(arr, frame, dst)
+    except (MissingDependencyError, DicomError, NotStored):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders fail on corrupt data with any type (zlib.error, TypeError ...)
         if _ends_inside_fragments(path):
@@ -240,6 +254,7 @@ def read_frames(
     *,
     what: str = "DICOM series",
     progress: ProgressFn | None = None,
+    dtype: Any = np.float32,
 ) -> np.ndarray:
     """Read frames of one size into a (N, rows, cols) float32 array, modality LUT applied.
 
@@ -251,14 +266,20 @@ def read_frames(
         Name used in error messages.
     progress : ProgressFn, optional
         Called with ``("reading DICOM", fraction)``.
+    dtype : dtype, optional
+        float32 (the default) for values, or an integer type (the one every frame
+        stores) for the stored integers as they are, without the modality LUT.
 
     Returns
     -------
-    (N, rows, cols) ndarray of float32
-        Values after RescaleSlope/Intercept (Hounsfield units for CT).
+    (N, rows, cols) ndarray of float32 or ``dtype``
+        Values after RescaleSlope/Intercept (Hounsfield units for CT), or the
+        stored integers.
 
     Raises
     ------
+    NotStored
+        With an integer ``dtype``: a decoder gave values that do not fit it.
     ResourceLimitError
         If the declared size is over the limits of :mod:`medrecon.io.limits`.
     DicomError
@@ -268,7 +289,7 @@ def read_frames(
     """
     first = frames[0]
     shape = (len(frames), first.rows, first.cols)
-    check_alloc(shape, np.float32, what)
+    check_alloc(shape, np.float32, what)  # whatever dtype: the same series pass and fail as values
 
     def is_native(frame: FrameHeader) -> bool:
         return frame.pixel_offset >= 0 and frame.bits_allocated in (8, 16, 32) and frame.samples == 1
@@ -276,7 +297,7 @@ def read_frames(
     for frame in frames:  # a header that claims more rows than the file holds: before allocating
         if is_native(frame):
             check_native(frame)
-    out = np.empty(shape, dtype=np.float32)
+    out = np.empty(shape, dtype=dtype)
     native = []
     by_file: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
     mosaics: dict[str, tuple[list[FrameHeader], list[np.ndarray]]] = {}
@@ -306,12 +327,18 @@ def read_frames(
         return len(batch)
 
     done = 0
-    if len(batches) == 1:
-        done = run(batches[0])
-        report(progress, "reading DICOM", 1.0)
-        return out
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        for n in pool.map(run, batches):
-            done += n
-            report(progress, "reading DICOM", done / total)
+    # pydicom's decoders warn about details of the files: quieted here, in the calling thread, as
+    # the filters are global (catch_warnings in the reading threads raced and could leave them
+    # ignoring every warning for the rest of the process)
+    with warnings.catch_warnings():
+        if by_file:
+            warnings.simplefilter("ignore")
+        if len(batches) == 1:
+            done = run(batches[0])
+            report(progress, "reading DICOM", 1.0)
+            return out
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            for n in pool.map(run, batches):
+                done += n
+                report(progress, "reading DICOM", done / total)
     return out

@@ -138,8 +138,8 @@ class ImageFormat:
               **stored: Any) -> None:
         """Write ``array`` with its LPS ``affine`` to ``path`` (atomically).
 
-        ``stored`` (``scaling``, ``stored_dtype``), for formats with :attr:`scales_integers`,
-        keeps an image's stored integers with their slope and intercept.
+        ``stored`` (``scaling``, ``stored_dtype``, ``as_stored``), for formats with
+        :attr:`scales_integers`, keeps an image's stored integers with their slope and intercept.
 
         Raises
         ------
