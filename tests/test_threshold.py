@@ -139,6 +139,20 @@ def test_pieces_are_face_connected_as_marching_cubes_sees_them():
     assert np.array_equal(mask, expected)
 
 
+def test_only_cavities_under_max_mm3_are_filled():
+    """Specks inside a piece would each be a shell of the mesh: filled; a real cavity stays."""
+    (x, _, _), affine = _grid((30, 30, 30), (1.0, 1.0, 1.0))
+    hu = np.full(x.shape, -1000.0, np.float32)
+    hu[3:27, 3:27, 3:27] = 40.0
+    hu[5:7, 5:7, 5:7] = -100.0  # 8 mm^3
+    hu[12:22, 12:22, 12:22] = -100.0  # 1000 mm^3
+    vol = Volume(hu, affine, modality="CT", units="HU")
+    mask = threshold_mask(vol, 0, 100, steps=[{"op": "fill_holes", "plane": "3d", "max_mm3": 200}])
+    expected = hu == 40.0
+    expected[5:7, 5:7, 5:7] = True
+    assert np.array_equal(mask, expected)
+
+
 def _ring_volume(inside_hu):
     """A closed 'skull': a 6 mm cortex (800 HU) shell of radius 40 mm around ``inside_hu``."""
     (x, y, z), affine = _grid((100, 90, 70), (1.0, 1.0, 1.2))

@@ -35,7 +35,8 @@ from medrecon.volume import LabelMap, Volume
 #:
 #: * ``fill_holes``: fill what the mask encloses, slice by slice (``plane="axial"``) or
 #:   3D cavities only (``"3d"``); with ``min_mean_hu`` a hole is filled only when its
-#:   mean HU reaches it (a bone ring around brain or air stays open).
+#:   mean HU reaches it (a bone ring around brain or air stays open); with ``max_mm3``
+#:   only holes smaller than that (specks that would each be a shell inside the mesh).
 #: * ``open`` / ``close``: morphological opening / closing with a box of +-``radius_mm``.
 #: * ``keep_largest`` / ``keep_components``: the ``n`` largest pieces / pieces of at
 #:   least ``min_mm3``. Pieces are face-connected, as the shells marching cubes makes
@@ -46,7 +47,7 @@ from medrecon.volume import LabelMap, Volume
 #:   the pieces whose surface lies next to bone for more than ``max_contact`` of it
 #:   (marrow between cortices does, a vessel beside the spine does not).
 STEP_OPS: Mapping[str, Mapping[str, Any]] = {
-    "fill_holes": {"plane": "axial", "min_mean_hu": None},
+    "fill_holes": {"plane": "axial", "min_mean_hu": None, "max_mm3": None},
     "open": {"radius_mm": 1.0},
     "close": {"radius_mm": 1.0},
     "keep_largest": {"n": 1},
@@ -293,12 +294,13 @@ def _select(lab: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
 
 
 def _fill_holes(mask: np.ndarray, axis: int | None, hu: np.ndarray | None = None,
-                min_mean_hu: float | None = None) -> np.ndarray:
+                min_mean_hu: float | None = None, max_voxels: float | None = None) -> np.ndarray:
     """Fill the background ``mask`` encloses: in each slice across ``axis``, or in 3D (``None``).
 
-    A hole is a piece of background not connected to the border (in-plane for
-    slices). With ``min_mean_hu``, a hole is filled only when the mean of its
-    ``hu`` values reaches it, so a closed bone ring around brain or air stays open.
+    A hole is a face-connected piece of background not connected to the border
+    (in-plane for slices). With ``min_mean_hu``, a hole is filled only when the
+    mean of its ``hu`` values reaches it, so a closed bone ring around brain or
+    air stays open; with ``max_voxels``, only holes smaller than that are filled.
     """
     from scipy import ndimage
 
@@ -321,12 +323,15 @@ def _fill_holes(mask: np.ndarray, axis: int | None, hu: np.ndarray | None = None
         if ax != axis:
             stays_open[np.take(lab, 0, axis=ax)] = True
             stays_open[np.take(lab, -1, axis=ax)] = True
-    if min_mean_hu is not None and hu is not None:
+    if (min_mean_hu is not None and hu is not None) or max_voxels is not None:
         holes = ~stays_open[lab]
         ids = lab[holes]
         count = np.bincount(ids, minlength=n + 1)
-        total = np.bincount(ids, weights=hu[holes], minlength=n + 1)
-        stays_open |= total < float(min_mean_hu) * count
+        if max_voxels is not None:
+            stays_open |= count >= max_voxels
+        if min_mean_hu is not None and hu is not None:
+            total = np.bincount(ids, weights=hu[holes], minlength=n + 1)
+            stays_open |= total < float(min_mean_hu) * count
     return mask | ~stays_open[lab]
 
 
@@ -427,9 +432,10 @@ def _step(mask: np.ndarray, step: Mapping[str, Any], volume: Volume, crop: tuple
     params = {**STEP_OPS[op], **{k: v for k, v in step.items() if k != "op"}}
     if op == "fill_holes":
         axis = None if params["plane"] == "3d" else _axial_axis(volume)
-        gate = params["min_mean_hu"]
+        gate, largest = params["min_mean_hu"], params["max_mm3"]
         hu = None if gate is None else np.asarray(volume.array)[crop]
-        return _fill_holes(mask, axis, hu, None if gate is None else float(gate))
+        return _fill_holes(mask, axis, hu, None if gate is None else float(gate),
+                           None if largest is None else float(largest) / volume.voxel_volume_mm3)
     if op in ("open", "close"):
         return _morph(mask, _box(float(params["radius_mm"]), volume.spacing), opening=op == "open")
     if op == "keep_largest":
