@@ -52,7 +52,8 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
                      help="segmentation network: 'default', a checkpoint path or a MONAI bundle folder")
     one.add_argument("--preset", metavar="NAME[,NAME]",
                      help="HU-threshold preset(s) instead of a network: bone, skin, lung, airway, ... "
-                          "(see 'medrecon presets')")
+                          "(see 'medrecon presets'); NAME:LOW or NAME:LOW..HIGH changes its HU range, "
+                          "e.g. bone:250")
     if labels:
         one.add_argument("--labels", metavar="FILE",
                          help="existing segmentation: NIfTI/NRRD label map, DICOM SEG, RTSTRUCT, "
@@ -62,6 +63,9 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
                          help="take --labels as a label map even if it looks like an image")
     src.add_argument("--force-image", action="store_true",
                      help="segment INPUT even if it looks like a label map")
+    src.add_argument("--threshold", metavar="LOW..HIGH",
+                     help="HU range: alone, a custom threshold; with --preset NAME, that preset's range "
+                          "(write --threshold=-1000..-400 when LOW is negative)")
     src.add_argument("--organs", type=organ_list, default=[], metavar="LIST",
                      help="organs to keep, names or ids, e.g. liver,spleen (default: all)")
     src.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -114,11 +118,22 @@ def config_from_args(args: argparse.Namespace):
     labels = getattr(args, "labels", None)
     if getattr(args, "names", None) and not labels:
         raise InputError("--names goes with --labels FILE")
-    method = "labels" if labels else "preset" if args.preset else "model"
+    preset = args.preset
+    if getattr(args, "threshold", None) is not None:
+        if args.model or labels:
+            raise InputError("--threshold goes with --preset NAME or alone, not with --model or --labels")
+        from medrecon.sources.presets import with_threshold
+
+        preset = with_threshold(preset, args.threshold)
+    if preset:
+        from medrecon.sources.presets import PresetSource
+
+        PresetSource(preset)  # unknown names and bad ranges fail here, before any study is read
+    method = "labels" if labels else "preset" if preset else "model"
     mesh = mesh_options_from_args(args)
     try:
         return ReconstructConfig(
-            method=method, model=args.model or "default", preset=args.preset or "bone",
+            method=method, model=args.model or "default", preset=preset or "bone",
             labels=labels, names=getattr(args, "names", None), organs=tuple(args.organs or ()),
             mesh=mesh, fmt=args.fmt, frame=args.frame, device=args.device, planes=args.planes,
             series=args.series, keep_phi=args.keep_phi, trust_bundle=args.trust_bundle,
