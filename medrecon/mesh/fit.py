@@ -62,8 +62,8 @@ def fit_scale(extent: Sequence[float] | np.ndarray, bed: Sequence[float] | np.nd
     return float(min(1.0, np.min(room[sized] / size[sized])))
 
 
-def scaled(mesh: TriangleMesh, s: float, about: Sequence[float] | np.ndarray) -> TriangleMesh:
-    """``mesh`` scaled uniformly by ``s`` about the point ``about`` (mm); a new mesh.
+def scale_matrix(s: float, about: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(4, 4) affine that scales uniformly by ``s`` about the point ``about`` (mm).
 
     Raises
     ------
@@ -73,11 +73,21 @@ def scaled(mesh: TriangleMesh, s: float, about: Sequence[float] | np.ndarray) ->
     """
     if not (np.isfinite(s) and s > 0):
         raise ValueError(f"scale must be a positive number, got {s!r}")
-    centre = _vector(about, "about")
     matrix = np.eye(4)
     matrix[:3, :3] *= s
-    matrix[:3, 3] = (1.0 - s) * centre
-    return mesh.transformed(matrix)
+    matrix[:3, 3] = (1.0 - s) * _vector(about, "about")
+    return matrix
+
+
+def scaled(mesh: TriangleMesh, s: float, about: Sequence[float] | np.ndarray) -> TriangleMesh:
+    """``mesh`` scaled uniformly by ``s`` about the point ``about`` (mm); a new mesh.
+
+    Raises
+    ------
+    ValueError
+        If ``s`` is not a positive finite number.
+    """
+    return mesh.transformed(scale_matrix(s, about))
 
 
 def print_orientation() -> dict[str, Any]:
@@ -110,4 +120,4 @@ def scene_bounds(meshes: Iterable[TriangleMesh]) -> np.ndarray:
     return np.stack([lo, hi])
 
 
-__all__ = ["fit_scale", "print_orientation", "scaled", "scene_bounds"]
+__all__ = ["fit_scale", "print_orientation", "scale_matrix", "scaled", "scene_bounds"]

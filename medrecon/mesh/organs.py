@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medrecon.mesh.decimate import decimate
-from medrecon.mesh.fit import fit_scale, scene_bounds
-from medrecon.mesh.fit import scaled as scaled_mesh
+from medrecon.mesh.fit import fit_scale, scale_matrix, scene_bounds
 from medrecon.mesh.hollow import hollow
 from medrecon.mesh.repair import MeshCheck, check, repair
 from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report, triangles
@@ -246,12 +245,10 @@ def _finish(
     mesh, state, geometry = outer.mesh, outer.state, outer.geometry
     # a uniform scale s > 0 keeps topology and winding (state stays true) and
     # multiplies lengths by s, areas by s^2 and volumes by s^3
-    place = np.eye(4)
+    place = scale_matrix(s, about)
     if s != 1.0:
-        mesh, raw = scaled_mesh(mesh, s, about), scaled_mesh(raw, s, about)
+        mesh, raw = mesh.transformed(place), raw.transformed(place)
         geometry = FaceGeometry.of(mesh)
-        place[:3, :3] *= s
-        place[:3, 3] = (1.0 - s) * np.asarray(about)
     distances = {k: None if v is None else v * s for k, v in outer.distances.items()}
     if options.hollow_mm > 0:
         shift = np.eye(4)
