@@ -136,3 +136,29 @@ def test_unique_names_are_safe_and_distinct():
     names = unique_names(["Liver", "liver", "a/b", "a_b", "", "..", "x" * 300])
     assert len(set(n.lower() for n in names)) == len(names)
     assert all("/" not in n and not n.startswith(".") and len(n) <= 110 for n in names)
+
+
+def test_3mf_objects_carry_their_organs_colours(tmp_path, box):
+    core = "{http://schemas.microsoft.com/3dmanufacturing/core/2015/02}"
+    other = TriangleMesh(box.vertices + (0.0, 0.0, 50.0), box.faces)
+    organs = [organ(box, "liver", 5), organ(other, "Kidney Left", 3), organ(box, "tumour", 301)]
+    files = export_organs(organs, tmp_path, fmt="3mf", merged=True)
+    with zipfile.ZipFile(tmp_path / files.merged) as z:
+        root = ET.fromstring(z.read("3D/3dmodel.model"))
+    (group,) = root.iter(f"{core}basematerials")
+    bases = [(b.get("name"), b.get("displaycolor")) for b in group.iter(f"{core}base")]
+    # the vocabulary's anatomical colours (liver 221,130,101; kidney_left 125,45,70)
+    assert bases[:2] == [("liver", "#DD8265"), ("Kidney Left", "#7D2D46")]
+    assert bases[2][0] == "tumour" and len(bases[2][1]) == 7
+    objects = list(root.iter(f"{core}object"))
+    assert [(o.get("name"), o.get("pid"), o.get("pindex")) for o in objects] == [
+        ("liver", group.get("id"), "0"), ("Kidney Left", group.get("id"), "1"), ("tumour", group.get("id"), "2")]
+    assert len({o.get("id") for o in objects} | {group.get("id")}) == 4  # one id space
+    items = [i.get("objectid") for i in root.iter(f"{core}item")]
+    assert items == [o.get("id") for o in objects]
+    scene = trimesh.load(tmp_path / files.merged, force="mesh")
+    assert scene.volume == pytest.approx(3 * 6000.0)
+    with zipfile.ZipFile(tmp_path / files.organs[1]) as z:  # one organ's own file too
+        assert b'displaycolor="#7D2D46"' in z.read("3D/3dmodel.model")
+    with pytest.raises(ValueError, match="colour"):
+        write_mesh(box, tmp_path / "x.3mf", colour=(1.0, 2.0, 0.0))

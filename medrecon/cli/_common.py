@@ -19,6 +19,17 @@ def organ_list(text: str) -> list[str]:
     return items
 
 
+def bed_size(text: str) -> tuple[float, float, float]:
+    """Parse ``200,200,200`` (a printer's X, Y, Z in mm) into three positive sizes."""
+    try:
+        sizes = tuple(float(t) for t in text.replace("x", ",").split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 3 or not all(0 < v < float("inf") for v in sizes):
+        raise argparse.ArgumentTypeError(f"give the printable volume as X,Y,Z in mm, e.g. 200,200,200; got {text!r}")
+    return sizes[0], sizes[1], sizes[2]
+
+
 def add_mesh_options(p: argparse.ArgumentParser, *, workers_flag: str = "--mesh-workers") -> None:
     """Add the mesh options (smoothing, decimation, clean-up, format, frame).
 
@@ -36,6 +47,11 @@ def add_mesh_options(p: argparse.ArgumentParser, *, workers_flag: str = "--mesh-
                    help="drop pieces smaller than this volume in mm^3")
     g.add_argument("--hollow", type=float, default=0.0, metavar="MM", help="hollow shell wall thickness in mm")
     g.add_argument("--iso-spacing", type=float, metavar="MM", help="resample masks to cubic voxels first")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=float, default=1.0, metavar="S",
+                      help="scale the whole scene uniformly by S (default 1: life size; the report says so)")
+    size.add_argument("--fit-bed", type=bed_size, metavar="X,Y,Z",
+                      help="shrink the whole scene uniformly to fit a printer's X,Y,Z mm (never enlarges)")
     g.add_argument(workers_flag, dest="mesh_workers", type=int, default=1, metavar="N",
                    help="organs meshed in parallel threads (0: all cores; default 1)")
     g.add_argument("--format", dest="fmt", choices=tuple(MESH_FORMATS), default="stl",
@@ -99,6 +115,7 @@ def mesh_options_from_args(args: argparse.Namespace):
             smooth=args.smooth, decimate=args.decimate, target_faces=args.target_faces,
             keep_largest=args.keep_largest, min_component_mm3=args.min_component,
             hollow_mm=args.hollow, iso_spacing=args.iso_spacing, workers=args.mesh_workers,
+            scale=args.scale, fit_bed=args.fit_bed,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

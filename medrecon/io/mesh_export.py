@@ -4,7 +4,9 @@ Coordinates are millimetres in the DICOM patient frame, LPS, unless
 ``frame="RAS"`` is asked for (x and y negated: a rotation by 180 degrees about
 z, so the triangle winding stays outward). The frame is written into every
 file, the way 3D Slicer marks its STL files: ``SPACE=LPS`` in the STL header,
-a comment in OBJ and PLY, model metadata in 3MF. Every file is written
+a comment in OBJ and PLY, model metadata in 3MF. A 3MF object carries its
+organ's colour from the label vocabulary (:func:`medrecon.labels.organ_colour`);
+STL, OBJ and PLY stay plain geometry. Every file is written
 atomically (:mod:`medrecon.atomic`). The report that lists the files is
 :mod:`medrecon.report`'s, written by the pipeline.
 """
@@ -12,7 +14,7 @@ atomically (:mod:`medrecon.atomic`). The report that lists the files is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import numpy as np
 from medrecon.atomic import atomic_path, safe_name
 from medrecon.errors import UnsupportedFormatError
 from medrecon.io.formats import MESH_FORMATS, mesh_format_of
+from medrecon.labels import organ_colour
 from medrecon.report import FRAMES
 from medrecon.triangles import TriangleMesh
 from medrecon.volume import LPS_TO_RAS
@@ -88,7 +91,12 @@ def ply_bytes(mesh: TriangleMesh, *, frame: str) -> bytes:
 
 
 def write_mesh(
-    mesh: TriangleMesh, path: str | os.PathLike, *, frame: str = "LPS", name: str | None = None
+    mesh: TriangleMesh,
+    path: str | os.PathLike,
+    *,
+    frame: str = "LPS",
+    name: str | None = None,
+    colour: Sequence[float] | None = None,
 ) -> Path:
     """Write one LPS-mm mesh to ``path`` (format from the suffix), atomically.
 
@@ -103,6 +111,8 @@ def write_mesh(
         Frame of the written coordinates; it is recorded in the file.
     name : str, optional
         Object name stored in OBJ and 3MF (default: the file stem).
+    colour : sequence of 3 floats, optional
+        RGB in [0, 1] given to the 3MF object (other formats carry no colour).
 
     Returns
     -------
@@ -125,7 +135,7 @@ def write_mesh(
     if fmt == "3mf":
         from medrecon.io.threemf import write_3mf
 
-        write_3mf({name: out}, p, frame=frame)
+        write_3mf({name: out}, p, frame=frame, colours=None if colour is None else {name: colour})
         return p
     with atomic_path(p) as tmp:
         if fmt == "stl":
@@ -195,7 +205,7 @@ def export_organs(
         Coordinate frame of the written files.
     merged : bool
         Also write every organ into one ``meshes/all_organs.<fmt>`` scene (in
-        3MF: one object per organ).
+        3MF: one named object per organ, in the organ's colour).
 
     Returns
     -------
@@ -214,13 +224,18 @@ def export_organs(
     files = []
     for organ, stem in zip(organs, stems, strict=True):
         rel = f"meshes/{stem}.{fmt}"
-        write_mesh(organ.mesh, out / rel, frame=frame, name=organ.name)
+        write_mesh(organ.mesh, out / rel, frame=frame, name=organ.name, colour=_colour(organ))
         files.append(rel)
     scene = None
     if merged:
         scene = f"meshes/{_scene_stem(stems)}.{fmt}"
         _write_scene(organs, out / scene, fmt=fmt, frame=frame)
     return MeshFiles(organs=tuple(files), merged=scene)
+
+
+def _colour(organ: Any) -> tuple[float, float, float]:
+    """Return the organ's colour in the label vocabulary (by name, else by label id)."""
+    return organ_colour(organ.name, getattr(organ, "label", None))
 
 
 def _scene_stem(stems: list[str]) -> str:
@@ -234,6 +249,7 @@ def _write_scene(organs: list[Any], path: Path, *, fmt: str, frame: str) -> None
     if fmt == "3mf":
         from medrecon.io.threemf import write_3mf
 
-        write_3mf({o.name: to_frame(o.mesh, frame) for o in organs}, path, frame=frame)
+        write_3mf({o.name: to_frame(o.mesh, frame) for o in organs}, path, frame=frame,
+                  colours={o.name: _colour(o) for o in organs})
         return
     write_mesh(TriangleMesh.concatenate(o.mesh for o in organs), path, frame=frame, name="all_organs")

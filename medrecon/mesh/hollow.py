@@ -6,7 +6,10 @@ interpolated onto a cubic grid fine enough for the wall, smoothed like the outer
 subtracted from the outer mesh with manifold3d's exact Boolean difference, so
 the result is a valid closed 2-manifold even where the smoothed surfaces would
 touch. Where the organ is thinner than two walls no cavity forms and the part
-stays solid there.
+stays solid there. Pieces of the cavity smaller than a cube of the wall's size
+(local maxima of the distance map just past the wall) are left solid: they
+save no material and would only be sealed voids. When the outer surface was
+decimated, the cavity is decimated to the same number of triangles per mm^2.
 
 The shell is closed: liquid resin stays trapped inside unless drain holes are
 added in the slicer software.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from medrecon.errors import MedreconError
+from medrecon.mesh.decimate import decimate
 from medrecon.mesh.repair import MeshCheck, check
 from medrecon.mesh.smooth import smooth
 from medrecon.triangles import TriangleMesh
@@ -41,7 +45,10 @@ def _to_manifold(mesh: TriangleMesh):
 
 def _from_manifold(m) -> TriangleMesh:
     out = m.to_mesh64()
-    return TriangleMesh(np.asarray(out.vert_properties)[:, :3], np.asarray(out.tri_verts, dtype=np.int64))
+    # own, writeable copies: manifold3d's arrays are read-only views, which
+    # fast-simplification refuses
+    return TriangleMesh(np.array(np.asarray(out.vert_properties)[:, :3], dtype=np.float64),
+                        np.array(out.tri_verts, dtype=np.int64))
 
 
 def cavity_surface(
@@ -89,6 +96,7 @@ def hollow(
     thickness_mm: float,
     *,
     smoothing: float = 0.0,
+    faces_per_mm2: float | None = None,
 ) -> tuple[TriangleMesh, MeshCheck]:
     """Hollow ``outer`` (the surface of ``mask``) leaving walls ``thickness_mm`` thick.
 
@@ -101,6 +109,9 @@ def hollow(
         Wall thickness in mm (> 0).
     smoothing : float
         Smoothing factor for the cavity, normally the one used for ``outer``.
+    faces_per_mm2 : float, optional
+        Decimate the cavity to this many triangles per mm^2 of its area
+        (normally the decimated outer surface's); None keeps it as contoured.
 
     Returns
     -------
@@ -111,8 +122,23 @@ def hollow(
     """
     if not thickness_mm > 0:
         raise ValueError(f"wall thickness must be > 0 mm, got {thickness_mm}")
+    if faces_per_mm2 is not None and not faces_per_mm2 > 0:
+        raise ValueError(f"faces_per_mm2 must be > 0, got {faces_per_mm2}")
     cavity = cavity_surface(mask, affine, thickness_mm, smoothing=smoothing)
     if cavity is None:
         return outer, check(outer)
-    shell = _from_manifold(_to_manifold(outer) - _to_manifold(cavity))
+    import manifold3d
+
+    inner = _to_manifold(cavity)
+    pieces = inner.decompose()
+    kept = [piece for piece in pieces if piece.volume() >= thickness_mm**3]
+    if not kept:
+        return outer, check(outer)
+    if len(kept) < len(pieces):
+        inner = manifold3d.Manifold.compose(kept)
+    if faces_per_mm2 is not None:
+        target = max(4, int(round(faces_per_mm2 * inner.surface_area())))
+        if target < inner.num_tri():
+            inner = _to_manifold(decimate(_from_manifold(inner), target_faces=target)[0])
+    shell = _from_manifold(_to_manifold(outer) - inner)
     return shell, check(shell)

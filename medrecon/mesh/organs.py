@@ -1,9 +1,12 @@
 """Label map -> one printable, reported mesh per organ.
 
 For each label: raw marching-cubes surface (:mod:`medrecon.surface`), optional
-component filtering, windowed-sinc smoothing, quadric decimation, optional
-hollowing, then a repair and a check of the final mesh, and the report of
-:mod:`medrecon.mesh.report`. Every mesh is in LPS millimetres. The steps pass
+component filtering, windowed-sinc smoothing, quadric decimation; then, once
+every organ is that far, one uniform scale for the whole scene
+(:mod:`medrecon.mesh.fit`; 1 unless asked for), optional hollowing, a repair
+and a check of the final mesh, and the report of :mod:`medrecon.mesh.report`.
+Every mesh is in LPS millimetres (of the print, when scaled: wall thickness and
+every number of the report are then of the scaled model). The steps pass
 :class:`~medrecon.triangles.TriangleMesh` along; trimesh is imported only
 when a step needs it (component filtering, a repair) or when a caller asks for
 :meth:`OrganMesh.trimesh`.
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medrecon.mesh.decimate import decimate
+from medrecon.mesh.fit import fit_scale, scale_matrix, scene_bounds
 from medrecon.mesh.hollow import hollow
 from medrecon.mesh.repair import MeshCheck, check, repair
 from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report, triangles
@@ -62,6 +66,11 @@ class MeshOptions:
         Organs processed in parallel threads (0: one per CPU core).
     engine : str
         Marching-cubes engine, ``"auto"``, ``"skimage"`` or ``"vtk"`` (same surface).
+    scale : float
+        Uniform scale of the whole scene about its centre (1: life size).
+    fit_bed : (float, float, float) or None
+        Printable volume X, Y, Z in mm: shrink the scene uniformly until it
+        fits (never enlarged); instead of ``scale``.
     """
 
     smooth: float = SLICER_DEFAULT_SMOOTHING
@@ -73,6 +82,8 @@ class MeshOptions:
     iso_spacing: float | None = None
     workers: int = 1
     engine: str = "auto"
+    scale: float = 1.0
+    fit_bed: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smooth <= 1.0:
@@ -89,10 +100,22 @@ class MeshOptions:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a positive factor (1: life size), got {self.scale}")
+        if self.fit_bed is not None:
+            bed = tuple(float(b) for b in self.fit_bed)
+            if len(bed) != 3 or not all(np.isfinite(b) and b > 0 for b in bed):
+                raise ValueError(f"fit_bed must be three sizes X, Y, Z in mm, all > 0, got {self.fit_bed}")
+            if self.scale != 1.0:
+                raise ValueError("give either a scale or a bed to fit, not both")
+            object.__setattr__(self, "fit_bed", bed)
 
     def to_dict(self) -> dict[str, Any]:
         """Every option by name, JSON-ready (what reports record)."""
-        return asdict(self)
+        out = asdict(self)
+        if self.fit_bed is not None:
+            out["fit_bed"] = list(self.fit_bed)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,10 +211,20 @@ def _raw_geometry(tri: np.ndarray) -> tuple[FaceGeometry, tuple[float, float]]:
     return geometry, geometry.volume_area()
 
 
-def _process(
-    label: int, name: str, raw: TriangleMesh, labels: LabelMap, box: tuple[slice, slice, slice],
-    options: MeshOptions,
-) -> OrganMesh:
+@dataclass(frozen=True, eq=False)
+class _Outer:
+    """One organ's outer surface, life size, before scaling and hollowing."""
+
+    mesh: TriangleMesh
+    state: MeshCheck
+    applied: float
+    geometry: FaceGeometry
+    distances: dict[str, float | None]
+    raw_volume: float
+    raw_area: float
+
+
+def _outer(raw: TriangleMesh, options: MeshOptions) -> _Outer:
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The raw surface's part of the report (geometry, centroid tree) does not
         # depend on the processing: a second thread computes it meanwhile (numpy
@@ -201,31 +234,67 @@ def _process(
         raw_geometry, (raw_volume, raw_area) = raw_job.result()
     # fidelity is measured on the outer surface: a cavity is meant to be far from it
     geometry = FaceGeometry.of(mesh)
-    distances = fidelity(geometry, raw_geometry)
+    return _Outer(mesh, state, applied, geometry, fidelity(geometry, raw_geometry), raw_volume, raw_area)
+
+
+def _finish(
+    label: int, name: str, raw: TriangleMesh, outer: _Outer, labels: LabelMap,
+    box: tuple[slice, slice, slice], options: MeshOptions, s: float, about: np.ndarray,
+) -> OrganMesh:
+    """Scale (``s`` about ``about``), hollow, check and report one organ."""
+    mesh, state, geometry = outer.mesh, outer.state, outer.geometry
+    # a uniform scale s > 0 keeps topology and winding (state stays true) and
+    # multiplies lengths by s, areas by s^2 and volumes by s^3
+    place = scale_matrix(s, about)
+    if s != 1.0:
+        mesh, raw = mesh.transformed(place), raw.transformed(place)
+        geometry = FaceGeometry.of(mesh)
+    distances = {k: None if v is None else v * s for k, v in outer.distances.items()}
     if options.hollow_mm > 0:
         shift = np.eye(4)
         shift[:3, 3] = [b.start for b in box]
-        mesh, _ = hollow(mesh, np.asarray(labels.array)[box] == label, labels.affine @ shift,
-                         options.hollow_mm, smoothing=options.smooth)
+        density = None
+        if options.decimate > 0 or options.target_faces is not None:
+            # the cavity gets the decimated outer surface's triangles per mm^2
+            density = len(mesh.faces) / max(geometry.volume_area()[1], 1e-12)
+        mesh, _ = hollow(mesh, np.asarray(labels.array)[box] == label, place @ labels.affine @ shift,
+                         options.hollow_mm, smoothing=options.smooth, faces_per_mm2=density)
         state = check(mesh)
         if not state.printable:
             mesh, state = repair(mesh)
         geometry = FaceGeometry.of(mesh)
     voxels = int(np.count_nonzero(np.asarray(labels.array)[box] == label))
     rep = {"name": name, "label": int(label)}
-    rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3, state=state,
+    rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3 * s**3, state=state,
                            geometry=geometry))
     for key in ("hd95_mm", "mean_distance_mm", "max_distance_mm"):
         rep[key] = distances[key]
     rep.update(
         voxels=voxels,
-        decimation_applied=applied,
+        decimation_applied=outer.applied,
         smoothing=options.smooth,
         hollow_mm=options.hollow_mm,
-        raw_mesh_volume_ml=raw_volume / 1000.0,
-        raw_surface_area_mm2=raw_area,
+        raw_mesh_volume_ml=outer.raw_volume * s**3 / 1000.0,
+        raw_surface_area_mm2=outer.raw_area * s**2,
+        scale=s,
     )
     return OrganMesh(label=int(label), name=name, mesh=mesh, raw=raw, report=rep)
+
+
+def scene_scale(meshes: Iterable[TriangleMesh], options: MeshOptions) -> tuple[float, np.ndarray]:
+    """Return the scale ``options`` ask for the scene of ``meshes`` (mm), and its centre.
+
+    Returns
+    -------
+    s : float
+        ``options.scale``, or the fit of the scene into ``options.fit_bed``
+        (:func:`medrecon.mesh.fit.fit_scale`).
+    about : (3,) ndarray
+        Centre of the scene's bounding box: the point the scale keeps in place.
+    """
+    lo, hi = scene_bounds(meshes)
+    s = options.scale if options.fit_bed is None else fit_scale(hi - lo, options.fit_bed)
+    return float(s), (lo + hi) / 2.0
 
 
 def build_organ_meshes(
@@ -265,22 +334,33 @@ def build_organ_meshes(
         engine=options.engine, progress=scaled(progress, 0.0, 0.3),
     )
     workers = (os.cpu_count() or 1) if options.workers == 0 else options.workers
-    out: list[OrganMesh] = []
+    # the scale is one for the whole scene, so every outer surface comes first
+    split = 0.6 if options.hollow_mm > 0 else 0.85
+    outers = dict(zip(ids, _each(lambda label: _outer(raws[label], options), ids, workers, progress,
+                                 0.3, split), strict=True))
+    s, about = scene_scale((o.mesh for o in outers.values()), options)
+    return _each(
+        lambda label: _finish(label, labels.name_of(label), raws[label], outers[label], labels,
+                              boxes[label], options, s, about),
+        ids, workers, progress, split, 1.0,
+    )
 
-    def one(label: int) -> OrganMesh:
-        return _process(label, labels.name_of(label), raws[label], labels, boxes[label], options)
 
-    report(progress, "meshes", 0.3)
+def _each(fn: Any, ids: list[int], workers: int, progress: ProgressFn | None, lo: float,
+          hi: float) -> list[Any]:
+    """``[fn(label) for label in ids]`` in ``workers`` threads, reporting "meshes" from lo to hi."""
+    out: list[Any] = []
+    report(progress, "meshes", lo)
     if workers == 1 or len(ids) == 1:
         for n, label in enumerate(ids):
-            out.append(one(label))
-            report(progress, "meshes", 0.3 + 0.7 * (n + 1) / len(ids))
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, label) for label in ids]
-            for n, fut in enumerate(futures):
-                out.append(fut.result())
-                report(progress, "meshes", 0.3 + 0.7 * (n + 1) / len(ids))
+            out.append(fn(label))
+            report(progress, "meshes", lo + (hi - lo) * (n + 1) / len(ids))
+        return out
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(fn, label) for label in ids]
+        for n, fut in enumerate(futures):
+            out.append(fut.result())
+            report(progress, "meshes", lo + (hi - lo) * (n + 1) / len(ids))
     return out
 
 
@@ -292,4 +372,5 @@ def merge_scene(organ_meshes: Iterable[OrganMesh]) -> TriangleMesh:
     return TriangleMesh.concatenate(meshes)
 
 
-__all__ = ["MeshOptions", "OrganMesh", "build_organ_meshes", "filter_components", "merge_scene"]
+__all__ = ["MeshOptions", "OrganMesh", "build_organ_meshes", "filter_components", "merge_scene",
+           "scene_scale"]

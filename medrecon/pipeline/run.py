@@ -302,6 +302,7 @@ def reconstruct(
                                   merged=config.merged)
             _remove_stale_meshes(out, files.all)
     _add_organs(rep, organ_meshes, files)
+    _add_print(rep, fit_bed=config.mesh.fit_bed)
     if mean_hu is not None:
         for entry in rep.organs:
             entry["mean_hu"] = round(mean_hu.get(int(entry["label"]), float("nan")), 2)
@@ -354,6 +355,7 @@ def export_meshes(
     rep.add(**dict(fields or {}))
     files = export_organs(organ_meshes, outdir, fmt=fmt, frame=frame, merged=merged)
     _add_organs(rep, organ_meshes, files)
+    _add_print(rep)
     rep.write(Path(outdir) / "report.json")
     return rep.to_dict()
 
@@ -373,6 +375,29 @@ def _add_organs(rep: Report, organ_meshes: Sequence[OrganMesh], files: MeshFiles
         entry = rep.add_organ(organ.report, name=organ.name, label=organ.label)
         if files is not None:
             entry["file"] = files.organs[n]
+
+
+def _add_print(rep: Report, *, fit_bed: Sequence[float] | None = None) -> None:
+    """Say at which scale the meshes were made, the scene's size and the print orientation.
+
+    ``print``: ``scale`` (1: life size; lengths in the files and the report are
+    the model's, anatomy x scale), ``life_size``, ``fit_bed_mm`` (the bed asked
+    to fit, or None), ``scene_size_mm`` and ``scene_centre_mm`` (the box of
+    every organ, in the report's frame; a scale keeps the centre in place) and
+    ``orientation`` (:func:`medrecon.mesh.fit.print_orientation`).
+    """
+    from medrecon.mesh.fit import print_orientation
+
+    boxes = [np.asarray(e["bbox_mm"], dtype=np.float64) for e in rep.organs if e.get("bbox_mm")]
+    if not boxes:
+        return
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[1] for b in boxes], axis=0)
+    scale = float(rep.organs[0].get("scale", 1.0))
+    rep.add(print={"scale": scale, "life_size": scale == 1.0,
+                   "fit_bed_mm": None if fit_bed is None else list(fit_bed),
+                   "scene_size_mm": (hi - lo).tolist(), "scene_centre_mm": ((lo + hi) / 2).tolist(),
+                   "orientation": print_orientation()})
 
 
 def _scrubbed(rep: Report, identifiers: frozenset[str], *, keep_phi: bool) -> Report:
