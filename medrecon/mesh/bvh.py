@@ -59,7 +59,9 @@ class BoxTree:
         The box held in each slot of each leaf (leaf ``k`` holds slots
         ``k * leaf_size`` to ``(k + 1) * leaf_size - 1``); -1 for an empty slot.
     lo, hi : tuple of (n_l, 3) ndarrays of float64
-        Bounds of the nodes of each level, root (one node) first, leaves (L) last.
+        Bounds of the nodes of each level, root (one node) first, leaves (L,
+        or L + 1) last; every level below the root has an even length, its last
+        node NaN (empty) where the level above needed the padding.
     leaf_size : int
         Boxes per leaf.
     """
@@ -101,25 +103,19 @@ class BoxTree:
         level_lo = [slot_lo.reshape(n_leaves, leaf_size, 3).min(axis=1)]
         level_hi = [slot_hi.reshape(n_leaves, leaf_size, 3).max(axis=1)]
         while len(level_lo[-1]) > 1:
+            if len(level_lo[-1]) % 2:
+                # an empty node makes every level even; NaN bounds fail every test
+                level_lo[-1] = np.vstack([level_lo[-1], np.full((1, 3), np.nan)])
+                level_hi[-1] = np.vstack([level_hi[-1], np.full((1, 3), np.nan)])
             below_lo, below_hi = level_lo[-1], level_hi[-1]
-            if len(below_lo) % 2:
-                below_lo = np.vstack([below_lo, np.full((1, 3), np.inf)])
-                below_hi = np.vstack([below_hi, np.full((1, 3), -np.inf)])
-            level_lo.append(np.minimum(below_lo[0::2], below_lo[1::2]))
-            level_hi.append(np.maximum(below_hi[0::2], below_hi[1::2]))
+            level_lo.append(np.fmin(below_lo[0::2], below_lo[1::2]))
+            level_hi.append(np.fmax(below_hi[0::2], below_hi[1::2]))
         return cls(item, tuple(level_lo[::-1]), tuple(level_hi[::-1]), leaf_size)
 
     @property
     def depth(self) -> int:
         """Index of the leaf level (0 when the root is the only leaf)."""
         return len(self.lo) - 1
-
-    def _children(self, level: int, node: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Children (on ``level + 1``) of ``node`` and, for each, the index of its parent entry."""
-        child = (2 * node[:, None] + np.arange(2)).ravel()
-        parent = np.repeat(np.arange(len(node)), 2)
-        valid = child < len(self.lo[level + 1])
-        return child[valid], parent[valid]
 
     def _leaf_slots(self, leaf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes held by ``leaf`` and, for each, the index of its leaf entry."""
@@ -155,13 +151,15 @@ class BoxTree:
             o, iv = origins[ray], inv[ray]
             t1 = (self.lo[level][node] - o) * iv
             t2 = (self.hi[level][node] - o) * iv
-            near = np.minimum(t1, t2).max(axis=1)
-            far = np.maximum(t1, t2).min(axis=1)
+            enter, leave = np.minimum(t1, t2), np.maximum(t1, t2)
+            # column by column: numpy's reductions over a length-3 axis are slow
+            near = np.maximum(np.maximum(enter[:, 0], enter[:, 1]), enter[:, 2])
+            far = np.minimum(np.minimum(leave[:, 0], leave[:, 1]), leave[:, 2])
             keep = (near <= far) & (far >= t_min[ray]) & (near <= t_max[ray])
             ray, node = ray[keep], node[keep]
             if level < self.depth:
-                node, parent = self._children(level, node)
-                ray = ray[parent]
+                node = (2 * node[:, None] + np.arange(2)).ravel()
+                ray = np.repeat(ray, 2)
         box, entry = self._leaf_slots(node)
         return ray[entry], box
 
@@ -181,7 +179,8 @@ class BoxTree:
         b = np.zeros(1, dtype=np.int64)
         for level in range(self.depth + 1):
             lo, hi = self.lo[level], self.hi[level]
-            keep = np.all((lo[a] <= hi[b]) & (lo[b] <= hi[a]), axis=1)
+            touch = (lo[a] <= hi[b]) & (lo[b] <= hi[a])
+            keep = touch[:, 0] & touch[:, 1] & touch[:, 2]
             a, b = a[keep], b[keep]
             if level == self.depth:
                 break
@@ -191,9 +190,7 @@ class BoxTree:
             da, db = a[~same], b[~same]
             na = np.concatenate([2 * sa, 2 * sa, 2 * sa + 1, *(2 * da + k for k in (0, 0, 1, 1))])
             nb = np.concatenate([2 * sb, 2 * sb + 1, 2 * sb + 1, *(2 * db + k for k in (0, 1, 0, 1))])
-            count = len(self.lo[level + 1])
-            valid = (na < count) & (nb < count)
-            a, b = na[valid], nb[valid]
+            a, b = na, nb
         k = self.leaf_size
         first, second = np.triu_indices(k, 1)
         for start in range(0, len(a), PAIR_CHUNK):
@@ -220,12 +217,15 @@ class TriangleTree:
         Over the triangles' bounding boxes.
     v0, e1, e2 : (F, 3) ndarray of float64
         First corner and the two edges from it of each triangle.
+    size : float
+        Median extent of the triangles' boxes (their typical size), mm.
     """
 
     tree: BoxTree
     v0: np.ndarray
     e1: np.ndarray
     e2: np.ndarray
+    size: float
 
 
 def triangle_tree(triangles: np.ndarray, *, leaf_size: int = 4) -> TriangleTree:
@@ -236,7 +236,8 @@ def triangle_tree(triangles: np.ndarray, *, leaf_size: int = 4) -> TriangleTree:
     lo, hi = tri.min(axis=1), tri.max(axis=1)
     scale = float(np.max(hi.max(axis=0) - lo.min(axis=0))) or 1.0
     tree = BoxTree.build(lo, hi, leaf_size=leaf_size, pad=1e-9 * scale)
-    return TriangleTree(tree, tri[:, 0].copy(), tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    typical = float(np.median((hi - lo).max(axis=1))) or scale
+    return TriangleTree(tree, tri[:, 0].copy(), tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], typical)
 
 
 def _intersect(
@@ -254,7 +255,8 @@ def _intersect(
         q = np.cross(s, e1)
         v = np.einsum("ij,ij->i", d, q) * inv
         t = np.einsum("ij,ij->i", e2, q) * inv
-    inside = (det != 0.0) & (u >= 0.0) & (v >= 0.0) & (u + v <= 1.0)
+        # a hair of tolerance: a ray through an edge must not slip between its two triangles
+        inside = (det != 0.0) & (u >= -1e-12) & (v >= -1e-12) & (u + v <= 1.0 + 1e-12)
     return np.where(inside, t, np.nan), det, u, v
 
 
@@ -268,6 +270,11 @@ def first_hits(
     skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest triangle hit by each ray beyond ``t_min``.
+
+    The rays are traced over growing segments (four triangle sizes, then four
+    times longer each round, up to ``t_max``), each round only for the rays not
+    yet stopped: a ray costs about the boxes it passes before its first hit,
+    not all the boxes along its line.
 
     Parameters
     ----------
@@ -291,25 +298,34 @@ def first_hits(
     n = len(origins)
     best_t = np.full(n, np.inf)
     best_face = np.full(n, -1, dtype=np.int64)
-    for start in range(0, n, RAY_CHUNK):
-        stop = min(n, start + RAY_CHUNK)
-        o, d = origins[start:stop], directions[start:stop]
-        lo_t = np.full(stop - start, float(t_min))
-        hi_t = np.full(stop - start, float(t_max))
-        ray, face = tt.tree.ray_pairs(o, d, lo_t, hi_t)
-        if skip is not None:
-            keep = face != np.asarray(skip)[start:stop][ray]
-            ray, face = ray[keep], face[keep]
-        t, _, _, _ = _intersect(tt, o, d, ray, face)
-        hit = (t > t_min) & (t <= t_max)
-        ray, face, t = ray[hit], face[hit], t[hit]
-        # the nearest hit per ray: sort by (ray, t), keep each ray's first
-        order = np.lexsort((t, ray))
-        ray, face, t = ray[order], face[order], t[order]
-        first = np.ones(len(ray), dtype=bool)
-        first[1:] = ray[1:] != ray[:-1]
-        best_t[start + ray[first]] = t[first]
-        best_face[start + ray[first]] = face[first]
+    skip = None if skip is None else np.asarray(skip, dtype=np.int64)
+    reach = 4.0 * tt.size / max(float(np.median(np.linalg.norm(directions, axis=1))) if n else 1.0, 1e-300)
+    # beyond the length of the root box's diagonal, a ray has left the tree
+    across = float(np.linalg.norm(tt.tree.hi[0][0] - tt.tree.lo[0][0]))
+    todo = np.arange(n)
+    while len(todo):
+        end = t_max if reach * float(np.min(np.linalg.norm(directions[todo], axis=1))) >= across else min(reach, t_max)
+        for start in range(0, len(todo), RAY_CHUNK):
+            rays = todo[start:start + RAY_CHUNK]
+            o, d = origins[rays], directions[rays]
+            ray, face = tt.tree.ray_pairs(o, d, np.full(len(rays), float(t_min)), np.full(len(rays), end))
+            if skip is not None:
+                keep = face != skip[rays][ray]
+                ray, face = ray[keep], face[keep]
+            t, _, _, _ = _intersect(tt, o, d, ray, face)
+            hit = (t > t_min) & (t <= end)
+            ray, face, t = ray[hit], face[hit], t[hit]
+            # the nearest hit per ray: sort by (ray, t), keep each ray's first
+            order = np.lexsort((t, ray))
+            ray, face, t = ray[order], face[order], t[order]
+            first = np.ones(len(ray), dtype=bool)
+            first[1:] = ray[1:] != ray[:-1]
+            best_t[rays[ray[first]]] = t[first]
+            best_face[rays[ray[first]]] = face[first]
+        if end >= t_max:
+            break
+        todo = todo[best_face[todo] < 0]
+        reach *= 4.0
     return best_t, best_face
 
 
