@@ -8,8 +8,8 @@ bounding box, as a fragmented network prediction leaves them. A second label
 (a small sphere) stands beside it. The label file goes through
 ``python -m medrecon mesh`` with the default options and checks, as a fresh
 process; the wall and CPU time (user + system: less sensitive to a busy
-machine) of the best run, the report's shell counts and printability are
-printed.
+machine) of the best run, the peak memory of the runs, the report's shell
+counts and printability are printed.
 
 Run: ``OMP_NUM_THREADS=1 python bench/bench_pieces.py``.
 """
@@ -98,6 +98,7 @@ def main() -> None:
             if done.returncode:
                 raise SystemExit(f"medrecon mesh failed:\n{done.stdout}{done.stderr}")
         report = json.loads((out / "report.json").read_text())
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # kB on Linux
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"label map {SHAPE}, {args.pieces} pieces ({args.nested} nested in the organ's cavity)")
     for organ in report["organs"]:
@@ -105,7 +106,7 @@ def main() -> None:
               f"watertight {organ['watertight']}, outward {organ.get('outward')}")
     best = int(np.argmin(times))
     print(f"medrecon mesh, whole process: {times[best]:.1f} s wall, {cpu[best]:.1f} s CPU "
-          f"(user + system; best of {len(times)})")
+          f"(user + system; best of {len(times)}), peak memory {peak_mib:.0f} MiB")
 
 
 if __name__ == "__main__":

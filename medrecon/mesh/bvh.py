@@ -126,7 +126,7 @@ class BoxTree:
         return box[keep], entry[keep]
 
     def ray_pairs(
-        self, origins: np.ndarray, directions: np.ndarray, t_min: np.ndarray, t_max: np.ndarray
+        self, origins: np.ndarray, directions: np.ndarray, t_min: float, t_max: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every (ray, box) pair where the segment ``origin + t * direction``, t in [t_min, t_max], meets the box.
 
@@ -134,8 +134,8 @@ class BoxTree:
         ----------
         origins, directions : (R, 3) ndarray of float64
             Rays (directions need not be unit vectors; t is in their units).
-        t_min, t_max : (R,) ndarray of float64
-            Ends of each segment (``t_max`` may be ``inf``).
+        t_min, t_max : float
+            Ends of the segments (``t_max`` may be ``inf``).
 
         Returns
         -------
@@ -155,7 +155,7 @@ class BoxTree:
             # column by column: numpy's reductions over a length-3 axis are slow
             near = np.maximum(np.maximum(enter[:, 0], enter[:, 1]), enter[:, 2])
             far = np.minimum(np.minimum(leave[:, 0], leave[:, 1]), leave[:, 2])
-            keep = (near <= far) & (far >= t_min[ray]) & (near <= t_max[ray])
+            keep = (near <= far) & (far >= t_min) & (near <= t_max)
             ray, node = ray[keep], node[keep]
             if level < self.depth:
                 node = (2 * node[:, None] + np.arange(2)).ravel()
@@ -303,17 +303,18 @@ def first_hits(
     # beyond the length of the root box's diagonal, a ray has left the tree
     across = float(np.linalg.norm(tt.tree.hi[0][0] - tt.tree.lo[0][0]))
     todo = np.arange(n)
+    begin = float(t_min)  # each round searches (begin, end]: what the rounds before did not
     while len(todo):
         end = t_max if reach * float(np.min(np.linalg.norm(directions[todo], axis=1))) >= across else min(reach, t_max)
         for start in range(0, len(todo), RAY_CHUNK):
             rays = todo[start:start + RAY_CHUNK]
             o, d = origins[rays], directions[rays]
-            ray, face = tt.tree.ray_pairs(o, d, np.full(len(rays), float(t_min)), np.full(len(rays), end))
+            ray, face = tt.tree.ray_pairs(o, d, begin, end)
             if skip is not None:
                 keep = face != skip[rays][ray]
                 ray, face = ray[keep], face[keep]
             t, _, _, _ = _intersect(tt, o, d, ray, face)
-            hit = (t > t_min) & (t <= end)
+            hit = (t > begin) & (t <= end)
             ray, face, t = ray[hit], face[hit], t[hit]
             # the nearest hit per ray: sort by (ray, t), keep each ray's first
             order = np.lexsort((t, ray))
@@ -325,6 +326,7 @@ def first_hits(
         if end >= t_max:
             break
         todo = todo[best_face[todo] < 0]
+        begin = end
         reach *= 4.0
     return best_t, best_face
 
@@ -352,7 +354,7 @@ def ray_hits(
     for start in range(0, len(origins), RAY_CHUNK):
         stop = min(len(origins), start + RAY_CHUNK)
         o, d = origins[start:stop], directions[start:stop]
-        ray, face = tt.tree.ray_pairs(o, d, np.full(stop - start, float(t_min)), np.full(stop - start, np.inf))
+        ray, face = tt.tree.ray_pairs(o, d, float(t_min), np.inf)
         t, det, u, v = _intersect(tt, o, d, ray, face)
         hit = t > t_min
         # a crossing on a triangle's border, or a ray in a triangle's plane: the
