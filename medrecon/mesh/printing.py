@@ -20,8 +20,7 @@ import numpy as np
 
 from medrecon.errors import MedreconError
 from medrecon.mesh.bvh import first_hits, triangle_tree
-from medrecon.mesh.printcheck import outward_faces
-from medrecon.mesh.repair import _edge_table, _expected_signs, _shells
+from medrecon.mesh.printcheck import _Shells
 from medrecon.surface.arrays import Mesh, same_kind
 
 
@@ -145,11 +144,11 @@ def drain_holes(
         raise ValueError(f"segments must be >= 3, got {segments}")
     up = _unit_vector(up)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    faces = outward_faces(mesh)
+    shells = _Shells.of(mesh)
+    faces, shell = shells.faces, shells.shell
     if len(faces) == 0:
         raise MedreconError("the mesh has no faces: there is nothing to drill")
-    n_shells, shell = _shells(faces, _edge_table(faces)[0])
-    cavities = np.flatnonzero(_expected_signs(vertices, faces, shell, n_shells) < 0)
+    cavities = np.flatnonzero(shells.cavity)
     if len(cavities) == 0:
         return same_kind(mesh, vertices.copy(), np.asarray(mesh.faces).copy()), []
     radius = 0.5 * float(diameter_mm)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from medrecon.mesh.bvh import BoxTree
+from medrecon.mesh.repair import _edge_table
 from medrecon.surface.arrays import MeshLike
 
 _TOL = 1e-9  # relative to the mesh's size (distances) or 1 (sines of angles)
@@ -178,12 +179,63 @@ def _edge_pairs(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
     return coplanar & (_dot(side_a, side_b) > 0.0)
 
 
+def _simple_fans(vertices: np.ndarray, faces: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Vertices whose faces cannot intersect one another (away from their shared edges).
+
+    Seen along the mean normal at the vertex, each incident face must be turned
+    toward the viewer (its normal within about 78 degrees of the mean) and their
+    corners at the vertex must go round it exactly once (angles adding up to 2
+    pi): the fan is then the graph of a function over the plane, a simple
+    disc, and two of its faces meet only at the vertex or along a shared edge.
+    Folds, overlapping fans, non-manifold and border vertices fail the test.
+    """
+    n_vertices = len(vertices)
+    corner = faces.ravel()
+    mean = np.stack([np.bincount(corner, weights=np.repeat(normal[:, c], 3), minlength=n_vertices)
+                     for c in range(3)], axis=1)
+    mean = _unit(mean)
+    m = mean[corner]
+    facing = _dot(np.repeat(normal, 3, axis=0), m) > 0.2
+    apex = vertices[corner]
+    nxt = vertices[np.roll(faces, -1, axis=1).ravel()] - apex
+    prv = vertices[np.roll(faces, 1, axis=1).ravel()] - apex
+    nxt = nxt - _dot(nxt, m)[:, None] * m
+    prv = prv - _dot(prv, m)[:, None] * m
+    angle = np.arctan2(_dot(np.cross(nxt, prv), m), _dot(nxt, prv))
+    total = np.bincount(corner, weights=angle, minlength=n_vertices)
+    turned = np.bincount(corner, weights=~facing, minlength=n_vertices)
+    # every edge at the vertex between exactly two faces: its faces close into fans, whose
+    # angles add up to 2 pi times the turns they make (all angles being positive)
+    edge_of_half, _, counts, _ = _edge_table(faces)
+    open_edge = counts[edge_of_half] != 2
+    border = np.zeros(n_vertices, dtype=bool)
+    border[faces.ravel()[open_edge]] = True
+    border[np.roll(faces, -1, axis=1).ravel()[open_edge]] = True
+    return (turned == 0) & ~border & (np.abs(total - 2.0 * np.pi) < 1e-6)
+
+
 def _test_pairs(
-    tri: np.ndarray, faces: np.ndarray, normal: np.ndarray, i: np.ndarray, j: np.ndarray, tol: float
+    tri: np.ndarray, faces: np.ndarray, normal: np.ndarray, simple: np.ndarray, i: np.ndarray, j: np.ndarray,
+    tol: float,
 ) -> np.ndarray:
     """Which candidate pairs (i, j) intersect; ``normal`` holds each face's unit normal."""
     fa, fb = faces[i], faces[j]
     match = fa[:, :, None] == fb[:, None, :]
+    own_a = ~match.any(axis=2)  # corners of a not shared with b
+    # neighbours joined at a vertex with a simple fan meet only where they are joined
+    joined = np.any(~own_a & simple[fa], axis=1)
+    hit = np.zeros(len(i), dtype=bool)
+    rest = np.flatnonzero(~joined)
+    if len(rest) == 0:
+        return hit
+    hit[rest] = _test_unjoined(tri, normal, i[rest], j[rest], match[rest], tol)
+    return hit
+
+
+def _test_unjoined(
+    tri: np.ndarray, normal: np.ndarray, i: np.ndarray, j: np.ndarray, match: np.ndarray, tol: float
+) -> np.ndarray:
+    """Exact test of pairs (i, j) whose shared corners (``match``, (N, 3, 3)) need it."""
     own_a, own_b = ~match.any(axis=2), ~match.any(axis=1)  # corners not shared
     shared = 3 - own_a.sum(axis=1)
     # quick rejection: the corners of one triangle that are not shared all lie
@@ -243,12 +295,15 @@ def intersecting_pairs(mesh: MeshLike) -> np.ndarray:
     size = float(np.max(hi.max(axis=0) - lo.min(axis=0))) or 1.0
     tol = _TOL * size
     normal = _normals(tri)
-    tree = BoxTree.build(lo, hi, leaf_size=2, pad=tol)
+    simple = _simple_fans(vertices, faces, normal)
+    tree = BoxTree.build(lo, hi, leaf_size=3, pad=tol)
+    (lx, ly, lz), (hx, hy, hz) = (lo - tol).T.copy(), (hi + tol).T.copy()  # contiguous columns gather fast
     found = []
     for i, j in tree.overlapping_pairs():
-        near = np.all((lo[i] <= hi[j] + tol) & (lo[j] <= hi[i] + tol), axis=1)
+        near = (lx[i] <= hx[j]) & (lx[j] <= hx[i]) & (ly[i] <= hy[j]) & (ly[j] <= hy[i]) & (
+            lz[i] <= hz[j]) & (lz[j] <= hz[i])
         i, j = i[near], j[near]
-        hit = _test_pairs(tri, faces, normal, i, j, tol)
+        hit = _test_pairs(tri, faces, normal, simple, i, j, tol)
         found.append(np.stack([live[i[hit]], live[j[hit]]], axis=1))
     pairs = np.sort(np.concatenate(found), axis=1) if found else np.zeros((0, 2), dtype=np.int64)
     return np.unique(pairs, axis=0)
