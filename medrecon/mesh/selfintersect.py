@@ -10,8 +10,11 @@ count only when they overlap beyond it, as in MeshFix
 (``Triangle::intersects``): two triangles on one edge intersect when they are
 coplanar and folded onto each other; two on one vertex when the edge opposite
 the vertex in one crosses the other (or, coplanar, when their corners at the
-vertex overlap). Coincident vertices are merged first, so an unwelded mesh
-(an STL file) is judged by its geometry.
+vertex overlap). Most candidate pairs of a smooth mesh are such neighbours;
+where their shared vertex has a simple fan (its faces, seen along their mean
+normal, all face the viewer and go round it once) they cannot overlap and skip
+the exact test. Coincident vertices are merged first, so an unwelded mesh (an
+STL file) is judged by its geometry.
 
 Distances within ``1e-9`` of the mesh's size count as zero (plane tests), so
 coplanar neighbours of a flat marching-cubes patch are recognised as such;
