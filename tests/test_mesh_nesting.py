@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from medrecon.mesh import nesting
 from medrecon.mesh.bvh import BoxTree, first_hits, ray_hits, triangle_tree
 from medrecon.mesh.nesting import nesting_depth
 from medrecon.mesh.repair import _edge_table, _shells, check, fix_orientation
@@ -40,8 +41,10 @@ def shells_of(mesh):
     return np.asarray(mesh.vertices, dtype=np.float64), faces, shell, n
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_nesting_depth_matches_solid_angles(seed):
+@pytest.mark.parametrize("few_pairs", [0, 10**6])  # by rays through a tree, by solid angles
+@pytest.mark.parametrize("seed", range(4))
+def test_nesting_depth_matches_solid_angles(seed, few_pairs, monkeypatch):
+    monkeypatch.setattr(nesting, "FEW_PAIRS", few_pairs)
     rng = np.random.default_rng(seed)
     parts = []
     for k, radius in enumerate([10.0, 8.0, 6.0, 4.0]):  # solid, cavity, island, cavity in the island

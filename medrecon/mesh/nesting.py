@@ -7,7 +7,9 @@ signed volume); in an odd number, a cavity (normals into the cavity). Shell
 boxes, and every candidate point is tested in one ray cast against the
 candidate containers' triangles together (the signed crossings of a ray are the
 winding number), so the cost follows faces and shells, not shells squared, even
-for thousands of pieces inside one large organ.
+for thousands of pieces inside one large organ. A few candidate pairs (a hollow
+organ: its cavity in its outer surface) are tested by solid angles instead,
+without building a tree.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ _DIRECTIONS = np.array([
     [0.6971, -0.5302, -0.4826],
     [-0.2874, -0.6431, 0.7098],
 ])
+
+
+#: Up to this many candidate (shell, container) pairs are tested by solid angles.
+FEW_PAIRS = 4
+
+
+def _solid_angle(point: np.ndarray, tri: np.ndarray) -> float:
+    """Signed solid angle of the triangles ``tri`` seen from ``point`` (4 pi inside a closed outward shell)."""
+    a, b, c = (tri[:, k] - point for k in range(3))
+    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
+    num = np.einsum("ij,ij->i", a, np.cross(b, c))
+    den = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", a, c) * lb
+           + np.einsum("ij,ij->i", b, c) * la)
+    return float(np.sum(2.0 * np.arctan2(num, den)))
 
 
 def _shell_boxes(tri: np.ndarray, shell_of_face: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,9 +91,15 @@ def nesting_depth(vertices: np.ndarray, faces: np.ndarray, shell_of_face: np.nda
     inner, outer = _contained_pairs(lo, hi)
     if len(inner) == 0:
         return depth
+    first_face = np.unique(shell_of_face, return_index=True)[1]
+    if len(inner) <= FEW_PAIRS:
+        # a hollow organ: a few pairs, cheaper by solid angles than by building a tree
+        for a, b in zip(inner.tolist(), outer.tolist(), strict=True):
+            if abs(_solid_angle(tri[first_face[a]].mean(axis=0), tri[shell_of_face == b])) > 2.0 * np.pi:
+                depth[a] += 1
+        return depth
     # one ray per shell that has a candidate container, against those containers' faces only
     probes = np.unique(inner)
-    first_face = np.unique(shell_of_face, return_index=True)[1]
     points = tri[first_face[probes]].mean(axis=1)
     containers = np.unique(outer)
     mine = np.flatnonzero(np.isin(shell_of_face, containers))
