@@ -224,3 +224,12 @@ def test_bad_limits_are_refused():
         print_checks(sphere, process="sls")
     with pytest.raises(ValueError, match="> 0 mm"):
         dataclasses.replace(PROCESSES["sla"], resolution_mm=-1.0)
+
+
+def test_rays_that_escape_an_open_mesh_report_none():
+    square = MeshArrays(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float), [[0, 1, 2], [0, 2, 3]])
+    assert np.all(np.isinf(face_thickness(square)))
+    report = print_checks(square).as_dict()
+    assert report["wall_thickness_mm"] == {"min": None, "p5": None, "area_below_min_mm2": 0.0}
+    with pytest.raises(ValueError, match="max_faces"):
+        wall_thickness(square, min_wall_mm=1.0, max_faces=0)

@@ -149,6 +149,8 @@ def _sampled_thickness(
 
     The areas of a sample are scaled to add up to the whole surface.
     """
+    if max_faces is not None and max_faces < 1:
+        raise ValueError(f"max_faces must be >= 1 or None, got {max_faces}")
     area = _areas(mesh)
     n = len(area)
     if max_faces is not None and n > max_faces:
@@ -188,9 +190,14 @@ class WallThickness:
         """
         return self.area_below_min_mm2 <= 0.1 * self.min_wall_mm**2
 
-    def as_dict(self) -> dict[str, float]:
-        """``{"min", "p5", "area_below_min_mm2"}`` for the report (mm, mm^2)."""
-        return {"min": self.min, "p5": self.p5, "area_below_min_mm2": self.area_below_min_mm2}
+    def as_dict(self) -> dict[str, float | None]:
+        """``{"min", "p5", "area_below_min_mm2"}`` for the report (mm, mm^2; None where not finite)."""
+        return {"min": _finite(self.min), "p5": _finite(self.p5), "area_below_min_mm2": self.area_below_min_mm2}
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None for inf and nan (which strict JSON cannot hold)."""
+    return float(x) if np.isfinite(x) else None
 
 
 def _area_percentile(values: np.ndarray, area: np.ndarray, q: float) -> float:
