@@ -108,7 +108,7 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     widget.preset_combo.setCurrentText("bone")
     assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
 
-    labels = viewer.layers[f"{ct.name} organs"]
+    labels = viewer.layers[f"{ct.name} bone"]  # named after the image and the preset
     assert isinstance(labels, napari.layers.Labels)
     assert labels.metadata["medrecon"]["names"] == {200: "bone"}
     [bone] = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
@@ -131,6 +131,7 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     # 3D view with the meshes over a hidden CT: the mesh is drawn (not a blank canvas)
     ct.visible = False
     labels.visible = False
+    viewer.scene.overlays.axes.visible = False  # the orientation arrows
     viewer.dims.ndisplay = 3
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
@@ -232,6 +233,7 @@ def test_3d_view_is_not_mirrored(make_napari_viewer):
     viewer.layers["left_thing"].vertex_colors = np.tile([0, 0, 1.0, 1], (len(left.vertices), 1))
     viewer.dims.ndisplay = 3
     viewer.reset_view()
+    viewer.scene.overlays.axes.visible = False  # the orientation arrows
     # face the patient: look from anterior towards posterior (+y), superior up
     viewer.camera.set_view_direction((0.0, 1.0, 0.0), up_direction=(1.0, 0.0, 0.0))
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
