@@ -74,6 +74,7 @@ class CompleteWidget(QWidget):
         self.plane_combo.activated.connect(self._plane_chosen)
         napari_viewer.dims.events.order.connect(self._view_changed)
         self._view_changed()
+        self.runner.run_on_enter(self)
 
     def _plane_chosen(self, *_args) -> None:
         self._follow_view = False

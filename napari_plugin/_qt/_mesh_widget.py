@@ -42,6 +42,8 @@ COLUMNS = (
      "95th-percentile distance (both ways) between the printable mesh and the raw marching-cubes "
      "surface of the label mask: how far smoothing and decimation moved the surface"),
 )
+#: An organ name the table shows whole at its smallest width (longer ones are elided).
+WIDTH_NAME = "inferior_vena_cava"
 #: Milliseconds between the last option change and the automatic rebuild.
 LIVE_DELAY_MS = 600
 
@@ -82,7 +84,7 @@ class MeshExportWidget(QWidget):
         self.keep_largest_check.setToolTip("Drop the small loose pieces of each organ")
         self.hollow_spin = _spin(0.0, 20.0, 0.5, defaults.hollow_mm, 1, suffix=" mm")
         self.hollow_spin.setToolTip("Wall thickness of a hollow print in mm; 0 prints solid")
-        self.live_check = QCheckBox("rebuild when an option changes")
+        self.live_check = QCheckBox("rebuild on every change")
         self.live_check.setChecked(True)
         self.live_check.setToolTip("Rebuild the meshes shortly after each option change")
         self.runner = JobRunner("Build meshes", self)
@@ -100,6 +102,13 @@ class MeshExportWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setToolTip("Print readiness of each organ's mesh; ticked rows are exported")
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # wide enough for the numbers and an organ name such as inferior_vena_cava, in this font
+        metrics = self.table.fontMetrics()
+        numbers = sum(max(metrics.horizontalAdvance(line) for line in column[0].split("\n")) + 16
+                      for column in COLUMNS)
+        self.table.setMinimumWidth(numbers + metrics.horizontalAdvance(WIDTH_NAME) + 72)
+        self.table.setMinimumHeight(6 * metrics.height() + 40)
 
         self.folder_edit = QLineEdit(str(Path.home() / "medrecon_export"))
         self.folder_edit.setToolTip("Folder to write meshes/<organ> files and report.json into")
@@ -136,7 +145,7 @@ class MeshExportWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(options)
         layout.addWidget(self.runner.widget)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, 1)  # the table takes the height left
         layout.addLayout(export)
         layout.addWidget(self.export_button)
 
@@ -149,6 +158,7 @@ class MeshExportWidget(QWidget):
         for spin in (self.smooth_spin, self.decimate_spin, self.hollow_spin):
             spin.valueChanged.connect(self._option_changed)
         self.keep_largest_check.toggled.connect(self._option_changed)
+        self.runner.run_on_enter(self)
 
     # --- options and building ---------------------------------------------------------
     def options(self) -> MeshOptions:
@@ -216,6 +226,7 @@ class MeshExportWidget(QWidget):
         self.table.setRowCount(len(self.organ_meshes))
         for row, om in enumerate(self.organ_meshes):
             organ = QTableWidgetItem(om.name)
+            organ.setToolTip(f"{om.name} (label {om.label}); tick to export")
             organ.setFlags(organ.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             organ.setCheckState(Qt.CheckState.Checked)
             self.table.setItem(row, 0, organ)

@@ -106,6 +106,7 @@ class ReconstructWidget(QWidget):
         layout.addStretch(1)
         self.method_combo.currentIndexChanged.connect(self._method_changed)
         self._method_changed()
+        self.runner.run_on_enter(self)
 
     # --- settings ---------------------------------------------------------------
     def method(self) -> str:

@@ -87,6 +87,13 @@ class JobRunner(QObject):
         """True while a job runs or its result is being shown."""
         return self._steps is not None or (self.worker is not None and self.worker.is_running)
 
+    def run_on_enter(self, widget: QWidget) -> None:
+        """Make Return/Enter in any text or number field of ``widget`` press the run button."""
+        from qtpy.QtWidgets import QLineEdit
+
+        for field in widget.findChildren(QLineEdit):  # spin boxes' editors included
+            field.returnPressed.connect(self._enter)
+
     def _enter(self) -> None:
         if self.run_button.isEnabled() and not self.running:
             self.run_button.click()
