@@ -112,7 +112,6 @@ class ViewSync:
         viewer.layers.selection.events.active.connect(self._guard_cursor)
         if self._ndisplay == 3:
             self._faced_patient = True  # the user's 3D view is theirs: no jump
-        _axes(viewer).visible = True  # arrows labelled S, P, L (the layers' axis labels)
         self._orient()
 
     @property
@@ -125,12 +124,23 @@ class ViewSync:
         self._orient()
         self.update_contours()
 
+    def _patient(self) -> bool:
+        """Tell whether the viewer shows a 3D study placed by medrecon (patient axes to keep)."""
+        viewer = self.viewer
+        return viewer is not None and viewer.dims.ndim == 3 and any(
+            META_KEY in layer.metadata for layer in viewer.layers if isinstance(layer.metadata, dict)
+        )
+
     def _orient(self) -> None:
         viewer = self.viewer
-        if viewer is None or self._busy or viewer.dims.ndim != 3:
-            return  # 2D images and time series have no patient axes to orient
+        if viewer is None or self._busy:
+            return
+        self._guard_cursor()
+        if not self._patient():
+            return  # 2D images, time series, other plugins' data: left as napari shows them
         self._busy = True
         try:
+            _axes(viewer).visible = True  # arrows labelled S, P, L (the layers' axis labels)
             dims, cam = viewer.dims, camera(viewer)
             order = tuple(int(a) for a in dims.order)
             vertical = _value(cam.orientation[1])
@@ -144,14 +154,13 @@ class ViewSync:
             wanted = (patient_depth(order, vertical, horizontal), vertical, horizontal)
             if tuple(_value(o) for o in cam.orientation) != wanted:
                 cam.orientation = wanted
-            self._guard_cursor()
         finally:
             self._busy = False
 
     def face_patient(self) -> None:
         """Point the 3D camera at the patient's front, head up (an anterior view)."""
         viewer = self.viewer
-        if viewer is None or viewer.dims.ndisplay != 3:
+        if viewer is None or viewer.dims.ndisplay != 3 or not self._patient():
             return
         # napari (z, y, x): looking along +y (anterior -> posterior), +z (superior) up
         camera(viewer).set_view_direction((0.0, 1.0, 0.0), up_direction=(1.0, 0.0, 0.0))
@@ -188,6 +197,7 @@ class ViewSync:
     def _on_inserted(self, event) -> None:
         if _meta(event.value).get("kind") == "surface":
             self._want_contours = True  # a new surface: draw contours (again)
+        self._orient()  # the first study placed by medrecon gets the patient's orientation
         self._on_layers()
 
     def _on_removed(self, event) -> None:
