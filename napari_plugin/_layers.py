@@ -320,7 +320,6 @@ def reconstruction_steps(
     from napari_plugin._view import attach, manage
 
     sync = attach(viewer)
-    ndisplay = int(viewer.dims.ndisplay)
     layer = None
     if labels is not None:
         data, kwargs, _ = labels_layer_data(labels, name=name)
@@ -332,7 +331,7 @@ def reconstruction_steps(
         # the Mesh and export widget shows and exports these without rebuilding them
         layer.metadata.setdefault(META_KEY, {})["organ_meshes"] = list(organ_meshes)
         if organ_meshes:
-            manage(layer, "labels", ndisplay)
+            manage(layer, "labels", viewer.dims.ndisplay)
     if labels is not None:
         replace_layer(viewer, name, layer)
     yield layer if labels is not None else None
@@ -354,7 +353,7 @@ def reconstruction_steps(
         )
         surface = Surface((verts, faces), **kwargs)
         _keep_views(existing, surface)
-        manage(surface, "surface", ndisplay)
+        manage(surface, "surface", viewer.dims.ndisplay)  # the view may change between steps
         if existing is not None:
             # replace, not edit: vertex count and colours change together
             index = viewer.layers.index(existing)

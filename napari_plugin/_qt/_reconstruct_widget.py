@@ -191,15 +191,18 @@ class ReconstructWidget(QWidget):
     def _show(self, result, name: str, method: str, source):
         """Yield the steps that add the results (run a few at a time by the job runner)."""
         labels, organ_meshes, display = result
-        if method != "labels" and source in self.viewer.layers:
-            show_as_plane(source)  # an axial CT plane under the meshes, not a volume over them
-        # 3D first: each surface is then drawn as it comes, not all at once at the end
-        self.viewer.dims.ndisplay = 3
-        yield None
         # meshes of an existing Labels layer are attached to it; new labels get a layer
-        yield from reconstruction_steps(
+        steps = reconstruction_steps(
             self.viewer, None if method == "labels" else labels, organ_meshes, name=name, display=display,
         )
+        yield next(steps)  # the Labels layer, set to hide in 3D before 3D is drawn
+        image = source if method != "labels" else self.image_combo.layer()
+        if image is not None and image in self.viewer.layers:
+            show_as_plane(image)  # an axial CT plane under the meshes, not a volume over them
+        # 3D before the surfaces: each is drawn as it comes, not all at once at the end
+        self.viewer.dims.ndisplay = 3
+        yield None
+        yield from steps
 
 
 def _source_name(request: ReconstructRequest) -> str:
