@@ -8,15 +8,19 @@ widget's settings; all the work lives in medrecon. They run in a napari
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from medrecon.errors import InputError
 from medrecon.mesh import MeshOptions, OrganMesh
-from medrecon.progress import ProgressFn
+from medrecon.progress import ProgressFn, report
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import LabelMap, Volume
 
 #: Reconstruction methods offered by the Reconstruct widget.
 METHODS = ("model", "checkpoint", "preset", "labels")
+#: Most faces a Surface layer draws; larger meshes are shown decimated (exports stay whole).
+DISPLAY_MAX_FACES = 200_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,50 @@ def reconstruct(
     return result.labels, list(result.organ_meshes)
 
 
+def reconstruct_for_viewer(
+    volume: Volume | None,
+    request: ReconstructRequest,
+    *,
+    labels: LabelMap | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[LabelMap, list[OrganMesh], list[TriangleMesh | None]]:
+    """:func:`reconstruct`, then the lighter meshes to draw (:func:`display_meshes`), all in the worker.
+
+    Returns
+    -------
+    labels, organ_meshes
+        As :func:`reconstruct`.
+    display : list of TriangleMesh or None
+        Per organ, a decimated mesh to draw instead of the full one, or ``None``.
+    """
+    result, organ_meshes = reconstruct(volume, request, labels=labels, progress=progress)
+    return result, organ_meshes, display_meshes(organ_meshes, progress=progress)
+
+
+def display_meshes(
+    organ_meshes: Sequence[OrganMesh],
+    *,
+    max_faces: int = DISPLAY_MAX_FACES,
+    progress: ProgressFn | None = None,
+) -> list[TriangleMesh | None]:
+    """Lighter meshes to draw, for the organs over ``max_faces`` faces (``None`` for the others).
+
+    Uses :func:`medrecon.mesh.decimate.decimate`. The organ meshes are not
+    changed: exports keep every face.
+    """
+    from medrecon.mesh.decimate import decimate
+
+    shown: list[TriangleMesh | None] = []
+    for om in organ_meshes:
+        lighter = None
+        if len(om.mesh.faces) > max_faces:
+            report(progress, f"lighter copy of {om.name} to draw", 1.0)
+            decimated, _state, applied = decimate(om.mesh, target_faces=max_faces, attempts=1)
+            lighter = decimated if applied > 0 else None
+        shown.append(lighter)
+    return shown
+
+
 def _pipeline(source: Volume | LabelMap, request: ReconstructRequest, progress: ProgressFn | None):
     from medrecon.pipeline import ReconstructConfig
     from medrecon.pipeline import reconstruct as run
@@ -108,6 +156,9 @@ def _pipeline(source: Volume | LabelMap, request: ReconstructRequest, progress: 
             method="model", model=model, organs=organs, device=request.device,
             mesh=request.mesh, preview=False,
         )
+        # loading takes seconds the first time (then it is cached): say so, here in the worker
+        report(progress, "loading the model", 0.0)
+        config.label_source().load()
     return run(source, None, config=config, progress=progress)
 
 

@@ -18,7 +18,14 @@ from medrecon.errors import UnsupportedFormatError
 from medrecon.io.formats import NIFTI, mesh_format_by_name, mesh_suffixes
 from medrecon.volume import LabelMap
 from napari_plugin._geometry import from_layer_array, lps_affine, surface_to_mesh, transform_matrix
-from napari_plugin._layers import names_from_state
+from napari_plugin._layers import META_KEY, names_from_state
+
+
+def _whole(data: Any, meta: Mapping[str, Any]) -> Any:
+    """Return the surface data to write: the whole mesh when the layer draws a lighter copy of it."""
+    metadata = meta.get("metadata") or {}
+    full = metadata.get(META_KEY, {}).get("full_data") if isinstance(metadata, Mapping) else None
+    return full if full is not None else data
 
 
 def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
@@ -31,7 +38,9 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     data : tuple
         ``(vertices (V, 3), faces (F, 3)[, values])`` in layer data coordinates.
     meta : Mapping
-        The layer state (scale, translate, rotate, shear, affine, ...).
+        The layer state (scale, translate, rotate, shear, affine, ...). A layer
+        that draws a decimated copy of a mesh holds the whole mesh in
+        ``metadata["medrecon"]["full_data"]``; that is what is written.
 
     Returns
     -------
@@ -46,7 +55,7 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
         raise UnsupportedFormatError(
             f"{target.name}: surfaces are written as {', '.join(mesh_suffixes())}"
         )
-    mesh = surface_to_mesh(data, meta)
+    mesh = surface_to_mesh(_whole(data, meta), meta)
     write_mesh(TriangleMesh.from_trimesh(mesh), target, frame="LPS")
     return [str(target)]
 
@@ -75,7 +84,8 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
     fmt = mesh_format_by_name(target.name)
     suffix = fmt.suffixes[0] if fmt else mesh_suffixes()[0]
     folder = target.with_name(target.name[: -len(suffix)]) if fmt else target
-    meshes = [(str(meta.get("name", "surface")), surface_to_mesh(data, meta)) for data, meta, _ in layer_data]
+    meshes = [(str(meta.get("name", "surface")), surface_to_mesh(_whole(data, meta), meta))
+              for data, meta, _ in layer_data]
     written: list[str] = []
     used: set[str] = set()
     for name, mesh in meshes:
