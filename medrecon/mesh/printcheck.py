@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -410,11 +411,16 @@ def print_checks(
         if process not in PROCESSES:
             raise ValueError(f"process must be one of {sorted(PROCESSES)} or a PrintProcess, got {process!r}")
         process = PROCESSES[process]
-    shells = _Shells.of(mesh)
-    thickness, area = _sampled_thickness(mesh, shells.faces, max_faces)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the self-intersection count and the thickness rays are independent: a second
+        # thread counts meanwhile (the BVH work is numpy, which releases the GIL)
+        crossings = pool.submit(count_self_intersections, mesh)
+        shells = _Shells.of(mesh)
+        thickness, area = _sampled_thickness(mesh, shells.faces, max_faces)
+        count = crossings.result()
     return PrintChecks(
         process=process,
-        self_intersections=count_self_intersections(mesh),
+        self_intersections=count,
         wall_thickness=_wall(thickness, area, process.min_wall_mm),
         small_features=_features(mesh, thickness, area, process.resolution_mm, shells),
         thickness_faces=len(thickness),
