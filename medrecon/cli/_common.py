@@ -199,7 +199,7 @@ def print_status(organ: dict) -> str:
         why.append(f"{organ['self_intersections']} self-intersecting face pairs")
     wall = organ.get("wall_thickness_mm") or {}
     limit = organ.get("min_wall_mm")
-    if wall.get("area_below_min_mm2") and not organ.get("print_ready", True):
+    if limit and (wall.get("area_below_min_mm2") or 0.0) > 0.1 * limit**2:  # WallThickness.passes
         why.append(f"walls under {limit} mm over {wall['area_below_min_mm2']:.1f} mm^2 (thinnest {wall.get('min') or 0:.2f} mm)")
     small = (organ.get("small_features") or {}).get("pieces_below_resolution")
     if small:
