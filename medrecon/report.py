@@ -12,8 +12,8 @@ add fields, never rename or remove one)::
     {
      "schema_version": 1, "frame": "LPS" or "RAS", "units": "mm",
      <study-wide fields, in the order the steps added them>,
-     "organs": [{"name": ..., "label": ..., <mesh numbers>, "file": ..., ...}, ...],
-     "print_ready": true or false,
+     "organs": [{"name": ..., "label": ..., <mesh numbers>, "print_ready": ..., "file": ..., ...}, ...],
+     "print_ready": true or false (every organ's),
      "timings_s": {<stage>: seconds, ..., "total": seconds}
     }
 
@@ -137,8 +137,15 @@ class Report:
 
     @property
     def print_ready(self) -> bool:
-        """Every organ's mesh is watertight and manifold."""
-        return all(bool(e.get("watertight")) and bool(e.get("manifold")) for e in self.organs)
+        """Every organ is print-ready.
+
+        An organ entry with its own ``print_ready`` (the print checks of
+        :mod:`medrecon.mesh.printcheck` passed, and the mesh is watertight and
+        manifold) counts by it; one without counts as ready when its mesh is
+        watertight and manifold.
+        """
+        return all(bool(e["print_ready"]) if "print_ready" in e
+                   else bool(e.get("watertight")) and bool(e.get("manifold")) for e in self.organs)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as plain JSON types, in the layout of the module docstring."""

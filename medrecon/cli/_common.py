@@ -52,6 +52,14 @@ def add_mesh_options(p: argparse.ArgumentParser, *, workers_flag: str = "--mesh-
                       help="scale the whole scene uniformly by S (default 1: life size; the report says so)")
     size.add_argument("--fit-bed", type=bed_size, metavar="X,Y,Z",
                       help="shrink the whole scene uniformly to fit a printer's X,Y,Z mm (never enlarges)")
+    g.add_argument("--process", choices=("fdm", "sla"), default="fdm", type=str.lower,
+                   help="printing process the print checks judge against (default fdm)")
+    g.add_argument("--min-wall", type=float, metavar="MM",
+                   help="thinnest wall a print-ready mesh may have (default: 1.0 mm fdm, 0.4 mm sla)")
+    g.add_argument("--drain-holes", type=int, default=0, metavar="N",
+                   help="drain holes per cavity of a --hollow shell, at its lowest points (+z up)")
+    g.add_argument("--drain-diameter", type=float, default=3.0, metavar="MM",
+                   help="drain hole diameter in mm (default 3)")
     g.add_argument(workers_flag, dest="mesh_workers", type=int, default=1, metavar="N",
                    help="organs meshed in parallel threads (0: all cores; default 1)")
     g.add_argument("--format", dest="fmt", choices=tuple(MESH_FORMATS), default="stl",
@@ -115,7 +123,8 @@ def mesh_options_from_args(args: argparse.Namespace):
             smooth=args.smooth, decimate=args.decimate, target_faces=args.target_faces,
             keep_largest=args.keep_largest, min_component_mm3=args.min_component,
             hollow_mm=args.hollow, iso_spacing=args.iso_spacing, workers=args.mesh_workers,
-            scale=args.scale, fit_bed=args.fit_bed,
+            scale=args.scale, fit_bed=args.fit_bed, process=args.process, min_wall_mm=args.min_wall,
+            drain_holes=args.drain_holes, drain_diameter_mm=args.drain_diameter,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -181,14 +190,33 @@ def print_series_note(meta) -> None:
           + "; ".join(choice["others"]), file=sys.stderr)
 
 
+def print_status(organ: dict) -> str:
+    """``print-ready``, or ``NOT PRINT-READY: <why>``, for one organ entry of a report."""
+    why = []
+    if not (organ.get("watertight") and organ.get("manifold")):
+        why.append("not watertight and manifold")
+    if organ.get("self_intersections"):
+        why.append(f"{organ['self_intersections']} self-intersecting face pairs")
+    wall = organ.get("wall_thickness_mm") or {}
+    limit = organ.get("min_wall_mm")
+    if limit and (wall.get("area_below_min_mm2") or 0.0) > 0.1 * limit**2:  # WallThickness.passes
+        why.append(f"walls under {limit} mm over {wall['area_below_min_mm2']:.1f} mm^2 (thinnest {wall.get('min') or 0:.2f} mm)")
+    small = (organ.get("small_features") or {}).get("pieces_below_resolution")
+    if small:
+        why.append(f"{small} pieces below {organ['small_features']['resolution_mm']} mm")
+    if organ.get("print_ready", not why):
+        return "print-ready"
+    return "NOT PRINT-READY: " + ("; ".join(why) or "a print check failed")
+
+
 def print_summary(report: dict, outdir) -> None:
     """Print where the meshes are, one line per organ, and the disclaimer."""
     from pathlib import Path
 
     out = Path(outdir)
     for organ in report["organs"]:
-        ok = "ok" if organ.get("watertight") and organ.get("manifold") else "NOT PRINTABLE"
-        print(f"{out / organ['file']}: {organ['mesh_volume_ml']:.1f} mL, {organ['faces']} faces, {ok}")
+        print(f"{out / organ['file']}: {organ['mesh_volume_ml']:.1f} mL, {organ['faces']} faces, "
+              f"{print_status(organ)}")
     print(f"report: {out / 'report.json'}")
     if report.get("disclaimer"):
         print(f"note: {report['disclaimer']}")

@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 
-from medrecon.cli._common import add_mesh_options, mesh_options_from_args, organ_list
+from medrecon.cli._common import add_mesh_options, mesh_options_from_args, organ_list, print_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for organ in report["organs"]:
-            ok = "ok" if organ["watertight"] and organ["manifold"] else "NOT PRINTABLE"
             print(f"{organ['file']}: {organ['mesh_volume_ml']:.2f} mL, {organ['faces']} faces, "
-                  f"HD95 {organ['hd95_mm']:.2f} mm, {ok}")
+                  f"HD95 {organ['hd95_mm']:.2f} mm, {print_status(organ)}")
         print(f"report: {Path(args.output) / 'report.json'}")
     return 0

@@ -3,8 +3,11 @@
 For each label: raw marching-cubes surface (:mod:`medrecon.surface`), optional
 component filtering, windowed-sinc smoothing, quadric decimation; then, once
 every organ is that far, one uniform scale for the whole scene
-(:mod:`medrecon.mesh.fit`; 1 unless asked for), optional hollowing, a repair
-and a check of the final mesh, and the report of :mod:`medrecon.mesh.report`.
+(:mod:`medrecon.mesh.fit`; 1 unless asked for), optional hollowing and drain
+holes, a repair and a check of the final mesh, the print checks of
+:mod:`medrecon.mesh.printcheck` (self-intersections, wall thickness, small
+features) and the report of :mod:`medrecon.mesh.report`. Every step after the
+raw surfaces runs in the organ's worker thread.
 Every mesh is in LPS millimetres (of the print, when scaled: wall thickness and
 every number of the report are then of the scaled model). The steps pass
 :class:`~medrecon.triangles.TriangleMesh` along; trimesh is imported only
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +28,8 @@ import numpy as np
 from medrecon.mesh.decimate import decimate
 from medrecon.mesh.fit import fit_scale, scale_matrix, scene_bounds
 from medrecon.mesh.hollow import hollow
+from medrecon.mesh.printcheck import MAX_THICKNESS_FACES, PROCESSES, PrintProcess, print_checks
+from medrecon.mesh.printing import drain_holes
 from medrecon.mesh.repair import MeshCheck, check, repair
 from medrecon.mesh.report import FaceGeometry, fidelity, mesh_report, triangles
 from medrecon.mesh.smooth import SLICER_DEFAULT_SMOOTHING, smooth
@@ -71,6 +76,17 @@ class MeshOptions:
     fit_bed : (float, float, float) or None
         Printable volume X, Y, Z in mm: shrink the scene uniformly until it
         fits (never enlarged); instead of ``scale``.
+    process : str
+        Printing process the checks judge against, a key of
+        :data:`medrecon.mesh.printcheck.PROCESSES` (``"fdm"``, ``"sla"``).
+    min_wall_mm : float or None
+        Thinnest wall a print-ready mesh may have (mm); None: the process's
+        (1.0 mm FDM, 0.4 mm SLA).
+    drain_holes : int
+        Drain holes per cavity of a hollow shell (needs ``hollow_mm``), at the
+        lowest points of the print orientation (+z up).
+    drain_diameter_mm : float
+        Diameter of the drain holes (mm).
     """
 
     smooth: float = SLICER_DEFAULT_SMOOTHING
@@ -84,6 +100,10 @@ class MeshOptions:
     engine: str = "auto"
     scale: float = 1.0
     fit_bed: tuple[float, float, float] | None = None
+    process: str = "fdm"
+    min_wall_mm: float | None = None
+    drain_holes: int = 0
+    drain_diameter_mm: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smooth <= 1.0:
@@ -109,6 +129,22 @@ class MeshOptions:
             if self.scale != 1.0:
                 raise ValueError("give either a scale or a bed to fit, not both")
             object.__setattr__(self, "fit_bed", bed)
+        if self.process not in PROCESSES:
+            raise ValueError(f"process must be one of {sorted(PROCESSES)}, got {self.process!r}")
+        if self.min_wall_mm is not None and not (np.isfinite(self.min_wall_mm) and self.min_wall_mm > 0):
+            raise ValueError(f"min_wall_mm must be a positive size in mm, got {self.min_wall_mm}")
+        if int(self.drain_holes) != self.drain_holes or self.drain_holes < 0:
+            raise ValueError(f"drain_holes must be a whole number >= 0, got {self.drain_holes}")
+        if not (np.isfinite(self.drain_diameter_mm) and self.drain_diameter_mm > 0):
+            raise ValueError(f"drain_diameter_mm must be a positive size in mm, got {self.drain_diameter_mm}")
+        if self.drain_holes and not self.hollow_mm > 0:
+            raise ValueError("drain holes go with a hollow shell: give a hollow wall thickness too")
+
+    @property
+    def print_process(self) -> PrintProcess:
+        """The limits the print checks judge against: ``process`` with ``min_wall_mm`` if given."""
+        base = PROCESSES[self.process]
+        return base if self.min_wall_mm is None else replace(base, min_wall_mm=float(self.min_wall_mm))
 
     def to_dict(self) -> dict[str, Any]:
         """Every option by name, JSON-ready (what reports record)."""
@@ -241,7 +277,7 @@ def _finish(
     label: int, name: str, raw: TriangleMesh, outer: _Outer, labels: LabelMap,
     box: tuple[slice, slice, slice], options: MeshOptions, s: float, about: np.ndarray,
 ) -> OrganMesh:
-    """Scale (``s`` about ``about``), hollow, check and report one organ."""
+    """Scale (``s`` about ``about``), hollow, drill, check and report one organ."""
     mesh, state, geometry = outer.mesh, outer.state, outer.geometry
     # a uniform scale s > 0 keeps topology and winding (state stays true) and
     # multiplies lengths by s, areas by s^2 and volumes by s^3
@@ -263,6 +299,14 @@ def _finish(
         if not state.printable:
             mesh, state = repair(mesh)
         geometry = FaceGeometry.of(mesh)
+    holes = None
+    if options.drain_holes:
+        # the print orientation of medrecon.mesh.fit.print_orientation: +z up
+        mesh, drilled = drain_holes(mesh, options.drain_holes, options.drain_diameter_mm, up=(0.0, 0.0, 1.0))
+        holes = [h.as_dict() for h in drilled]
+        state = check(mesh)
+        geometry = FaceGeometry.of(mesh)
+    checks = print_checks(mesh, process=options.print_process, max_faces=MAX_THICKNESS_FACES)
     voxels = int(np.count_nonzero(np.asarray(labels.array)[box] == label))
     rep = {"name": name, "label": int(label)}
     rep.update(mesh_report(mesh, voxel_volume_mm3=voxels * labels.voxel_volume_mm3 * s**3, state=state,
@@ -278,6 +322,10 @@ def _finish(
         raw_surface_area_mm2=outer.raw_area * s**2,
         scale=s,
     )
+    rep.update(checks.as_dict())
+    if holes is not None:
+        rep["drain_holes"] = holes
+    rep["print_ready"] = bool(state.watertight and state.manifold and checks.passes)
     return OrganMesh(label=int(label), name=name, mesh=mesh, raw=raw, report=rep)
 
 

@@ -219,7 +219,8 @@ def mesh_report(
         ``surface_area_mm2``, ``watertight``, ``manifold``,
         ``winding_consistent``, ``outward``, ``shells``, ``boundary_edges``,
         ``nonmanifold_edges``, ``nonmanifold_vertices``, ``self_intersections``
-        (None: not checked, no cheap check is available), ``faces``,
+        (None: not counted here; :func:`medrecon.mesh.build_organ_meshes` puts
+        the count of :mod:`medrecon.mesh.printcheck` there), ``faces``,
         ``vertices``, ``bbox_mm`` ([[min x, y, z], [max x, y, z]]),
         ``size_mm``, ``hd95_mm``, ``mean_distance_mm``, ``max_distance_mm``.
         Numbers are not rounded.
