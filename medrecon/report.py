@@ -13,6 +13,8 @@ add fields, never rename or remove one)::
      "schema_version": 1, "frame": "LPS" or "RAS", "units": "mm",
      <study-wide fields, in the order the steps added them>,
      "organs": [{"name": ..., "label": ..., <mesh numbers>, "file": ..., ...}, ...],
+               (an organ the plausibility checks rejected has "plausible": false and
+                its "reasons", and no mesh numbers or "file")
      "print_ready": true or false,
      "timings_s": {<stage>: seconds, ..., "total": seconds}
     }
@@ -137,8 +139,14 @@ class Report:
 
     @property
     def print_ready(self) -> bool:
-        """Every organ's mesh is watertight and manifold."""
-        return all(bool(e.get("watertight")) and bool(e.get("manifold")) for e in self.organs)
+        """Every organ's mesh is watertight and manifold, and some organ was meshed.
+
+        Organs left unmeshed as implausible (``"plausible": false`` and no mesh) do not count.
+        """
+        meshed = [e for e in self.organs if e.get("plausible", True) or "watertight" in e]
+        if self.organs and not meshed:
+            return False
+        return all(bool(e.get("watertight")) and bool(e.get("manifold")) for e in meshed)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as plain JSON types, in the layout of the module docstring."""

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                    help="allow a MONAI bundle (its configs contain code)")
     p.add_argument("--force-image", action="store_true",
                    help="segment INPUT even if it looks like a label map")
+    p.add_argument("--modality", type=str.upper, metavar="CT",
+                   help="the study's modality where its files do not say: CT lets the model run on a "
+                        "file that fails the CT intensity test")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
                             trust_bundle=args.trust_bundle, batch_size=args.batch_size)
     volume = load(args.input, series=args.series)
     require_image(volume.array, source=args.input, modality=volume.modality, force=args.force_image)
+    from medrecon.sources.plausibility import require_ct, required_modality
+
+    if required_modality(source) == "CT":
+        require_ct(volume, what=f"the model {args.model!r}", override=args.modality)
     with TqdmProgress("segment", disable=args.quiet) as bar:
         labels = source.segment(volume, progress=bar)
     save(labels, args.output)
