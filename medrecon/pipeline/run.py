@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -289,6 +289,9 @@ def reconstruct(
         with timer.stage("meshes"):
             start = 0.5 if given is None else 0.0
             organ_meshes = build_organ_meshes(labels, config.mesh, progress=scaled(progress, start, 0.85))
+        # each mesh carries its organ's verdict (napari's table shows it)
+        organ_meshes = [replace(om, report={**om.report, **checks[om.label].report_fields()})
+                        if om.label in checks else om for om in organ_meshes]
     mean_hu: dict[int, float] | None = None
     if volume is not None:
         with timer.stage("statistics"):
@@ -436,13 +439,9 @@ def _check(labels: LabelMap, volume: Volume | None, *, kind: str, confidence: Ma
 
 
 def _add_checks(rep: Report, checks: Mapping[int, Any], rejected: set[int]) -> None:
-    """Each organ's verdict in its entry; a rejected organ gets an entry without a mesh or file."""
-    if not checks:
+    """An entry for each rejected organ, without a mesh or file (meshed organs carry their verdict)."""
+    if not rejected:
         return
-    for entry in rep.organs:
-        check = checks.get(int(entry["label"]))
-        if check is not None:
-            entry.update(check.report_fields())
     for label in sorted(rejected):
         check = checks[label]
         measured = {k: check.measured[k] for k in ("label_volume_ml", "mean_hu") if k in check.measured}

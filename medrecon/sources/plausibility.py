@@ -139,7 +139,9 @@ def require_ct(volume: Volume, *, what: str, override: str | None = None) -> Ima
     """
     if override is not None and override.strip().upper() == "CT":
         return ImageKind("ct", "a CT (--modality CT)")
-    modality = override or volume.modality
+    modality = (override or volume.modality or "").strip().upper()
+    if modality == "CT":  # the header's word decides, whatever the voxels look like
+        return ImageKind("ct", "a CT (modality CT)")
     kind = classify(np.asarray(volume.array), modality=modality)
     if kind.kind != "ct":
         where = f"{volume.source}: " if volume.source else ""

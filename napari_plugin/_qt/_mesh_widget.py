@@ -36,6 +36,8 @@ COLUMNS = (
     ("Volume (mL)", "mesh_volume_ml", "{:.1f}"),
     ("Faces", "faces", "{:d}"),
     ("HD95 (mm)", "hd95_mm", "{:.2f}"),
+    ("Plausible", "plausible", None),
+    ("Why not", "reasons", None),
 )
 #: Milliseconds between the last option change and the automatic rebuild.
 LIVE_DELAY_MS = 600
@@ -241,5 +243,7 @@ def _cell(value, fmt: str | None) -> str:
     if value is None:
         return "-"
     if fmt is None:
+        if isinstance(value, list | tuple):
+            return "; ".join(str(v) for v in value)
         return "yes" if value is True else "no" if value is False else str(value)
     return fmt.format(int(value) if fmt.endswith("d}") else float(value))
