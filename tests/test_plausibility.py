@@ -15,6 +15,7 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
+from _builders import write_series, z_positions
 
 from medrecon.anatomy import load_anatomy
 from medrecon.cli import main
@@ -174,7 +175,10 @@ def test_batch_fails_a_study_without_plausible_organs(tmp_path, data_dir):
 
 
 def test_mr_is_refused_by_the_ct_model_and_the_presets(tmp_path, data_dir, capsys):
-    mr_dicom = load(data_dir / "nibabel_mr" / "0.dcm")
+    t1 = np.asarray(load(data_dir / "nibabel_mr" / "anatomical.nii").array)  # real T1 MR, scanner units
+    write_series(tmp_path / "mr", z_positions(t1.shape[2], dz=2.0), values=lambda k: t1[:, :, k].T,
+                 modality="MR", intercept=0.0)
+    mr_dicom = load(tmp_path / "mr")
     assert mr_dicom.modality == "MR"
     for config in (ReconstructConfig(), ReconstructConfig.for_preset("bone")):
         with pytest.raises(ImageKindError, match="not a CT.*--labels.*totalsegmentator:total_mr"):

@@ -145,7 +145,7 @@ def channel_confidence(channels, top, n_channels: int) -> dict[int, float]:
 
     flat = channels.reshape(-1).long()
     counts = torch.bincount(flat, minlength=n_channels)
-    sums = torch.bincount(flat, weights=top.reshape(-1).float(), minlength=n_channels)
+    sums = torch.bincount(flat, weights=top.reshape(-1).double(), minlength=n_channels)
     return {int(c): float(sums[c] / counts[c]) for c in range(1, n_channels) if counts[c] > 0}
 
 
