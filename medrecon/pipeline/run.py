@@ -439,7 +439,7 @@ def _check(labels: LabelMap, volume: Volume | None, *, kind: str, confidence: Ma
 
 
 def _add_checks(rep: Report, checks: Mapping[int, Any], rejected: set[int]) -> None:
-    """An entry for each rejected organ, without a mesh or file (meshed organs carry their verdict)."""
+    """Add an entry for each rejected organ, without a mesh or file (meshed organs carry their verdict)."""
     if not rejected:
         return
     for label in sorted(rejected):
