@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.sources.plausibility import require_ct, required_modality
 
     if required_modality(source) == "CT":
-        require_ct(volume, what=f"the model {args.model!r}", override=args.modality)
+        require_ct(volume, what=f"CT-only models such as {args.model!r}", override=args.modality)
     with TqdmProgress("segment", disable=args.quiet) as bar:
         labels = source.segment(volume, progress=bar)
     save(labels, args.output)

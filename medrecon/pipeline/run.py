@@ -112,7 +112,7 @@ def _labels(volume: Volume, config: ReconstructConfig,
         require_image(volume.array, source=volume.source or "the input", modality=volume.modality,
                       force=config.force_image)
         if required_modality(source) == "CT":
-            what = "HU presets" if config.method == "preset" else f"the model {config.model!r}"
+            what = "HU presets" if config.method == "preset" else f"CT-only models such as {config.model!r}"
             require_ct(volume, what=what, override=config.modality)
     segment_scored = getattr(source, "segment_scored", None)
     confidence = scored = None

@@ -125,7 +125,8 @@ def require_ct(volume: Volume, *, what: str, override: str | None = None) -> Ima
     volume : Volume
         The study.
     what : str
-        What needs the CT, for the message (``"the default model"``).
+        What needs the CT, plural, for the message (``"HU presets"``, ``"CT-only models
+        such as 'default'"``).
     override : str, optional
         The user's ``--modality``: ``"CT"`` takes the study as a CT whatever it
         looks like.
@@ -149,7 +150,7 @@ def require_ct(volume: Volume, *, what: str, override: str | None = None) -> Ima
     if kind.kind != "ct":
         where = f"{volume.source}: " if volume.source else ""
         raise ImageKindError(
-            f"{where}this looks like {kind.reason}, not a CT, and {what} needs a CT in Hounsfield units: "
+            f"{where}this looks like {kind.reason}, not a CT; {what} need a CT in Hounsfield units: "
             "mesh an existing segmentation with --labels, or use an MR engine such as "
             "--model totalsegmentator:total_mr; add --modality CT if it is a CT"
         )
