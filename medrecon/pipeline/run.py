@@ -48,7 +48,8 @@ class ReconstructResult:
     volume : Volume or None
         The input image, (I, J, K), LPS affine; None when a label map was given.
     labels : LabelMap
-        Organ labels on the input grid (only the selected organs).
+        Organ labels on the input grid (only the selected organs, and of a model's
+        only those that passed the plausibility checks unless ``keep_implausible``).
     organ_meshes : list of medrecon.mesh.OrganMesh
         One printable mesh per organ, LPS mm.
     report : dict
@@ -242,6 +243,12 @@ def reconstruct(
         Unreadable input or unknown organ/preset names.
     EmptySegmentationError
         No organ found (or a requested organ is absent).
+    ImageKindError
+        A label map given as the image, or a study that is not a CT for a CT-only
+        model or HU preset (``config.modality`` overrides).
+    ImplausibleSegmentationError
+        A model found organs but none passed the plausibility checks
+        (:mod:`medrecon.sources.plausibility`); ``report.json`` says why.
     """
     if config is None:
         config = ReconstructConfig()
