@@ -43,6 +43,10 @@ class EmptySegmentationError(MedreconError):
     """A label map (or a requested organ) holds no voxels."""
 
 
+class ImplausibleSegmentationError(EmptySegmentationError):
+    """A label source found organs, but none of them is plausible anatomy (nothing to mesh)."""
+
+
 class ModelError(MedreconError):
     """A checkpoint or bundle that cannot be loaded safely or does not fit."""
 

@@ -13,7 +13,9 @@ add fields, never rename or remove one)::
      "schema_version": 1, "frame": "LPS" or "RAS", "units": "mm",
      <study-wide fields, in the order the steps added them>,
      "organs": [{"name": ..., "label": ..., <mesh numbers>, "print_ready": ..., "file": ..., ...}, ...],
-     "print_ready": true or false (every organ's),
+               (an organ the plausibility checks rejected has "plausible": false and
+                its "reasons", and no mesh numbers or "file")
+     "print_ready": true or false (every meshed organ's),
      "timings_s": {<stage>: seconds, ..., "total": seconds}
     }
 
@@ -137,15 +139,19 @@ class Report:
 
     @property
     def print_ready(self) -> bool:
-        """Every organ is print-ready.
+        """Every meshed organ is print-ready, and some organ was meshed.
 
         An organ entry with its own ``print_ready`` (the print checks of
         :mod:`medrecon.mesh.printcheck` passed, and the mesh is watertight and
         manifold) counts by it; one without counts as ready when its mesh is
-        watertight and manifold.
+        watertight and manifold. Organs left unmeshed as implausible
+        (``"plausible": false`` and no mesh) do not count.
         """
+        meshed = [e for e in self.organs if e.get("plausible", True) or "watertight" in e]
+        if self.organs and not meshed:
+            return False
         return all(bool(e["print_ready"]) if "print_ready" in e
-                   else bool(e.get("watertight")) and bool(e.get("manifold")) for e in self.organs)
+                   else bool(e.get("watertight")) and bool(e.get("manifold")) for e in meshed)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as plain JSON types, in the layout of the module docstring."""

@@ -8,6 +8,7 @@ widget's settings; all the work lives in medrecon. They run in a napari
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -92,6 +93,10 @@ def reconstruct(
     else:
         source = volume
     result = _pipeline(source, request, progress)
+    rejected = [o for o in result.report.get("organs", ()) if o.get("plausible") is False and not o.get("file")]
+    if rejected:  # napari shows warnings as notifications
+        warnings.warn("not meshed, implausible: " + "; ".join(
+            f"{o['name']} ({', '.join(o.get('reasons', ()))})" for o in rejected), stacklevel=2)
     return result.labels, list(result.organ_meshes)
 
 

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "medrecon.triangles": 0,
     "medrecon.atomic": 0,
     "medrecon.labels": 0,
+    "medrecon.anatomy": 0,
     "medrecon.imagekind": 0,
     "medrecon.report": 0,
     "medrecon.text": 0,

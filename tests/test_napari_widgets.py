@@ -66,6 +66,10 @@ def test_mesh_widget_builds_table_and_exports_watertight_meshes(qtbot, seg_layer
     assert widget.table.rowCount() == 2
     assert [widget.table.item(r, 0).text() for r in range(2)] == ["spleen", "liver"]
     assert {widget.table.item(r, 1).text() for r in range(2)} == {"yes"}
+    header = [widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())]
+    # TotalSegmentator's own organs pass the plausibility checks
+    assert {widget.table.item(r, header.index("Plausible")).text() for r in range(2)} == {"yes"}
+    assert {widget.table.item(r, header.index("Why not")).text() for r in range(2)} == {""}
     surfaces = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
     assert sorted(s.name for s in surfaces) == ["liver", "spleen"]
 

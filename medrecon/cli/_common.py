@@ -100,6 +100,12 @@ def add_reconstruct_options(p: argparse.ArgumentParser, *, labels: bool = True) 
                      help="DICOM series UID or number when a folder holds several (default auto)")
     src.add_argument("--trust-bundle", action="store_true",
                      help="allow a MONAI bundle's own code to run (only bundles you trust)")
+    src.add_argument("--modality", type=str.upper, metavar="CT",
+                     help="the study's modality where its files do not say: CT lets a CT-only model or "
+                          "preset run on a file that fails the CT intensity test")
+    src.add_argument("--keep-implausible", action="store_true",
+                     help="also mesh the model's organs that fail the anatomy and confidence checks "
+                          "(they stay marked implausible in report.json)")
     add_mesh_options(p)
     out = p.add_argument_group("outputs")
     out.add_argument("--keep-phi", action="store_true",
@@ -164,7 +170,7 @@ def config_from_args(args: argparse.Namespace):
             mesh=mesh, fmt=args.fmt, frame=args.frame, device=args.device, planes=args.planes,
             series=args.series, keep_phi=args.keep_phi, trust_bundle=args.trust_bundle,
             preview=not args.no_preview, force_labels=getattr(args, "force_labels", False),
-            force_image=args.force_image,
+            force_image=args.force_image, modality=args.modality, keep_implausible=args.keep_implausible,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -215,8 +221,16 @@ def print_summary(report: dict, outdir) -> None:
 
     out = Path(outdir)
     for organ in report["organs"]:
-        print(f"{out / organ['file']}: {organ['mesh_volume_ml']:.1f} mL, {organ['faces']} faces, "
-              f"{print_status(organ)}")
+        why = "; ".join(organ.get("reasons") or ())
+        if not organ.get("file"):
+            print(f"{organ['name']}: not meshed, implausible ({why})")
+            continue
+        status = print_status(organ)
+        if organ.get("plausible") is False:
+            status += f", IMPLAUSIBLE ({why})"
+        elif organ.get("cut_at_edge"):
+            status += ", cut by the edge of the scan"
+        print(f"{out / organ['file']}: {organ['mesh_volume_ml']:.1f} mL, {organ['faces']} faces, {status}")
     print(f"report: {out / 'report.json'}")
     if report.get("disclaimer"):
         print(f"note: {report['disclaimer']}")

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--seg-out", metavar="FILE.dcm",
                    help="also write the labels as a DICOM Segmentation referencing the input series "
                         "(DICOM input only; it carries the series' patient and study identifiers)")
+    p.add_argument("--modality", type=str.upper, metavar="CT",
+                   help="the study's modality where its files do not say: CT lets the model run on a "
+                        "file that fails the CT intensity test")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
                             trust_bundle=args.trust_bundle, batch_size=args.batch_size)
     volume = load(args.input, series=args.series)
     require_image(volume.array, source=args.input, modality=volume.modality, force=args.force_image)
+    from medrecon.sources.plausibility import require_ct, required_modality
+
+    if required_modality(source) == "CT":
+        require_ct(volume, what=f"CT-only models such as {args.model!r}", override=args.modality)
     with TqdmProgress("segment", disable=args.quiet) as bar:
         labels = source.segment(volume, progress=bar)
     save(labels, args.output)

@@ -2,14 +2,16 @@
 
 Entry point: :func:`segment` (a :class:`~medrecon.volume.Volume` in, a
 :class:`~medrecon.volume.LabelMap` on exactly the same grid out, with
-TotalSegmentator label ids and names). Checkpoints: :mod:`.checkpoint`;
+TotalSegmentator label ids and names); :func:`segment_scored` gives the same
+labels with the model's confidence per organ and the planes it used. Checkpoints: :mod:`.checkpoint`;
 architectures: :mod:`.nets`; the model grid: :mod:`.grid`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
 
@@ -17,7 +19,7 @@ from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.volume import LabelMap, Volume
 
-__all__ = ["segment", "load_model"]
+__all__ = ["ScoredLabels", "load_model", "segment", "segment_scored"]
 
 #: Largest input (voxels) whose labels ``upsample="auto"`` interpolates linearly.
 LINEAR_LIMIT = 24_000_000
@@ -34,6 +36,29 @@ def load_model(model="default", *, trust_bundle: bool = False):
     stamp = max((f.stat().st_mtime_ns for f in path.rglob("*") if f.is_file()), default=0) \
         if path.is_dir() else path.stat().st_mtime_ns
     return _load_cached(str(path.resolve()), stamp, bool(trust_bundle))
+
+
+@dataclass(frozen=True, eq=False)
+class ScoredLabels:
+    """A network's labels with its own confidence, as every network source gives them.
+
+    Attributes
+    ----------
+    labels : LabelMap
+        Labels on the input grid.
+    confidence : Mapping[int, float]
+        Label id -> mean top-class probability over the organ's voxels (on the
+        model grid), in [0, 1]; the plausibility checks use it.
+    planes : tuple of str
+        Slice planes whose passes were fused (empty for 3D networks and engines).
+    plane_confidence : Mapping[str, float]
+        Each plane pass's confidence where ``planes="auto"`` compared them.
+    """
+
+    labels: LabelMap
+    confidence: Mapping[int, float] = field(default_factory=dict)
+    planes: tuple[str, ...] = ()
+    plane_confidence: Mapping[str, float] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=4)
@@ -57,6 +82,33 @@ def segment(
 ) -> LabelMap:
     """Segment organs in a CT volume.
 
+    The labels of :func:`segment_scored` (see there for the parameters), without the
+    model's confidence.
+
+    Returns
+    -------
+    LabelMap
+        Same shape and affine as ``volume``; ids and names from the model's label table.
+    """
+    return segment_scored(volume, model=model, device=device, planes=planes, trust_bundle=trust_bundle,
+                          batch_size=batch_size, upsample=upsample, largest_component=largest_component,
+                          progress=progress).labels
+
+
+def segment_scored(
+    volume: Volume,
+    *,
+    model="default",
+    device: str = "cpu",
+    planes: str | Sequence[str] = "auto",
+    trust_bundle: bool = False,
+    batch_size: int | None = None,
+    upsample: str = "auto",
+    largest_component: bool = True,
+    progress: ProgressFn | None = None,
+) -> ScoredLabels:
+    """Segment organs in a CT volume.
+
     The image is resampled (linearly, separably) to the model's voxel size and
     orientation, labelled slice by slice (or with sliding windows for 3D
     networks) and the labels are mapped back onto the input grid exactly.
@@ -72,7 +124,8 @@ def segment(
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     planes : str or sequence of str
         ``"auto"`` (default: every plane the model was trained on, all three for the
-        shipped model, but axial only on slabs shorter than 150 mm head to foot),
+        shipped model, but axial only on slabs shorter than 150 mm head to foot and
+        where the other planes are less sure than the axial one),
         ``"axial"``, or ``"all"`` to average axial, coronal and sagittal passes.
     trust_bundle : bool
         Allow MONAI bundle folders (their configs contain code).
@@ -92,8 +145,9 @@ def segment(
 
     Returns
     -------
-    LabelMap
-        Same shape and affine as ``volume``; ids and names from the model's label table.
+    ScoredLabels
+        Labels with the same shape and affine as ``volume`` (ids and names from the
+        model's label table), each organ's confidence and the planes used.
 
     Raises
     ------
@@ -106,9 +160,10 @@ def segment(
 
     from medrecon.models.grid import GridMap, as_tensor
     from medrecon.models.inference import (
+        channel_confidence,
         ids_from_channels,
         normalise,
-        predict_model_grid,
+        predict_grid,
         resolve_device,
     )
 
@@ -128,15 +183,24 @@ def segment(
     if upsample not in ("auto", "linear", "nearest"):
         raise ValueError(f"upsample must be 'auto', 'linear' or 'nearest', got {upsample!r}")
     linear = upsample == "linear" or (upsample == "auto" and prod(volume.shape) <= LINEAR_LIMIT)
-    out = predict_model_grid(seg_model, x, planes=planes, device=device, batch_size=batch_size,
-                             probabilities=linear, progress=scaled(progress, 0.1, 0.9))
-    del x
+    pred = predict_grid(seg_model, x, planes=planes, device=device, batch_size=batch_size,
+                        probabilities=linear, progress=scaled(progress, 0.1, 0.9))
+    out, top, planes_used, plane_confidence = pred.out, pred.top, pred.planes, pred.plane_confidence
+    del x, pred
     if largest_component:
         from medrecon.models.postprocess import largest_component_labels, largest_components
 
         report(progress, "removing stray fragments", 0.88)
         out = (largest_components(out) if linear
                else largest_component_labels(out, n_channels=len(card.channel_ids)))
+    if linear:  # confidence after the clean-up, from the probabilities the labels come from
+        best = torch.max(out, dim=0)
+        channels, top = best.indices, best.values
+    else:
+        channels = out
+    confidence = {card.channel_ids[c]: round(p, 4)
+                  for c, p in channel_confidence(channels, top, len(card.channel_ids)).items()}
+    del channels, top
     report(progress, "mapping labels to the input grid", 0.9)
     if linear:
         array = ids_from_channels(grid.argmax_to_input(out), card.channel_ids).cpu().numpy()
@@ -148,5 +212,6 @@ def segment(
             "trunk in Hounsfield units? For other data train a model with 'medrecon train'"
         )
     report(progress, "done", 1.0)
-    return LabelMap(array=array, affine=volume.affine, names=seg_model.names,
-                    source=os.fspath(volume.source) if volume.source else "")
+    labels = LabelMap(array=array, affine=volume.affine, names=seg_model.names,
+                      source=os.fspath(volume.source) if volume.source else "")
+    return ScoredLabels(labels, confidence, planes_used, dict(plane_confidence))

@@ -65,6 +65,12 @@ class ReconstructConfig:
     force_image : bool
         Segment the input (model or preset) even when it looks like a label map
         (:func:`medrecon.imagekind.require_image`).
+    modality : str or None
+        The study's modality when its files do not say (``"CT"`` lets a CT-only
+        model or preset run on a NIfTI that fails the CT intensity test).
+    keep_implausible : bool
+        Mesh a model's organs that fail the plausibility checks too (they stay
+        ``"plausible": false`` in the report).
     """
 
     method: str = "model"
@@ -85,6 +91,8 @@ class ReconstructConfig:
     preview: bool = True
     force_labels: bool = False
     force_image: bool = False
+    modality: str | None = None
+    keep_implausible: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -147,6 +155,9 @@ class ReconstructConfig:
                 out["preset"] = self.preset
             else:
                 out["labels"] = os.path.basename(self.labels or "")
+            if self.modality:
+                out["modality"] = self.modality
+            out["keep_implausible"] = self.keep_implausible
         out.update(organs=list(self.organs), fmt=self.fmt, frame=self.frame, merged=self.merged,
                    mesh=self.mesh.to_dict())
         return out

@@ -1,7 +1,7 @@
 """One study from image to printable organ meshes: :func:`reconstruct`.
 
 load -> labels (network, HU presets or an imported segmentation; or a label
-map given as it is) -> organ selection -> meshes -> ``labels.nii.gz`` +
+map given as it is) -> organ selection -> plausibility checks -> meshes -> ``labels.nii.gz`` +
 ``labels.json``, ``meshes/``, ``preview.png`` and ``report.json``. The CLI
 (``reconstruct``, ``demo``, ``batch``, ``mesh``), the batch runner and the
 napari plugin all call this one function. Everything is in LPS millimetres
@@ -17,14 +17,14 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medrecon import __version__
-from medrecon.errors import MissingDependencyError
+from medrecon.errors import ImplausibleSegmentationError, MissingDependencyError
 from medrecon.pipeline.config import DISCLAIMER, ReconstructConfig
 from medrecon.pipeline.phi import collect_identifiers, contains_identifier, scrub
 from medrecon.progress import ProgressFn, report, scaled
@@ -48,7 +48,8 @@ class ReconstructResult:
     volume : Volume or None
         The input image, (I, J, K), LPS affine; None when a label map was given.
     labels : LabelMap
-        Organ labels on the input grid (only the selected organs).
+        Organ labels on the input grid (only the selected organs, and of a model's
+        only those that passed the plausibility checks unless ``keep_implausible``).
     organ_meshes : list of medrecon.mesh.OrganMesh
         One printable mesh per organ, LPS mm.
     report : dict
@@ -101,14 +102,26 @@ def _load(source: str | os.PathLike | Volume, config: ReconstructConfig, progres
     return load(path)
 
 
-def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | None) -> tuple[LabelMap, dict]:
+def _labels(volume: Volume, config: ReconstructConfig,
+            progress: ProgressFn | None) -> tuple[LabelMap, dict, dict[int, float] | None]:
+    """Labels from the config's source, its report fields, and the model's confidence per label."""
+    source = config.label_source()
     if config.method in ("model", "preset"):
         from medrecon.imagekind import require_image
+        from medrecon.sources.plausibility import require_ct, required_modality
 
         require_image(volume.array, source=volume.source or "the input", modality=volume.modality,
                       force=config.force_image)
-    source = config.label_source()
-    labels = source.segment(volume, progress=progress)
+        if required_modality(source) == "CT":
+            what = "HU presets" if config.method == "preset" else f"CT-only models such as {config.model!r}"
+            require_ct(volume, what=what, override=config.modality)
+    segment_scored = getattr(source, "segment_scored", None)
+    confidence = scored = None
+    if segment_scored is not None:  # network sources give their confidence alongside the labels
+        scored = segment_scored(volume, progress=progress)
+        labels, confidence = scored.labels, dict(scored.confidence)
+    else:
+        labels = source.segment(volume, progress=progress)
     about = source.describe()
     info: dict[str, Any] = {"label_source": {k: about[k] for k in ("kind", "name", "version")}}
     # the report's earlier keys for each kind of source, kept for its readers
@@ -116,9 +129,14 @@ def _labels(volume: Volume, config: ReconstructConfig, progress: ProgressFn | No
         info["model"] = {k: v for k, v in about.items() if k != "kind"}
     elif about["kind"] == "preset":
         info["presets"] = about["presets"]
-    else:
+    elif about["kind"] == "imported":
         info["labels_source"] = about["format"]
-    return labels, info
+    if scored is not None and scored.planes:
+        # what planes="auto" chose, and the confidences it chose by
+        info.setdefault("model", {}).update(planes_used=list(scored.planes))
+        if scored.plane_confidence:
+            info["model"]["plane_confidence"] = dict(scored.plane_confidence)
+    return labels, info, confidence
 
 
 def select_organs(labels: LabelMap, organs: tuple[str, ...] | list[str]) -> LabelMap:
@@ -225,6 +243,12 @@ def reconstruct(
         Unreadable input or unknown organ/preset names.
     EmptySegmentationError
         No organ found (or a requested organ is absent).
+    ImageKindError
+        A label map given as the image, or a study that is not a CT for a CT-only
+        model or HU preset (``config.modality`` overrides).
+    ImplausibleSegmentationError
+        A model found organs but none passed the plausibility checks
+        (:mod:`medrecon.sources.plausibility`); ``report.json`` says why.
     """
     if config is None:
         config = ReconstructConfig()
@@ -244,10 +268,11 @@ def reconstruct(
 
     stages = {"model": "segment", "preset": "preset", "labels": "import"}
     stage = stages[config.method] if given is None else "select"
+    confidence = None
     with timer.stage(stage):
         if given is None:
             report(progress, stage, 0.1)
-            labels, method_info = _labels(volume, config, scaled(progress, 0.1, 0.5))
+            labels, method_info, confidence = _labels(volume, config, scaled(progress, 0.1, 0.5))
             if not labels.same_grid(volume):  # every source should give the input grid; make sure
                 labels = labels.resample_like(volume)
         else:
@@ -255,11 +280,25 @@ def reconstruct(
         labels = select_organs(labels, config.organs)
         labels = _safe_names(labels, identifiers, config.keep_phi)
 
+    kind = method_info["label_source"]["kind"] if given is None else "imported"
+    with timer.stage("checks"):
+        checks, rejected = _check(labels, volume, kind=kind, confidence=confidence, config=config)
+    if rejected:
+        kept = np.asarray(labels.array)
+        labels = labels.replace(array=np.where(np.isin(kept, sorted(rejected)), 0, kept).astype(kept.dtype),
+                                names={k: v for k, v in labels.names.items() if k not in rejected})
+    nothing_plausible = bool(checks) and len(rejected) == len(checks)
+
     from medrecon.mesh import build_organ_meshes
 
-    with timer.stage("meshes"):
-        start = 0.5 if given is None else 0.0
-        organ_meshes = build_organ_meshes(labels, config.mesh, progress=scaled(progress, start, 0.85))
+    organ_meshes = []
+    if not nothing_plausible:
+        with timer.stage("meshes"):
+            start = 0.5 if given is None else 0.0
+            organ_meshes = build_organ_meshes(labels, config.mesh, progress=scaled(progress, start, 0.85))
+        # each mesh carries its organ's verdict (napari's table shows it)
+        organ_meshes = [replace(om, report={**om.report, **checks[om.label].report_fields()})
+                        if om.label in checks else om for om in organ_meshes]
     mean_hu: dict[int, float] | None = None
     if volume is not None:
         with timer.stage("statistics"):
@@ -275,7 +314,7 @@ def reconstruct(
                 options=config.mesh.to_dict())
     out = None if outdir is None else Path(outdir)
     files = None
-    if out is not None:
+    if out is not None and not nothing_plausible:
         from medrecon.io.mesh_export import export_organs
 
         report(progress, "writing", 0.85)
@@ -306,10 +345,18 @@ def reconstruct(
     if mean_hu is not None:
         for entry in rep.organs:
             entry["mean_hu"] = round(mean_hu.get(int(entry["label"]), float("nan")), 2)
+    _add_checks(rep, checks, rejected)
     rep.timings_s = {**timer.stages, "total": timer.total()}
     rep = _scrubbed(rep, identifiers, keep_phi=config.keep_phi)
     if out is not None:
+        if nothing_plausible:
+            _remove_stale_meshes(out, set())
         rep.write(out / "report.json")
+    if nothing_plausible:
+        raise ImplausibleSegmentationError(
+            "no plausible abdominal organ in this study; is it an abdominal CT? "
+            "(the reasons are in report.json; --keep-implausible meshes them anyway)"
+        )
     report(progress, "done", 1.0)
     return ReconstructResult(volume=volume, labels=labels, organ_meshes=organ_meshes,
                              report=rep.to_dict(), outdir=out)
@@ -398,6 +445,40 @@ def _add_print(rep: Report, *, fit_bed: Sequence[float] | None = None) -> None:
                    "fit_bed_mm": None if fit_bed is None else list(fit_bed),
                    "scene_size_mm": (hi - lo).tolist(), "scene_centre_mm": ((lo + hi) / 2).tolist(),
                    "orientation": print_orientation()})
+
+
+def _check(labels: LabelMap, volume: Volume | None, *, kind: str, confidence: Mapping[int, float] | None,
+           config: ReconstructConfig) -> tuple[dict, set[int]]:
+    """Plausibility verdicts for ``labels`` and the labels not to mesh (see :mod:`medrecon.sources.plausibility`).
+
+    Model sources of every kind are enforced (failing organs are not meshed unless
+    ``config.keep_implausible``), imported labels are warned about, presets are not checked.
+    """
+    from medrecon.sources.plausibility import check_organs, checks_for
+
+    mode = checks_for(kind)
+    if mode == "none" or not np.any(labels.array):
+        return {}, set()
+    checks = check_organs(labels, volume, confidence=confidence)
+    failed = {label for label, c in checks.items() if not c.plausible}
+    if failed and mode == "warn":
+        warnings.warn("implausible organs in the given labels (meshed all the same, see report.json): "
+                      + "; ".join(f"{checks[k].name}: {', '.join(checks[k].reasons)}" for k in sorted(failed)),
+                      stacklevel=3)
+    if mode == "warn" or config.keep_implausible:
+        return checks, set()
+    return checks, failed
+
+
+def _add_checks(rep: Report, checks: Mapping[int, Any], rejected: set[int]) -> None:
+    """Add an entry for each rejected organ, without a mesh or file (meshed organs carry their verdict)."""
+    if not rejected:
+        return
+    for label in sorted(rejected):
+        check = checks[label]
+        measured = {k: check.measured[k] for k in ("label_volume_ml", "mean_hu") if k in check.measured}
+        rep.add_organ(measured, name=check.name, label=label, **check.report_fields())
+    rep.organs.sort(key=lambda e: int(e["label"]))
 
 
 def _scrubbed(rep: Report, identifiers: frozenset[str], *, keep_phi: bool) -> Report:

@@ -41,6 +41,9 @@ COLUMNS = (
     ("HD95 to\nmask (mm)", "hd95_mm", "{:.2f}",
      "95th-percentile distance (both ways) between the printable mesh and the raw marching-cubes "
      "surface of the label mask: how far smoothing and decimation moved the surface"),
+    ("Plausible", "plausible", None,
+     "The organ checks (volume, position, mean HU, pieces, model confidence) passed"),
+    ("Why not", "reasons", None, "Why the organ checks failed"),
 )
 #: An organ name the table shows whole at its smallest width (longer ones are elided).
 WIDTH_NAME = "inferior_vena_cava"
@@ -287,5 +290,7 @@ def _cell(value, fmt: str | None) -> str:
     if value is None:
         return "-"
     if fmt is None:
+        if isinstance(value, list | tuple):
+            return "; ".join(str(v) for v in value)
         return "yes" if value is True else "no" if value is False else str(value)
     return fmt.format(int(value) if fmt.endswith("d}") else float(value))
