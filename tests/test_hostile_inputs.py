@@ -286,7 +286,8 @@ def test_hostile_label_names_stay_in_the_output_folder(sandbox):
 def test_hostile_study_folders_and_series_descriptions_in_batch(sandbox):
     from medrecon.io.dicom_write import write_dicom_series
 
-    image = np.full((24, 24, 8), -50.0, np.float32)
+    image = np.full((24, 24, 8), -1000.0, np.float32)  # air around the body, as in a CT
+    image[2:22, 2:22, :] = -50.0
     image[6:18, 6:18, 2:6] = 700.0  # bone for the preset
     vol = Volume(array=image, affine=AFFINE, modality="CT", units="HU")
     studies = sandbox / "in" / "studies"
@@ -382,8 +383,8 @@ def test_bundle_is_refused_unless_trusted(tmp_path, tiny_ct, capsys):
         segment(load(tiny_ct), model=bundle)
     capsys.readouterr()
     assert main(["segment", str(tiny_ct), "-o", str(tmp_path / "seg.nii.gz"),
-                 "--model", str(bundle), "--quiet"]) == 1
+                 "--model", str(bundle), "--modality", "CT", "--quiet"]) == 1
     assert "--trust-bundle" in capsys.readouterr().err
     assert main(["reconstruct", str(tiny_ct), "-o", str(tmp_path / "rec"),
-                 "--model", str(bundle), "--quiet"]) == 1
+                 "--model", str(bundle), "--modality", "CT", "--quiet"]) == 1
     assert not marker.exists()
