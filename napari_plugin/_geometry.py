@@ -205,22 +205,25 @@ def data_to_world_matrix(layer: Layer) -> np.ndarray:
     )
 
 
-def mesh_to_layer(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+def mesh_to_layer(mesh: trimesh.Trimesh, *, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Convert an LPS mesh to napari Surface data in world ``(z, y, x)``.
 
     Parameters
     ----------
     mesh : trimesh.Trimesh
         Vertices in LPS mm, faces wound outward. Not modified.
+    mirrored : bool
+        Data for a Surface layer whose affine is :data:`DISPLAY_MIRROR`: ``x``
+        negated, so that napari's lights fall on the outside (see :func:`mesh_to_display`).
 
     Returns
     -------
     vertices : (V, 3) ndarray of float32
-        napari world ``(z, y, x)`` in mm.
+        napari world ``(z, y, x)`` in mm (with ``x`` negated when ``mirrored``).
     faces : (F, 3) ndarray of int32
-        Triangles, wound so that normals point outward in napari's frame.
+        Triangles, wound outward in the layer's data coordinates.
     """
-    moved = mesh.copy().apply_transform(AXIS_SWAP)
+    moved = mesh.copy().apply_transform(DISPLAY_MIRROR @ AXIS_SWAP if mirrored else AXIS_SWAP)
     return (
         np.ascontiguousarray(moved.vertices, dtype=np.float32),
         np.ascontiguousarray(moved.faces, dtype=np.int32),
@@ -228,25 +231,8 @@ def mesh_to_layer(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mesh_to_display(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
-    """Convert an LPS mesh to the data of a Surface layer whose affine is :data:`DISPLAY_MIRROR`.
-
-    Parameters
-    ----------
-    mesh : trimesh.Trimesh
-        Vertices in LPS mm, faces wound outward. Not modified.
-
-    Returns
-    -------
-    vertices : (V, 3) ndarray of float32
-        Layer data coordinates: napari world ``(z, y, x)`` in mm with ``x`` negated.
-    faces : (F, 3) ndarray of int32
-        Triangles, wound outward in the layer's data coordinates.
-    """
-    moved = mesh.copy().apply_transform(DISPLAY_MIRROR @ AXIS_SWAP)
-    return (
-        np.ascontiguousarray(moved.vertices, dtype=np.float32),
-        np.ascontiguousarray(moved.faces, dtype=np.int32),
-    )
+    """Convert an LPS mesh to the data of a Surface layer whose affine is :data:`DISPLAY_MIRROR`."""
+    return mesh_to_layer(mesh, mirrored=True)
 
 
 def surface_to_mesh(data: Sequence[Any], state: Mapping[str, Any] | None = None) -> trimesh.Trimesh:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
+from typing import Any
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report, scaled
@@ -68,31 +69,19 @@ def _load_cached(path: str, stamp: int, trust_bundle: bool):
     return _load(path, trust_bundle=trust_bundle)
 
 
-def segment(
-    volume: Volume,
-    *,
-    model="default",
-    device: str = "cpu",
-    planes: str | Sequence[str] = "auto",
-    trust_bundle: bool = False,
-    batch_size: int | None = None,
-    upsample: str = "auto",
-    largest_component: bool = True,
-    progress: ProgressFn | None = None,
-) -> LabelMap:
+def segment(volume: Volume, **options: Any) -> LabelMap:
     """Segment organs in a CT volume.
 
-    The labels of :func:`segment_scored` (see there for the parameters), without the
-    model's confidence.
+    The labels of :func:`segment_scored` (see there for the keyword-only
+    options: model, device, planes, trust_bundle, batch_size, upsample,
+    largest_component, progress), without the model's confidence.
 
     Returns
     -------
     LabelMap
         Same shape and affine as ``volume``; ids and names from the model's label table.
     """
-    return segment_scored(volume, model=model, device=device, planes=planes, trust_bundle=trust_bundle,
-                          batch_size=batch_size, upsample=upsample, largest_component=largest_component,
-                          progress=progress).labels
+    return segment_scored(volume, **options).labels
 
 
 def segment_scored(
