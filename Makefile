@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PKGS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
+APT_PKGS := xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3 prusa-slicer admesh
 # Torch pinned to the CPU wheel, in the same pip command as everything that
 # needs it: a bare "torch" requirement, or nnunetv2's chain (timm ->
 # torchvision) installed in a later command, pulls a newer multi-GB CUDA build.

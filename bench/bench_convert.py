@@ -7,7 +7,10 @@ CT series of ``bench_load.py`` (explicit VR little endian, RescaleIntercept
 processes (``--repeat`` times each), so that both meet the same machine load.
 Each time is the wall clock of a whole process: interpreter start, imports,
 reading, writing (its CPU time, user + system, is printed too: on a busy
-machine it varies less than the wall clock).
+machine it varies less than the wall clock). Both start with no output file
+(deleting the last one is not timed), and Python finds its modules compiled
+as in an installed package: the warm-up writes their bytecode to a temporary
+``PYTHONPYCACHEPREFIX`` even where ``PYTHONDONTWRITEBYTECODE`` is set.
 
 The outputs are checked against each other with nibabel (an independent
 reader): the same grid (shape, voxel size, affine after reorienting both to
@@ -48,18 +51,21 @@ def dcm2niix_command() -> str:
     return found
 
 
-def timed(command: list[str]) -> tuple[float, float]:
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall-clock and CPU (user + system) seconds of one process running ``command``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def run_medrecon(series: Path, out: Path) -> tuple[float, float]:
-    return timed([sys.executable, "-m", "medrecon", "convert", str(series), str(out)])
+def run_medrecon(series: Path, out: Path, pycache: Path) -> tuple[float, float]:
+    out.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return timed([sys.executable, "-m", "medrecon", "convert", str(series), str(out)], env)
 
 
 def run_dcm2niix(exe: str, series: Path, folder: Path) -> tuple[float, float]:
@@ -106,11 +112,12 @@ def main() -> None:
         for p in series.iterdir():  # warm the page cache for both
             p.read_bytes()
         ours, theirs = tmp / "medrecon.nii", tmp / "dcm2niix"
-        run_medrecon(series, ours)  # warm-up: Python's bytecode cache, the shared libraries
+        pycache = tmp / "pycache"
+        run_medrecon(series, ours, pycache)  # warm-up: Python's bytecode cache, the shared libraries
         run_dcm2niix(exe, series, theirs)
         runs: dict[str, list[tuple[float, float]]] = {"medrecon convert": [], "dcm2niix": []}
         for _ in range(args.repeat):
-            runs["medrecon convert"].append(run_medrecon(series, ours))
+            runs["medrecon convert"].append(run_medrecon(series, ours, pycache))
             runs["dcm2niix"].append(run_dcm2niix(exe, series, theirs))
         problems = compare(ours, next(theirs.glob("*.nii")))
         size_ours, size_theirs = ours.stat().st_size, next(theirs.glob("*.nii")).stat().st_size

@@ -120,11 +120,11 @@ OURS_CLI = ["-m", "medrecon", "mesh", "{mask}", "-o", "{out}", "--smooth", "0.5"
 OURS = """
 import sys
 from medrecon.io import load_labels
-from medrecon.io.mesh_export import export_organs
-from medrecon.mesh import MeshOptions, build_organ_meshes
+from medrecon.mesh import MeshOptions
+from medrecon.pipeline import ReconstructConfig, reconstruct
 labels = load_labels(sys.argv[1])
-organs = build_organ_meshes(labels, MeshOptions(smooth=0.5, decimate=0.75))
-report = export_organs(organs, sys.argv[2], fmt="stl")
+config = ReconstructConfig(mesh=MeshOptions(smooth=0.5, decimate=0.75), preview=False)
+report = reconstruct(labels, sys.argv[2], config=config).report
 assert all(o["watertight"] and o["manifold"] for o in report["organs"])
 """
 

@@ -35,8 +35,16 @@ class ResourceLimitError(InputError):
     """A header declares sizes beyond what medrecon agrees to allocate."""
 
 
+class ImageKindError(InputError):
+    """An image given where a label map is expected, or a label map given as the image."""
+
+
 class EmptySegmentationError(MedreconError):
     """A label map (or a requested organ) holds no voxels."""
+
+
+class ImplausibleSegmentationError(EmptySegmentationError):
+    """A label source found organs, but none of them is plausible anatomy (nothing to mesh)."""
 
 
 class ModelError(MedreconError):

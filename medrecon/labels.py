@@ -33,6 +33,12 @@ taken gets a new id with a warning.
 3D Slicer's generic anatomy table) for the common structures, chosen so that the
 abdominal organs are told apart at a glance; other labels get a fixed colour of
 their id. The napari plugin and the preview pictures use it.
+
+**Codes** (:func:`structure_code`): the DICOM SEG property category and type of a
+structure (SNOMED CT, with a Left/Right modifier where the name has a side), for
+TotalSegmentator's ``total`` classes and medrecon's presets, bundled as
+``medrecon/data/segment_codes.json``; a name without a code gets the generic
+``Tissue`` code, flagged ``generic``.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ import re
 import warnings
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
+from typing import NamedTuple
 
 #: First id given to a named structure the vocabulary does not know.
 FIRST_NEW_LABEL = 300
@@ -104,6 +112,69 @@ def total_class_map() -> Mapping[int, str]:
     """Label id -> structure name of TotalSegmentator's ``total`` task (117 classes)."""
     text = resources.files("medrecon").joinpath("data", "class_map_total.json").read_text(encoding="utf-8")
     return MappingProxyType({int(k): str(v) for k, v in json.loads(text).items()})
+
+
+class Code(NamedTuple):
+    """A coded concept: coding scheme designator (``"SCT"``, ``"DCM"``), code value, code meaning."""
+
+    scheme: str
+    value: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class StructureCode:
+    """How a DICOM SEG segment says what a structure is.
+
+    Attributes
+    ----------
+    category : Code
+        Segmented property category (DICOM CID 7150), e.g. Anatomical Structure.
+    type : Code
+        Segmented property type, e.g. SNOMED CT 10200004 "Liver".
+    modifier : Code or None
+        Type modifier: the side (SNOMED CT Left / Right) where the name has one.
+    region : Code or None
+        Anatomic region, for a structure that lies in an organ (a kidney cyst).
+    region_modifier : Code or None
+        The region's side.
+    generic : bool
+        True when the vocabulary has no code for the name and the generic
+        ``Tissue`` code stands in.
+    """
+
+    category: Code
+    type: Code
+    modifier: Code | None = None
+    region: Code | None = None
+    region_modifier: Code | None = None
+    generic: bool = False
+
+
+@functools.cache
+def _code_table() -> tuple[Mapping[str, StructureCode], StructureCode]:
+    text = resources.files("medrecon").joinpath("data", "segment_codes.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    categories = {k: Code(*v) for k, v in data["categories"].items()}
+
+    def entry(item: dict, *, generic: bool = False) -> StructureCode:
+        extra = {k: Code(*item[k]) for k in ("modifier", "region", "region_modifier") if k in item}
+        return StructureCode(category=categories[item["category"]], type=Code(*item["type"]),
+                             generic=generic, **extra)
+
+    table = {name_key(k): entry(v) for k, v in data["structures"].items()}
+    return MappingProxyType(table), entry(data["generic"], generic=True)
+
+
+def structure_code(name: str) -> StructureCode:
+    """DICOM SEG category, type and modifiers of a structure, by its name (:func:`name_key`).
+
+    ``structure_code("kidney_left")`` is Anatomical Structure / Kidney (SNOMED CT
+    64033007) / Left. A name the table does not know gets the generic code,
+    Tissue / Tissue (SNOMED CT 85756007), with ``generic=True``.
+    """
+    table, generic = _code_table()
+    return table.get(name_key(name), generic)
 
 
 def name_key(name: str) -> str:

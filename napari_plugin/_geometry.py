@@ -14,6 +14,14 @@ order of the three spatial axes (it is its own inverse). Mesh vertices in LPS
 reflection, so :mod:`trimesh` reverses the triangle winding to keep normals
 pointing out of the organ in both frames.
 
+Surface layers made by medrecon hold their vertices mirrored across the
+x (left) axis, with the same mirror as their layer affine
+(:data:`DISPLAY_MIRROR`): the world positions do not change, but the 3D view,
+whose camera is made right-handed so that the patient is not shown mirrored,
+then lights the outside of the surfaces (a mirroring camera alone turns
+vispy's lit side inwards; reversing the winding does not help, because vispy
+derives both the normals and the front face from it).
+
 This module imports napari only for type hints; it has no Qt.
 """
 
@@ -42,6 +50,49 @@ AXIS_SWAP = np.array(
     ]
 )
 AXIS_SWAP.flags.writeable = False
+
+
+#: (4, 4) mirror of napari's x axis: the layer affine of medrecon's Surface layers,
+#: whose data are mirrored by it too (see the module docstring). Its own inverse.
+DISPLAY_MIRROR = np.diag([1.0, 1.0, -1.0, 1.0])
+DISPLAY_MIRROR.flags.writeable = False
+
+
+#: Labels of napari's world axes (z, y, x): the direction each grows towards, for the
+#: axis arrows and the dims sliders.
+AXIS_LABELS = ("S", "P", "L")
+
+
+def patient_depth(order: Sequence[int], vertical: str, horizontal: str) -> str:
+    """Return the camera depth direction that shows the patient unmirrored in 3D.
+
+    Parameters
+    ----------
+    order : sequence of 3 int
+        napari's dims order; its three axes go to the screen's depth, vertical
+        and horizontal directions.
+    vertical : {"up", "down"}
+        Where the second of them points on the screen.
+    horizontal : {"left", "right"}
+        Where the third points.
+
+    Returns
+    -------
+    {"towards", "away"}
+        The depth direction that makes the screen axes a right-handed image of
+        the patient's right-handed LPS frame (napari's own default,
+        ``("towards", "down", "right")`` with order ``(0, 1, 2)``, mirrors it).
+    """
+    if sorted(int(a) for a in order) != [0, 1, 2]:
+        raise ValueError(f"order must hold the axes 0, 1 and 2, got {tuple(order)}")
+    # screen (right, up, towards the viewer) is right-handed; LPS (x, y, z) is napari axes (2, 1, 0)
+    screen = np.zeros((3, 3))
+    for row, (axis, sign) in enumerate(zip(
+        (order[2], order[1], order[0]), (1.0 if horizontal == "right" else -1.0,
+                                         1.0 if vertical == "up" else -1.0, 1.0), strict=True,
+    )):
+        screen[row, 2 - axis] = sign
+    return "towards" if np.linalg.det(screen) > 0 else "away"
 
 
 def layer_affine(affine_lps: Any) -> np.ndarray:
@@ -154,26 +205,34 @@ def data_to_world_matrix(layer: Layer) -> np.ndarray:
     )
 
 
-def mesh_to_layer(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+def mesh_to_layer(mesh: trimesh.Trimesh, *, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Convert an LPS mesh to napari Surface data in world ``(z, y, x)``.
 
     Parameters
     ----------
     mesh : trimesh.Trimesh
         Vertices in LPS mm, faces wound outward. Not modified.
+    mirrored : bool
+        Data for a Surface layer whose affine is :data:`DISPLAY_MIRROR`: ``x``
+        negated, so that napari's lights fall on the outside (see :func:`mesh_to_display`).
 
     Returns
     -------
     vertices : (V, 3) ndarray of float32
-        napari world ``(z, y, x)`` in mm.
+        napari world ``(z, y, x)`` in mm (with ``x`` negated when ``mirrored``).
     faces : (F, 3) ndarray of int32
-        Triangles, wound so that normals point outward in napari's frame.
+        Triangles, wound outward in the layer's data coordinates.
     """
-    moved = mesh.copy().apply_transform(AXIS_SWAP)
+    moved = mesh.copy().apply_transform(DISPLAY_MIRROR @ AXIS_SWAP if mirrored else AXIS_SWAP)
     return (
         np.ascontiguousarray(moved.vertices, dtype=np.float32),
         np.ascontiguousarray(moved.faces, dtype=np.int32),
     )
+
+
+def mesh_to_display(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+    """Convert an LPS mesh to the data of a Surface layer whose affine is :data:`DISPLAY_MIRROR`."""
+    return mesh_to_layer(mesh, mirrored=True)
 
 
 def surface_to_mesh(data: Sequence[Any], state: Mapping[str, Any] | None = None) -> trimesh.Trimesh:

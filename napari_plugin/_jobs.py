@@ -8,15 +8,20 @@ widget's settings; all the work lives in medrecon. They run in a napari
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from medrecon.errors import InputError
-from medrecon.mesh import MeshOptions, OrganMesh, build_organ_meshes
-from medrecon.progress import ProgressFn
+from medrecon.mesh import MeshOptions, OrganMesh
+from medrecon.progress import ProgressFn, report
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import LabelMap, Volume
 
 #: Reconstruction methods offered by the Reconstruct widget.
 METHODS = ("model", "checkpoint", "preset", "labels")
+#: Most faces a Surface layer draws; larger meshes are shown decimated (exports stay whole).
+DISPLAY_MAX_FACES = 200_000
 
 
 @dataclass(frozen=True)
@@ -82,19 +87,71 @@ def reconstruct(
     if request.method == "labels":
         if labels is None:
             raise InputError("choose a Labels layer to build meshes from")
-        return labels, build_organ_meshes(labels, request.mesh, organs=request.organs, progress=progress)
-    if volume is None:
+        source: Volume | LabelMap = labels
+    elif volume is None:
         raise InputError("choose an image layer to reconstruct")
-    result = _pipeline(volume, request, progress)
+    else:
+        source = volume
+    result = _pipeline(source, request, progress)
+    rejected = [o for o in result.report.get("organs", ()) if o.get("plausible") is False and not o.get("file")]
+    if rejected:  # napari shows warnings as notifications
+        warnings.warn("not meshed, implausible: " + "; ".join(
+            f"{o['name']} ({', '.join(o.get('reasons', ()))})" for o in rejected), stacklevel=2)
     return result.labels, list(result.organ_meshes)
 
 
-def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn | None):
+def reconstruct_for_viewer(
+    volume: Volume | None,
+    request: ReconstructRequest,
+    *,
+    labels: LabelMap | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[LabelMap, list[OrganMesh], list[TriangleMesh | None]]:
+    """:func:`reconstruct`, then the lighter meshes to draw (:func:`display_meshes`), all in the worker.
+
+    Returns
+    -------
+    labels, organ_meshes
+        As :func:`reconstruct`.
+    display : list of TriangleMesh or None
+        Per organ, a decimated mesh to draw instead of the full one, or ``None``.
+    """
+    result, organ_meshes = reconstruct(volume, request, labels=labels, progress=progress)
+    return result, organ_meshes, display_meshes(organ_meshes, progress=progress)
+
+
+def display_meshes(
+    organ_meshes: Sequence[OrganMesh],
+    *,
+    max_faces: int = DISPLAY_MAX_FACES,
+    progress: ProgressFn | None = None,
+) -> list[TriangleMesh | None]:
+    """Lighter meshes to draw, for the organs over ``max_faces`` faces (``None`` for the others).
+
+    Uses :func:`medrecon.mesh.decimate.decimate`. The organ meshes are not
+    changed: exports keep every face.
+    """
+    from medrecon.mesh.decimate import decimate
+
+    shown: list[TriangleMesh | None] = []
+    for om in organ_meshes:
+        lighter = None
+        if len(om.mesh.faces) > max_faces:
+            report(progress, f"lighter copy of {om.name} to draw", 1.0)
+            decimated, _state, applied = decimate(om.mesh, target_faces=max_faces, attempts=1)
+            lighter = decimated if applied > 0 else None
+        shown.append(lighter)
+    return shown
+
+
+def _pipeline(source: Volume | LabelMap, request: ReconstructRequest, progress: ProgressFn | None):
     from medrecon.pipeline import ReconstructConfig
     from medrecon.pipeline import reconstruct as run
 
     organs = tuple(str(o) for o in request.organs or ())
-    if request.method == "preset":
+    if request.method == "labels":  # the label map is meshed as it is: no label source settings
+        config = ReconstructConfig(organs=organs, mesh=request.mesh, preview=False)
+    elif request.method == "preset":
         config = ReconstructConfig.for_preset(
             request.preset, organs=organs, mesh=request.mesh, preview=False
         )
@@ -104,7 +161,10 @@ def _pipeline(volume: Volume, request: ReconstructRequest, progress: ProgressFn 
             method="model", model=model, organs=organs, device=request.device,
             mesh=request.mesh, preview=False,
         )
-    return run(volume, None, config=config, progress=progress)
+        # loading takes seconds the first time (then it is cached): say so, here in the worker
+        report(progress, "loading the model", 0.0)
+        config.label_source().load()
+    return run(source, None, config=config, progress=progress)
 
 
 def parse_organs(text: str) -> tuple[str | int, ...] | None:

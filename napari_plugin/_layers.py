@@ -8,26 +8,33 @@ modifying them. No Qt here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medrecon.errors import GeometryError, InputError
+from medrecon.imagekind import looks_like_ct
 from medrecon.volume import LabelMap, Volume
 from napari_plugin._colors import label_colour_dict, organ_colour
 from napari_plugin._geometry import (
+    AXIS_LABELS,
+    DISPLAY_MIRROR,
     data_to_world_matrix,
     from_layer_array,
     layer_affine,
     lps_affine,
-    mesh_to_layer,
+    mesh_to_display,
+    patient_depth,
     to_layer_array,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import trimesh
     from napari.layers import Labels, Layer
+
+    from medrecon.mesh import OrganMesh
+    from medrecon.triangles import TriangleMesh
 
 #: Key of the medrecon entry in ``layer.metadata``.
 META_KEY = "medrecon"
@@ -36,7 +43,14 @@ META_KEY = "medrecon"
 CT_WINDOW = (-160.0, 240.0)
 
 
-def image_layer_data(volume: Volume, *, name: str | None = None) -> tuple:
+def window_limits(center: float, width: float) -> tuple[float, float]:
+    """DICOM window (center, width) -> napari contrast limits (low, high)."""
+    return (float(center) - float(width) / 2.0, float(center) + float(width) / 2.0)
+
+
+def image_layer_data(
+    volume: Volume, *, name: str | None = None, window: tuple[float, float] | None = None
+) -> tuple:
     """Build a napari Image ``LayerDataTuple`` placed in world millimetres.
 
     Parameters
@@ -45,6 +59,9 @@ def image_layer_data(volume: Volume, *, name: str | None = None) -> tuple:
         ``(I, J, K)`` image with its voxel-to-LPS affine.
     name : str, optional
         Layer name; default: the series description or ``"image"``.
+    window : (float, float), optional
+        Contrast limits (low, high) in the image's units, e.g. the DICOM window
+        (:func:`window_limits`); default for a CT: :data:`CT_WINDOW`.
 
     Returns
     -------
@@ -56,6 +73,7 @@ def image_layer_data(volume: Volume, *, name: str | None = None) -> tuple:
         "name": name or volume.description or "image",
         "affine": layer_affine(volume.affine),
         "units": "mm",
+        "axis_labels": AXIS_LABELS,
         "colormap": "gray",
         "metadata": {
             META_KEY: {
@@ -67,31 +85,22 @@ def image_layer_data(volume: Volume, *, name: str | None = None) -> tuple:
             }
         },
     }
-    if volume.units.upper() == "HU" or (not volume.units and looks_like_ct(volume)):
+    if window is not None:
+        kwargs["contrast_limits"] = tuple(float(v) for v in window)
+    elif volume.units.upper() == "HU" or (
+        not volume.units and looks_like_ct(volume.array, modality=volume.modality)
+    ):
         kwargs["contrast_limits"] = CT_WINDOW
     return data, kwargs, "image"
-
-
-def looks_like_ct(volume: Volume) -> bool:
-    """Guess whether an image without units is a CT in HU: air near -1000, bone above 300.
-
-    Only used to pick a display window (NIfTI files do not record units).
-    """
-    if volume.modality and volume.modality.upper() != "CT":
-        return False
-    a = np.asarray(volume.array)
-    sample = a.reshape(-1)[:: max(1, a.size // 100_000)]
-    if sample.size == 0:
-        return False
-    lo, hi = np.percentile(sample, [1, 99.9])
-    return bool(-1100 <= lo <= -800 and hi >= 300)
 
 
 def labels_layer_data(labels: LabelMap, *, name: str | None = None) -> tuple:
     """Build a napari Labels ``LayerDataTuple`` with organ names and colours.
 
     Names go to the layer's ``features`` table (napari shows the name of the
-    label under the cursor) and to ``metadata["medrecon"]["names"]``.
+    label under the cursor) and to ``metadata["medrecon"]["names"]``. Colours
+    come from the label vocabulary (:func:`medrecon.labels.organ_colour`): by
+    name, or by id for labels without one.
 
     Returns
     -------
@@ -106,14 +115,14 @@ def labels_layer_data(labels: LabelMap, *, name: str | None = None) -> tuple:
         "name": name or "labels",
         "affine": layer_affine(labels.affine),
         "units": "mm",
+        "axis_labels": AXIS_LABELS,
         "opacity": 0.5,
         "features": _features(names, present),
         "metadata": {META_KEY: {"kind": "labels", "names": names, "source": labels.source}},
     }
-    if names:
-        colours = label_colour_dict(names, present)
-        colours[None] = np.array([0.8, 0.8, 0.8, 1.0])  # labels painted later stay visible
-        kwargs["colormap"] = DirectLabelColormap(color_dict=colours)
+    colours = label_colour_dict(names, present)
+    colours[None] = np.array([0.8, 0.8, 0.8, 1.0])  # labels painted later stay visible
+    kwargs["colormap"] = DirectLabelColormap(color_dict=colours)
     return to_layer_array(labels.array), kwargs, "labels"
 
 
@@ -132,8 +141,13 @@ def surface_layer_data(
     name: str,
     label: int = 0,
     colour: Any = None,
+    display: trimesh.Trimesh | None = None,
 ) -> tuple:
     """Build a napari Surface ``LayerDataTuple`` from a mesh in LPS millimetres.
+
+    The data are mirrored by the layer affine :data:`~._geometry.DISPLAY_MIRROR`
+    (so that the unmirrored 3D view lights their outside; world positions are
+    unchanged).
 
     Parameters
     ----------
@@ -145,15 +159,24 @@ def surface_layer_data(
         Label id, kept in the metadata and used for the default colour.
     colour : (4,) array_like of float, optional
         RGBA in [0, 1]; default: the organ's anatomical colour.
+    display : trimesh.Trimesh, optional
+        A lighter version of ``mesh`` to draw; ``mesh`` is then kept in
+        ``metadata["medrecon"]["full_data"]`` (same coordinates as the layer
+        data) and the writers save it.
     """
-    vertices, faces = mesh_to_layer(mesh)
+    vertices, faces = mesh_to_display(mesh if display is None else display)
     rgba = organ_colour(label, name) if colour is None else np.asarray(colour, dtype=float)
+    meta: dict[str, Any] = {"kind": "surface", "label": int(label), "frame": "napari-zyx-mirrored-x"}
+    if display is not None:
+        meta["full_data"] = mesh_to_display(mesh)
     kwargs = {
         "name": name,
         "units": "mm",
+        "axis_labels": AXIS_LABELS,
+        "affine": np.array(DISPLAY_MIRROR),
         "shading": "smooth",
         "vertex_colors": np.tile(rgba, (len(vertices), 1)),
-        "metadata": {META_KEY: {"kind": "surface", "label": int(label), "frame": "napari-zyx"}},
+        "metadata": {META_KEY: meta},
     }
     return (vertices, faces), kwargs, "surface"
 
@@ -234,72 +257,141 @@ def volume_from_layer(layer: Layer) -> Volume:
     )
 
 
-def show_reconstruction(viewer, labels: LabelMap, organ_meshes: list, *, name: str = "organs") -> list:
+def show_reconstruction(
+    viewer,
+    labels: LabelMap | None,
+    organ_meshes: Sequence[OrganMesh],
+    *,
+    name: str = "organs",
+    display: Sequence[TriangleMesh | None] | None = None,
+) -> list:
     """Add (or update) one Labels layer and one Surface layer per organ in ``viewer``.
 
-    Surface layers made earlier for the same label map (same ``name``) are
-    replaced at their place in the layer list, so re-meshing with new options
-    does not pile up layers. The 3D view is made right-handed
-    (:func:`use_patient_handedness`).
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-    labels : LabelMap
-        Segmentation with names; shown as the Labels layer ``name``.
-    organ_meshes : list of medrecon.mesh.OrganMesh
-        Meshes in LPS mm; each becomes the Surface layer ``"<organ name>"``.
-    name : str
-        Name of the Labels layer, also recorded in the surfaces' metadata. The
-        meshes are kept in that layer's ``metadata["medrecon"]["organ_meshes"]``.
+    Runs :func:`reconstruction_steps` to the end (the widgets run it a step at a
+    time so that the viewer stays responsive).
 
     Returns
     -------
     list of napari layers
         The Labels layer (``None`` if ``labels`` is ``None``) then the surfaces.
     """
-    from napari.layers import Surface
+    return [layer for layer in reconstruction_steps(viewer, labels, organ_meshes, name=name, display=display)]
 
-    use_patient_handedness(viewer)
-    added = []
+
+def reconstruction_steps(
+    viewer,
+    labels: LabelMap | None,
+    organ_meshes: Sequence[OrganMesh],
+    *,
+    name: str = "organs",
+    display: Sequence[TriangleMesh | None] | None = None,
+) -> Iterator[Any]:
+    """Add (or update) the results of a reconstruction, one layer per step.
+
+    The Labels layer ``name`` replaces an earlier one of that name at its place
+    in the layer list; the earlier one is removed only once the new one is in,
+    so a failure leaves the viewer as it was. Surface layers made earlier for
+    the same label map (same ``name``) and organ are replaced at their place, so
+    re-meshing does not pile up layers. The Labels layer is hidden in 3D and
+    the surfaces in 2D, where their contours on the slice are drawn
+    (:mod:`napari_plugin._view`).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    labels : LabelMap or None
+        Segmentation with names, shown as the Labels layer ``name``; ``None``
+        when the surfaces belong to an existing Labels layer ``name``.
+    organ_meshes : sequence of medrecon.mesh.OrganMesh
+        Meshes in LPS mm; each becomes the Surface layer ``"<organ name>"``. They
+        are kept, whole, in the Labels layer's ``metadata["medrecon"]["organ_meshes"]``.
+    name : str
+        Name of the Labels layer, also recorded in the surfaces' metadata.
+    display : sequence of TriangleMesh or None, optional
+        Per organ, a lighter mesh to draw (:func:`._jobs.display_meshes`), or ``None``.
+
+    Yields
+    ------
+    napari layer or None
+        The Labels layer (``None`` if ``labels`` is ``None``), then each surface.
+    """
+    from napari.layers import Labels, Surface
+
+    from napari_plugin._view import attach, manage
+
+    sync = attach(viewer)
+    layer = None
     if labels is not None:
         data, kwargs, _ = labels_layer_data(labels, name=name)
-        if name in viewer.layers:
-            viewer.layers.remove(name)
-        added.append(viewer.add_labels(data, **kwargs))
-    else:
-        added.append(None)
-    if name in viewer.layers:
+        layer = Labels(data, **kwargs)
+        _keep_views(viewer.layers[name] if name in viewer.layers else None, layer)
+    elif name in viewer.layers:
+        layer = viewer.layers[name]
+    if layer is not None:
         # the Mesh and export widget shows and exports these without rebuilding them
-        meta = viewer.layers[name].metadata.setdefault(META_KEY, {})
-        meta["organ_meshes"] = list(organ_meshes)
-    colours = {}
-    if added[0] is not None:
-        colours = {om.label: added[0].get_color(om.label) for om in organ_meshes}
-    for om in organ_meshes:
+        layer.metadata.setdefault(META_KEY, {})["organ_meshes"] = list(organ_meshes)
+        if organ_meshes:
+            manage(layer, "labels", viewer.dims.ndisplay)
+    if labels is not None:
+        replace_layer(viewer, name, layer)
+    yield layer if labels is not None else None
+    shown = list(display) if display is not None else [None] * len(organ_meshes)
+    for om, lighter in zip(organ_meshes, shown, strict=True):
         (verts, faces), kwargs, _ = surface_layer_data(
-            om.mesh, name=om.name, label=om.label, colour=colours.get(om.label)
+            om.trimesh(), name=om.name, label=om.label,
+            display=None if lighter is None else lighter.to_trimesh(),
         )
         kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
         existing = next(
             (
-                layer for layer in viewer.layers
-                if isinstance(layer, Surface)
-                and layer.metadata.get(META_KEY, {}).get("source_labels") == name
-                and layer.metadata.get(META_KEY, {}).get("label") == om.label
+                old for old in viewer.layers
+                if isinstance(old, Surface)
+                and old.metadata.get(META_KEY, {}).get("source_labels") == name
+                and old.metadata.get(META_KEY, {}).get("label") == om.label
             ),
             None,
         )
-        layer = Surface((verts, faces), **kwargs)
+        surface = Surface((verts, faces), **kwargs)
+        _keep_views(existing, surface)
+        manage(surface, "surface", viewer.dims.ndisplay)  # the view may change between steps
         if existing is not None:
             # replace, not edit: vertex count and colours change together
             index = viewer.layers.index(existing)
+            viewer.layers.insert(index, surface)
             viewer.layers.remove(existing)
-            viewer.layers.insert(index, layer)
+            surface.name = om.name  # napari renamed it while both were in
         else:
-            viewer.layers.append(layer)
-        added.append(layer)
-    return added
+            viewer.layers.append(surface)
+        yield surface
+    sync.update_contours()
+
+
+def _keep_views(old, new) -> None:
+    """Carry the per-view visibility the user chose for ``old`` over to its replacement ``new``."""
+    views = old.metadata.get(META_KEY, {}).get("visible_in") if old is not None else None
+    if isinstance(views, dict):
+        new.metadata.setdefault(META_KEY, {})["visible_in"] = dict(views)
+
+
+def replace_layer(viewer, name: str, layer) -> None:
+    """Put ``layer`` in place of the viewer's layer ``name`` (or append it), named ``name``.
+
+    The old layer goes only once the new one is in: if adding fails, the viewer
+    keeps the old layer, under its name.
+    """
+    if name not in viewer.layers:
+        viewer.layers.append(layer)
+        return
+    old = viewer.layers[name]
+    index = viewer.layers.index(old)
+    old.name = f"{name} (replaced)"
+    try:
+        viewer.layers.insert(index, layer)
+    except Exception:
+        old.name = name
+        raise
+    viewer.layers.remove(old)
+    layer.name = name
 
 
 def show_as_plane(layer: Layer, *, world_axis: int = 0) -> None:
@@ -329,9 +421,13 @@ def use_patient_handedness(viewer) -> None:
     horizontal right) make (z, y, x) a left-handed frame, so the right-handed
     patient frame appears mirrored in 3D: a liver would show on the wrong
     side. The depth direction is chosen so the axes are right-handed whatever
-    the vertical and horizontal directions; 2D views do not change (with the
+    the vertical and horizontal directions and the dims order
+    (:func:`~._geometry.patient_depth`); 2D views do not change (with the
     defaults: anterior up, the patient's left on the screen's right).
     """
-    _depth, vertical, horizontal = (str(getattr(o, "value", o)) for o in viewer.camera.orientation)
-    flips = (vertical == "up") + (horizontal == "left")
-    viewer.camera.orientation = ("away" if flips % 2 == 0 else "towards", vertical, horizontal)
+    from napari_plugin._view import camera
+
+    cam = camera(viewer)
+    _depth, vertical, horizontal = (str(getattr(o, "value", o)) for o in cam.orientation)
+    order = tuple(viewer.dims.order)[-3:] if viewer.dims.ndim >= 3 else (0, 1, 2)
+    cam.orientation = (patient_depth(order, vertical, horizontal), vertical, horizontal)

@@ -1,10 +1,15 @@
 """npe2 reader: DICOM folders and files, NIfTI, NRRD and MetaImage.
 
 Images become Image layers and label files Labels layers (with organ names),
-placed in napari's world = patient LPS millimetres ordered (z, y, x). A DICOM
-folder holding several volume series opens one Image layer per series (the
-layer list is the series picker: the first is shown, the others start hidden);
-localizers and other non-volume series are skipped with a notice.
+placed in napari's world = patient LPS millimetres ordered (z, y, x).
+
+DICOM: a folder holding several volume series asks which to open (the choice of
+the CLI's ``--series auto`` preselected; without a window to ask in, that choice
+is opened and the others are named in a notice); localizers and other
+non-volume series are skipped. A single file dropped from a series offers the
+whole series. An image opens in the window its DICOM header gives
+(WindowCenter/WindowWidth), else in a window for its body part (brain for a
+head), else, for a CT, the soft-tissue window.
 
 :func:`napari_get_reader` returns ``None`` for paths it does not handle and
 never raises. Errors while reading a path it accepted are shown as napari
@@ -17,19 +22,12 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from medrecon.errors import GeometryError, MedreconError
-from napari_plugin._layers import image_layer_data, labels_layer_data
+from medrecon.io.formats import DICOM, format_of, readable_formats, strip_suffix
+from napari_plugin._layers import image_layer_data, labels_layer_data, window_limits
 
 PathLike = str | os.PathLike
 ReaderFn = Callable[[PathLike | Sequence[PathLike]], list[tuple]]
-
-_LABEL_WORDS = ("seg", "label", "mask")
-#: At most this many distinct values for an integer image to be taken as a label map.
-MAX_LABELS = 255
-#: Files looked at when deciding whether a folder holds DICOM.
-_DIR_PROBE = 64
 
 
 def napari_get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFn | None:
@@ -45,7 +43,7 @@ def napari_get_reader(path: PathLike | Sequence[PathLike]) -> ReaderFn | None:
             return None
         path = path[0]
     try:
-        return read_layers if _format_of(Path(path)) else None
+        return read_layers if format_of(Path(path)) else None
     except Exception:  # noqa: BLE001 - a reader hook must never raise
         return None
 
@@ -59,43 +57,15 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[tuple]:
     """
     from napari.utils.notifications import show_error
 
+    from napari_plugin._view import attach_current_viewer
+
+    attach_current_viewer()  # orientation and 3D fixes, before the layers go in
     p = Path(path[0] if isinstance(path, list | tuple) else path)
     try:
         return read_path(p)
     except MedreconError as exc:
         show_error(str(exc))
         return [(None,)]
-
-
-def _format_of(p: Path) -> str | None:
-    """``"dicom"``, ``"nifti"``, ``"nrrd"``, ``"metaimage"`` or ``None`` (not ours)."""
-    from medrecon.io import METAIMAGE, NIFTI, NRRD
-
-    name = p.name.lower()
-    if p.is_dir():
-        return "dicom" if _folder_has_dicom(p) else None
-    if not p.is_file():
-        return None
-    for fmt, suffixes in (("nifti", NIFTI), ("nrrd", NRRD), ("metaimage", METAIMAGE)):
-        if name.endswith(suffixes):
-            return fmt
-    from medrecon.io.dicom import looks_like_dicom
-
-    return "dicom" if looks_like_dicom(p) else None
-
-
-def _folder_has_dicom(folder: Path) -> bool:
-    from medrecon.io.dicom import looks_like_dicom
-
-    seen = 0
-    for root, _dirs, files in os.walk(folder):
-        for f in sorted(files):
-            if looks_like_dicom(Path(root) / f):
-                return True
-            seen += 1
-            if seen >= _DIR_PROBE:
-                return False
-    return False
 
 
 def read_path(p: Path) -> list[tuple]:
@@ -106,88 +76,176 @@ def read_path(p: Path) -> list[tuple]:
     MedreconError
         Anything that makes the path unreadable, with the CLI's message.
     """
-    fmt = _format_of(p)
+    fmt = format_of(p)
     if fmt is None:
         from medrecon.errors import UnsupportedFormatError
 
-        raise UnsupportedFormatError(f"{p}: not a DICOM, NIfTI, NRRD or MetaImage file")
-    if fmt == "dicom":
+        raise UnsupportedFormatError(f"{p}: not a file medrecon reads ({readable_formats()})")
+    if fmt is DICOM:
         return _read_dicom(p)
     return [read_file_layer(p)]
 
 
 def read_file_layer(p: Path) -> tuple:
-    """Read one NIfTI/NRRD/MetaImage file as an Image or a Labels ``LayerDataTuple``."""
+    """Read one NIfTI/NRRD/MetaImage file as an Image or a Labels ``LayerDataTuple``.
+
+    A names sidecar makes it a label map; otherwise :func:`medrecon.imagekind.classify`
+    decides (a label-like file name alone does not make a CT a label map).
+    """
+    from medrecon.imagekind import classify, name_suggests_labels
     from medrecon.io import load, load_labels
-    from medrecon.io.sidecar import sidecar_path
+    from medrecon.io.sidecar import has_sidecar
 
     stem = _stem(p)
-    if sidecar_path(p).is_file() or any(w in stem.lower() for w in _LABEL_WORDS):
+    if has_sidecar(p) or name_suggests_labels(stem):
         try:
-            return labels_layer_data(load_labels(p), name=stem)
+            labels = load_labels(p)
         except GeometryError:
             pass  # non-integer values: an image with a label-like name after all
+        else:
+            if has_sidecar(p) or classify(labels.array).is_labels:
+                return labels_layer_data(labels, name=stem)
     volume = load(p)
-    if looks_like_labels(volume.array):
+    if classify(volume.array, modality=volume.modality).is_labels:
         # read again as labels to get names stored in the file (Slicer segment names)
         return labels_layer_data(load_labels(p), name=stem)
     return image_layer_data(volume, name=stem)
 
 
-def looks_like_labels(array: np.ndarray) -> bool:
-    """Tell whether ``array`` is non-negative integers with at most :data:`MAX_LABELS` values.
-
-    Parameters
-    ----------
-    array : ndarray
-        Any image array. Float arrays are images, even when their values happen
-        to be whole numbers (CT stored with a rescale slope is read as float).
-    """
-    a = np.asarray(array)
-    if a.dtype.kind not in "iub" or a.size == 0:
-        return False
-    # a strided sample rejects a CT quickly before the full unique count
-    sample = a.reshape(-1)[:: max(1, a.size // 200_000)]
-    if np.unique(sample).size > MAX_LABELS:
-        return False
-    return bool(a.min() >= 0) and np.unique(a).size <= MAX_LABELS + 1
+#: Window (center, width) per DICOM BodyPartExamined, for images whose header gives none.
+REGION_WINDOWS = {"HEAD": (40.0, 80.0), "BRAIN": (40.0, 80.0)}
 
 
 def _read_dicom(p: Path) -> list[tuple]:
     from medrecon.io import load_labels
-    from medrecon.io.dicom import list_series, load_dicom
+    from medrecon.io.dicom import list_series, load_dicom, read_modality
 
-    if p.is_file() and _dicom_modality(p) == "SEG":
+    if p.is_file() and read_modality(p) == "SEG":
         return [labels_layer_data(load_labels(p), name=_stem(p))]
+    if p.is_file():
+        return _read_dicom_file(p)
     series = list_series(p)
     images = [s for s in series if s.volume_like]
     if len(images) <= 1:
         # the loader picks the one volume (or a lone thin stack) and words any error
         volume = load_dicom(p)
         name = _describe(images[0]) if images else (volume.description or _stem(p))
-        return [image_layer_data(volume, name=name)]
-    images.sort(key=lambda s: -int(s.n_slices))
+        return [_dicom_layer(volume, images[0] if images else None, name)]
+    chosen = _choose_series(p, images, [s for s in series if s not in images])
+    if not chosen:
+        return [(None,)]  # the user cancelled
     layers = []
-    for n, info in enumerate(images):
-        data, kwargs, kind = image_layer_data(load_dicom(p, series=info.key), name=_describe(info))
+    for n, info in enumerate(chosen):
+        data, kwargs, kind = _dicom_layer(load_dicom(p, series=info.key), info, _describe(info))
         kwargs["visible"] = n == 0
         layers.append((data, kwargs, kind))
-    _notify_series(p, images, [s for s in series if s not in images])
-    return layers
+    return layers[1:] + layers[:1]  # the shown series last, so it is the active layer
 
 
-def _notify_series(p: Path, images: list, skipped: list) -> None:
+def _choose_series(p: Path, images: list, skipped: list) -> list:
+    """Ask which series to open; without a window to ask in, take ``--series auto``'s choice."""
     from napari.utils.notifications import show_info
 
-    text = (
-        f"{p.name} holds {len(images)} volume series, opened as layers "
-        f"(only '{_describe(images[0])}' is visible): " + "; ".join(_describe(s) for s in images)
-    )
+    from medrecon.io.dicom_series import select_series
+
+    auto, _ = select_series(images, "auto", source=str(p))
+    default = images.index(auto)
+    ask = _asker()
+    if ask is not None:
+        rows = ask.ask_series(p.name, [_describe(s) for s in images], default)
+        if rows is None:
+            return []
+        return [images[r] for r in ([default] if default in rows else []) + [r for r in rows if r != default]]
+    text = (f"{p.name} holds {len(images)} volume series; opened '{_describe(auto)}' "
+            "(CT first, then thinnest slices, then most slices). Also there: "
+            + "; ".join(_describe(s) for s in images if s is not auto))
     if skipped:
         text += f". Skipped {len(skipped)} series (not a volume, or no SeriesInstanceUID): " + "; ".join(
             _describe(s) for s in skipped
         )
     show_info(text)
+    return [auto]
+
+
+def _read_dicom_file(p: Path) -> list[tuple]:
+    """One DICOM file: offer the whole series it belongs to, when its folder holds more of it."""
+    from napari.utils.notifications import show_info
+
+    from medrecon.io.dicom import list_series, load_dicom
+
+    [own, *_] = list_series(p)
+    try:
+        siblings = [s for s in list_series(p.parent)
+                    if s.uid and s.uid == own.uid and s.volume_like and s.n_slices > own.n_slices]
+    except MedreconError:
+        siblings = []
+    if siblings:
+        whole = siblings[0]
+        ask = _asker()
+        answer = ask.ask_whole_series(p.name, _describe(whole)) if ask is not None else False
+        if answer is None:
+            return [(None,)]
+        if answer:
+            return [_dicom_layer(load_dicom(p.parent, series=whole.key), whole, _describe(whole))]
+        if ask is None:
+            show_info(f"{p.name} is one slice of the series {_describe(whole)}; "
+                      f"open its folder {p.parent.name} to see all of it")
+    return [_dicom_layer(load_dicom(p), own, _stem(p))]
+
+
+def _dicom_layer(volume, info, name: str) -> tuple:
+    """Build the Image ``LayerDataTuple`` of a DICOM volume, in its window (see :func:`dicom_window`)."""
+    frames = getattr(info, "frames", ()) if info is not None else ()
+    window = dicom_window(frames[0].path) if frames else None
+    return image_layer_data(volume, name=name, window=window)
+
+
+def dicom_window(path: str | os.PathLike) -> tuple[float, float] | None:
+    """Contrast limits from a DICOM file's header: its window, else its body part's; or ``None``.
+
+    The first WindowCenter/WindowWidth pair is used (the modality's own units:
+    HU for CT); without one, :data:`REGION_WINDOWS` by BodyPartExamined.
+    """
+    from medrecon.io.dicom_file import read_dataset
+
+    try:
+        ds = read_dataset(path, stop_before_pixels=True,
+                          specific_tags=["WindowCenter", "WindowWidth", "BodyPartExamined"])
+        center, width = (_first(ds.get(tag)) for tag in ("WindowCenter", "WindowWidth"))
+        region = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    except (MedreconError, ValueError, TypeError):
+        return None
+    if center is not None and width is not None and width > 0:
+        return window_limits(center, width)
+    if region in REGION_WINDOWS:
+        return window_limits(*REGION_WINDOWS[region])
+    return None
+
+
+def _first(value) -> float | None:
+    """First number of a (possibly multi-valued) DICOM decimal string, or ``None``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
+        return float(value)
+    return float(value[0]) if len(value) else None
+
+
+def _asker():
+    """Return the module that asks questions in a window (:mod:`._qt._series_dialog`), or ``None``.
+
+    ``None`` when no window of this Qt application is on screen (scripts, tests).
+    """
+    try:
+        from qtpy.QtWidgets import QApplication
+    except Exception:  # noqa: BLE001 - no Qt: nobody to ask
+        return None
+    app = QApplication.instance()
+    if app is None or not any(w.isVisible() for w in app.topLevelWidgets()):
+        return None
+    from napari_plugin._qt import _series_dialog
+
+    return _series_dialog
 
 
 def _describe(info) -> str:
@@ -197,19 +255,5 @@ def _describe(info) -> str:
     return f"{head}{desc} ({info.n_slices} slices)"
 
 
-def _dicom_modality(p: Path) -> str:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Modality"], force=True)
-    except Exception:  # noqa: BLE001 - unreadable headers are the loader's to report
-        return ""
-    return str(getattr(ds, "Modality", "")).upper()
-
-
 def _stem(p: Path) -> str:
-    name = p.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_suffix(p.name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medrecon.imagekind import name_suggests_labels
+from medrecon.io.formats import NIFTI
 from napari_plugin._layers import image_layer_data, labels_layer_data
 from napari_plugin._reader import read_path
 
@@ -28,9 +30,9 @@ def bundled_files(folder: Path = SAMPLE_DIR) -> list[Path]:
         return []
 
     def is_label(p: Path) -> bool:
-        return any(w in p.name.lower() for w in ("label", "seg"))
+        return name_suggests_labels(p.name)
 
-    files = sorted(folder.glob("*.nii.gz")) + sorted(folder.glob("*.nii"))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and NIFTI.matches(p.name))
     images = [folder / "dicom"] if (folder / "dicom").is_dir() else []
     images += [p for p in files if not is_label(p)]
     labels = [p for p in files if is_label(p)]

@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from medrecon.errors import UnsupportedFormatError
+from medrecon.io.formats import NIFTI, mesh_format_by_name, mesh_suffixes
 from medrecon.volume import LabelMap
 from napari_plugin._geometry import from_layer_array, lps_affine, surface_to_mesh, transform_matrix
-from napari_plugin._layers import names_from_state
+from napari_plugin._layers import META_KEY, names_from_state
 
-MESH_SUFFIXES = (".stl", ".obj", ".ply", ".3mf")
-LABEL_SUFFIXES = (".nii.gz", ".nii")
+
+def _whole(data: Any, meta: Mapping[str, Any]) -> Any:
+    """Return the surface data to write: the whole mesh when the layer draws a lighter copy of it."""
+    metadata = meta.get("metadata") or {}
+    full = metadata.get(META_KEY, {}).get("full_data") if isinstance(metadata, Mapping) else None
+    return full if full is not None else data
 
 
 def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
@@ -33,7 +38,9 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     data : tuple
         ``(vertices (V, 3), faces (F, 3)[, values])`` in layer data coordinates.
     meta : Mapping
-        The layer state (scale, translate, rotate, shear, affine, ...).
+        The layer state (scale, translate, rotate, shear, affine, ...). A layer
+        that draws a decimated copy of a mesh holds the whole mesh in
+        ``metadata["medrecon"]["full_data"]``; that is what is written.
 
     Returns
     -------
@@ -41,14 +48,15 @@ def write_surface(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
         The written path.
     """
     from medrecon.io.mesh_export import write_mesh
+    from medrecon.triangles import TriangleMesh
 
     target = Path(path)
-    if not target.name.lower().endswith(MESH_SUFFIXES):
+    if mesh_format_by_name(target.name) is None:
         raise UnsupportedFormatError(
-            f"{target.name}: surfaces are written as {', '.join(MESH_SUFFIXES)}"
+            f"{target.name}: surfaces are written as {', '.join(mesh_suffixes())}"
         )
-    mesh = surface_to_mesh(data, meta)
-    write_mesh(mesh, target, frame="LPS")
+    mesh = surface_to_mesh(_whole(data, meta), meta)
+    write_mesh(TriangleMesh.from_trimesh(mesh), target, frame="LPS")
     return [str(target)]
 
 
@@ -70,11 +78,14 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
     """
     from medrecon.atomic import safe_name
     from medrecon.io.mesh_export import write_mesh
+    from medrecon.triangles import TriangleMesh
 
     target = Path(path)
-    suffix = next((s for s in MESH_SUFFIXES if target.name.lower().endswith(s)), ".stl")
-    folder = target.with_name(target.name[: -len(suffix)]) if target.name.lower().endswith(suffix) else target
-    meshes = [(str(meta.get("name", "surface")), surface_to_mesh(data, meta)) for data, meta, _ in layer_data]
+    fmt = mesh_format_by_name(target.name)
+    suffix = fmt.suffixes[0] if fmt else mesh_suffixes()[0]
+    folder = target.with_name(target.name[: -len(suffix)]) if fmt else target
+    meshes = [(str(meta.get("name", "surface")), surface_to_mesh(_whole(data, meta), meta))
+              for data, meta, _ in layer_data]
     written: list[str] = []
     used: set[str] = set()
     for name, mesh in meshes:
@@ -84,7 +95,7 @@ def write_surfaces(path: str, layer_data: list[tuple]) -> list[str]:
             n += 1
             stem = f"{base}_{n}"
         used.add(stem)
-        written.append(str(write_mesh(mesh, folder / f"{stem}{suffix}", frame="LPS", name=name)))
+        written.append(str(write_mesh(TriangleMesh.from_trimesh(mesh), folder / f"{stem}{suffix}", frame="LPS", name=name)))
     return written
 
 
@@ -111,7 +122,7 @@ def write_labels(path: str, data: Any, meta: Mapping[str, Any]) -> list[str]:
     from medrecon.io.sidecar import sidecar_path
 
     target = Path(path)
-    if not target.name.lower().endswith(LABEL_SUFFIXES):
+    if not NIFTI.writes(target.name):
         raise UnsupportedFormatError(f"{target.name}: label maps are written as .nii.gz or .nii")
     if meta.get("multiscale"):
         raise UnsupportedFormatError("multiscale Labels layers cannot be written; use a single scale")

@@ -223,3 +223,32 @@ def write_rtstruct(path: Path, rois: list, *, frame_uid: str | None = None,
         ds.ROIContourSequence.append(rc)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0, series_uid=None) -> None:
+    """One enhanced (multi-frame) CT file: frame f at ``positions[f]`` holds ``values(f)``."""
+    ds = base_dataset(series_uid=series_uid)
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.NumberOfFrames = len(positions)
+    ds.Rows, ds.Columns = values(0).shape
+    shared = Dataset()
+    orient, measures, lut = Dataset(), Dataset(), Dataset()
+    orient.ImageOrientationPatient = list(AXIAL)
+    measures.PixelSpacing = [DY, DX]
+    measures.SliceThickness = 1.5
+    lut.RescaleSlope, lut.RescaleIntercept, lut.RescaleType = slope, intercept, "HU"
+    shared.PlaneOrientationSequence = Sequence([orient])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PixelValueTransformationSequence = Sequence([lut])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for pos in positions:
+        item, plane = Dataset(), Dataset()
+        plane.ImagePositionPatient = list(pos)
+        item.PlanePositionSequence = Sequence([plane])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.stack([values(k) for k in range(len(positions))]).astype("<i2").tobytes()
+    save_dataset(ds, path, "1.2.840.10008.5.1.4.1.1.2.1", ExplicitVRLittleEndian)

@@ -39,3 +39,45 @@ def small_phantom():
 def sample_dir() -> Path:
     """The committed synthetic sample study (``sample_data/``: dicom/, labels.nii.gz, labels.json)."""
     return Path(__file__).parent.parent / "sample_data"
+
+
+def require_tool(name: str, *, module: bool = False):
+    """The trade's own tool ``name``: an executable's path, or with ``module=True`` the module.
+
+    Outside CI a missing tool skips the test with the reason and how to install it;
+    under ``CI=true`` (where ``make apt`` and the ``dev`` extra install them) it fails.
+    """
+    import importlib
+    import shutil
+
+    if module:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            found, how = None, f"pip install {name} (the dev extra)"
+    else:
+        found, how = shutil.which(name), f"apt-get install {name} (make apt)"
+    if found is None:
+        reason = f"{name} is not installed: {how}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI must have it")
+        pytest.skip(reason)
+    return found
+
+
+@pytest.fixture(scope="session")
+def prusa_slicer() -> str:
+    """Path of PrusaSlicer's command line (Debian package ``prusa-slicer``)."""
+    return require_tool("prusa-slicer")
+
+
+@pytest.fixture(scope="session")
+def admesh() -> str:
+    """Path of ADMesh (Debian package ``admesh``)."""
+    return require_tool("admesh")
+
+
+@pytest.fixture(scope="session")
+def lib3mf():
+    """The lib3mf module (the 3MF consortium's reference reader)."""
+    return require_tool("lib3mf", module=True)

@@ -10,6 +10,8 @@ higher one, and no two modules import each other, directly or round a loop.
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ LAYERS: dict[str, int] = {
     "medrecon.triangles": 0,
     "medrecon.atomic": 0,
     "medrecon.labels": 0,
+    "medrecon.anatomy": 0,
     "medrecon.imagekind": 0,
     "medrecon.report": 0,
     "medrecon.text": 0,
@@ -57,15 +60,6 @@ LAYERS: dict[str, int] = {
     # layer 6: the napari plugin
     "napari_plugin": 6,
 }
-
-#: Upward imports tolerated for now, as (importer, imported) module pairs.
-#: TEMPORARY: io/ still takes its mesh arrays from surface/arrays.py; the
-#: layer-0 mesh type medrecon/triangles.py replaces it (another branch). Empty
-#: this set when that lands; nothing else may ever be added here.
-TEMPORARY_ALLOWED: frozenset[tuple[str, str]] = frozenset({
-    ("medrecon.io.mesh_export", "medrecon.surface.arrays"),
-    ("medrecon.io.threemf", "medrecon.surface.arrays"),
-})
 
 #: Packages that neither import nor are imported by the other packages of their
 #: own layer: file formats (io/) and geometry (surface/, mesh/, evaluate.py)
@@ -267,14 +261,8 @@ def test_no_import_cycles(graph: Graph) -> None:
 
 
 def test_no_upward_imports(graph: Graph) -> None:
-    found = layer_violations(graph, LAYERS, PACKAGES, separate=SEPARATE, allowed=TEMPORARY_ALLOWED)
+    found = layer_violations(graph, LAYERS, PACKAGES, separate=SEPARATE)
     assert not found, "\n".join(found)
-
-
-def test_temporary_allowances_are_still_needed(graph: Graph) -> None:
-    # an allowance whose import is gone must go too, or it would let the edge back in
-    stale = sorted(TEMPORARY_ALLOWED - set(graph.edges))
-    assert not stale, f"remove from TEMPORARY_ALLOWED, the import is gone: {stale}"
 
 
 def test_medrecon_never_imports_gui(graph: Graph) -> None:
@@ -292,13 +280,6 @@ def test_graph_sees_every_import(graph: Graph) -> None:
              if statement.match(text)}
     assert len(lines) > 300
     assert {hit for hits in graph.edges.values() for hit in hits} == lines
-
-
-def test_io_atomic_alias_is_only_for_mesh_export(graph: Graph) -> None:
-    # TEMPORARY, with medrecon/io/atomic.py: delete both when io/mesh_export.py
-    # imports medrecon.atomic
-    users = sorted(src for src, dst in graph.edges if dst == "medrecon.io.atomic")
-    assert users == ["medrecon.io.mesh_export"], f"import medrecon.atomic instead: {users}"
 
 
 # --- the checker checked, on a fake package with known faults -------------------------
@@ -324,6 +305,44 @@ _FAKE = {
     "fake/stray.py": "",
 }
 _FAKE_LAYERS = {"fake.__init__": 2, "fake.core": 0, "fake.low": 0, "fake.high": 1, "fake.gui": 1}
+
+
+def imported_names(root: Path, package: str) -> list[tuple[str, str, str]]:
+    """Every ``from <package>... import name`` in ``root/package``, as (where, module, name)."""
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                    and node.module.split(".")[0] in ("medrecon", "napari_plugin"):
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                found += [(where, node.module, a.name) for a in node.names if a.name != "*"]
+    return found
+
+
+def _provides(module: str, name: str) -> bool:
+    """Tell whether ``from module import name`` works (an attribute or a submodule)."""
+    if hasattr(importlib.import_module(module), name):
+        return True
+    try:
+        return importlib.util.find_spec(f"{module}.{name}") is not None
+    except ModuleNotFoundError:  # module is not a package
+        return False
+
+
+def test_every_imported_name_exists() -> None:
+    # imports inside functions run only when that path runs: a name that moved
+    # to another module must fail here, not in a user's hands
+    missing = []
+    for where, module, name in imported_names(REPO, "medrecon") + imported_names(REPO, "napari_plugin"):
+        if not _provides(module, name):
+            missing.append(f"{where}: {module} has no {name}")
+    assert not missing, "\n".join(missing)
+
+
+def test_provides_tells_missing_names() -> None:
+    assert _provides("medrecon.io", "formats") and _provides("medrecon.volume", "Volume")
+    assert not _provides("medrecon.io.dicom_header", "read_dataset")  # moved to dicom_file
+    assert not _provides("medrecon.volume", "no_such_name")
 
 
 @pytest.fixture

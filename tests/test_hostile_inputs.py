@@ -140,7 +140,7 @@ def test_single_voxel_gives_a_closed_mesh_around_it():
     a = np.zeros((9, 9, 9), np.uint8)
     a[4, 5, 6] = 5
     (organ,) = build_organ_meshes(_labels(a, {5: "liver"}), MeshOptions(smooth=0.0))
-    assert organ.label == 5 and organ.mesh.is_watertight and organ.mesh.volume > 0
+    assert organ.label == 5 and organ.trimesh().is_watertight and organ.trimesh().volume > 0
     centre = AFFINE[:3, :3] @ [4, 5, 6]
     assert np.allclose(organ.mesh.vertices.mean(axis=0), centre, atol=1e-6)
     assert np.all(np.abs(organ.mesh.vertices - centre) <= np.array(SPACING) / 2 + 1e-6)
@@ -152,14 +152,15 @@ def test_label_touching_the_border_is_closed(corner):
     box = slice(0, 5) if corner == 0 else slice(7, 12)
     a[box, box, box] = 3
     (organ,) = build_organ_meshes(_labels(a), MeshOptions(smooth=0.0))
-    assert organ.mesh.is_watertight
+    mesh = organ.trimesh()
+    assert mesh.is_watertight
     # the surface closes half a voxel outside the grid: the mask was padded, not cut
     edge = -0.5 if corner == 0 else 11.5
-    lo, hi = organ.mesh.bounds
+    lo, hi = mesh.bounds
     reach = lo if corner == 0 else hi
     assert np.allclose(reach, np.array(SPACING) * edge, atol=1e-6)
     # a marching-cubes cube of 5^3 voxels loses only its chamfered edges and corners
-    assert 0.85 * 125 * np.prod(SPACING) < organ.mesh.volume < 125 * np.prod(SPACING)
+    assert 0.85 * 125 * np.prod(SPACING) < mesh.volume < 125 * np.prod(SPACING)
 
 
 def test_negative_labels_are_not_organs():
@@ -198,7 +199,7 @@ def test_sparse_huge_label_ids():
     a[6:9, 6:9, 6:9] = 2**31 - 1
     organs = build_organ_meshes(_labels(a))
     assert [o.label for o in organs] == [70_000, 2**31 - 1]
-    assert all(o.mesh.is_watertight and o.report["voxels"] == 27 for o in organs)
+    assert all(o.trimesh().is_watertight and o.report["voxels"] == 27 for o in organs)
 
 
 @pytest.mark.slow
@@ -285,7 +286,8 @@ def test_hostile_label_names_stay_in_the_output_folder(sandbox):
 def test_hostile_study_folders_and_series_descriptions_in_batch(sandbox):
     from medrecon.io.dicom_write import write_dicom_series
 
-    image = np.full((24, 24, 8), -50.0, np.float32)
+    image = np.full((24, 24, 8), -1000.0, np.float32)  # air around the body, as in a CT
+    image[2:22, 2:22, :] = -50.0
     image[6:18, 6:18, 2:6] = 700.0  # bone for the preset
     vol = Volume(array=image, affine=AFFINE, modality="CT", units="HU")
     studies = sandbox / "in" / "studies"
@@ -381,8 +383,8 @@ def test_bundle_is_refused_unless_trusted(tmp_path, tiny_ct, capsys):
         segment(load(tiny_ct), model=bundle)
     capsys.readouterr()
     assert main(["segment", str(tiny_ct), "-o", str(tmp_path / "seg.nii.gz"),
-                 "--model", str(bundle), "--quiet"]) == 1
+                 "--model", str(bundle), "--modality", "CT", "--quiet"]) == 1
     assert "--trust-bundle" in capsys.readouterr().err
     assert main(["reconstruct", str(tiny_ct), "-o", str(tmp_path / "rec"),
-                 "--model", str(bundle), "--quiet"]) == 1
+                 "--model", str(bundle), "--modality", "CT", "--quiet"]) == 1
     assert not marker.exists()

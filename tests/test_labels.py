@@ -17,6 +17,7 @@ from medrecon.labels import (
     name_key,
     organ_colour,
     pick_names,
+    structure_code,
     total_class_map,
     total_id,
 )
@@ -163,3 +164,26 @@ def test_napari_uses_the_vocabulary_colours():
     colours = label_colour_dict({5: "liver", 1: "spleen"}, [5, 1, 7])
     np.testing.assert_allclose(colours[5], [*organ_colour("liver"), 1.0])
     np.testing.assert_allclose(colours[7], [*organ_colour(None, 7), 1.0])
+
+
+def test_structure_codes():
+    """SNOMED CT codes as TotalSegmentator publishes them; category Anatomical Structure as CID 7150 gives it."""
+    anatomical = ("SCT", "91723000", "Anatomical Structure")
+    liver = structure_code("Liver")
+    assert (liver.category, liver.type, liver.modifier) == (anatomical, ("SCT", "10200004", "Liver"), None)
+    kidney = structure_code("kidney-left")  # the name rule applies
+    assert kidney.type == ("SCT", "64033007", "Kidney") and kidney.modifier == ("SCT", "7771000", "Left")
+    assert structure_code("adrenal_gland_right").modifier == ("SCT", "24028007", "Right")
+    assert structure_code("vertebrae_T12").type.value == "23215003"
+    assert structure_code("portal_vein_and_splenic_vein").type.value == "110765007"
+    cyst = structure_code("kidney_cyst_left")
+    assert cyst.category.value == "49755003" and cyst.type.value == "367643001"
+    assert cyst.region.value == "64033007" and cyst.region_modifier.value == "7771000"
+    # a preset's tissue: DICOM CID 7166
+    assert structure_code("bone").category == ("SCT", "85756007", "Tissue")
+    assert structure_code("bone").type == ("SCT", "3138006", "Bone")
+    # every structure of the vocabulary and every abdominal organ has its own code
+    assert not [n for n in total_class_map().values() if structure_code(n).generic]
+    assert not any(structure_code(n).generic for n in ABDOMEN)
+    generic = structure_code("label_301")
+    assert generic.generic and generic.type == ("SCT", "85756007", "Tissue") and generic.modifier is None

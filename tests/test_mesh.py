@@ -25,6 +25,7 @@ from medrecon.mesh.smooth import (
     windowed_sinc,
 )
 from medrecon.surface import mask_surface
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import LabelMap
 
 
@@ -39,8 +40,8 @@ def test_staircase_then_default_smoothing_matches_analytic_sphere(sphere_2mm):
     _, _, raw = sphere_2mm
     volume, area = 4 / 3 * np.pi * 25.0**3, 4 * np.pi * 25.0**2
     # the raw surface of a binary mask is a staircase: far too much area
-    assert raw.area / area - 1 > 0.08
-    smoothed = smooth(raw)
+    assert raw.to_trimesh().area / area - 1 > 0.08
+    smoothed = smooth(raw).to_trimesh()
     assert abs(smoothed.volume / volume - 1) < 0.02
     assert abs(smoothed.area / area - 1) < 0.04
     assert np.linalg.norm(smoothed.center_mass - CENTRE) < 0.5
@@ -58,10 +59,11 @@ def test_tight_pass_band_keeps_thin_structures(totalseg_dir):
 
     labels = load_labels(totalseg_dir / "example_seg.nii.gz", names=totalseg_dir / "class_map_total.json")
     raw = mask_surface(labels.mask(labels.label_of("rib_right_11")), labels.affine)
-    ours = smooth(raw).volume / raw.volume - 1
+    raw_volume = raw.to_trimesh().volume
+    ours = smooth(raw).to_trimesh().volume / raw_volume - 1
     vtk_like = trimesh.Trimesh(
         windowed_sinc(raw.vertices, raw.faces, band=pass_band(0.5), tolerance=VTK_TOLERANCE), raw.faces
-    ).volume / raw.volume - 1
+    ).volume / raw_volume - 1
     assert -0.12 < ours < 0 and vtk_like < ours - 0.05
 
 
@@ -129,7 +131,7 @@ def two_cubes(offset):
     a = trimesh.creation.box((1, 1, 1))
     b = trimesh.creation.box((1, 1, 1))
     b.apply_translation(offset)
-    return trimesh.util.concatenate([a, b])
+    return TriangleMesh.from_trimesh(trimesh.util.concatenate([a, b]))
 
 
 def test_check_finds_nonmanifold_vertices_and_edges():
@@ -151,13 +153,13 @@ def test_repair_fills_holes_and_fixes_winding_and_junk():
     faces[:40] = faces[:40, ::-1]  # flipped triangles
     holed = np.delete(faces, [100, 101, 300], axis=0)  # holes
     junk = np.vstack([holed, holed[:5], [[0, 0, 1]]])  # duplicates and a degenerate face
-    broken = trimesh.Trimesh(sphere.vertices, junk, process=False)
+    broken = TriangleMesh(sphere.vertices, junk)
     assert not check(broken).watertight
     fixed, state = repair(broken)
     assert state.printable
-    assert fixed.volume == pytest.approx(sphere.volume, rel=0.01)
-    inverted = trimesh.Trimesh(sphere.vertices, np.asarray(sphere.faces)[:, ::-1], process=False)
-    assert repair(inverted)[0].volume > 0
+    assert fixed.to_trimesh().volume == pytest.approx(sphere.volume, rel=0.01)
+    inverted = TriangleMesh(sphere.vertices, np.asarray(sphere.faces)[:, ::-1])
+    assert repair(inverted)[0].to_trimesh().volume > 0
 
 
 def test_repair_removes_decimation_fins():
@@ -167,7 +169,7 @@ def test_repair_removes_decimation_fins():
     vertices = np.vstack([sphere.vertices, [[0.0, 0.0, 15.0]]])
     # a zero-thickness double-sided triangle hanging on an existing edge
     faces = np.vstack([sphere.faces, [[a, b, tip], [b, a, tip]]])
-    finned = trimesh.Trimesh(vertices, faces, process=False)
+    finned = TriangleMesh(vertices, faces)
     assert check(finned).nonmanifold_edges == 1
     fixed, state = repair(finned)
     assert state.printable and len(fixed.faces) == len(sphere.faces)
@@ -177,11 +179,15 @@ def test_component_filtering_never_drops_the_organ():
     big = trimesh.creation.icosphere(radius=10.0)
     small = trimesh.creation.icosphere(radius=1.0)
     small.apply_translation((30, 0, 0))
-    both = trimesh.util.concatenate([big, small])
-    assert len(filter_components(both, keep_largest=True).split()) == 1
-    assert len(filter_components(both, min_volume_mm3=1.0).split()) == 2
-    assert len(filter_components(both, min_volume_mm3=10.0).split()) == 1
-    assert len(filter_components(both, min_volume_mm3=1e9).split()) == 1
+    both = TriangleMesh.from_trimesh(trimesh.util.concatenate([big, small]))
+
+    def pieces(mesh):
+        return len(mesh.to_trimesh().split())
+
+    assert pieces(filter_components(both, keep_largest=True)) == 1
+    assert pieces(filter_components(both, min_volume_mm3=1.0)) == 2
+    assert pieces(filter_components(both, min_volume_mm3=10.0)) == 1
+    assert pieces(filter_components(both, min_volume_mm3=1e9)) == 1
 
 
 def test_hollow_shell_has_the_requested_wall():
@@ -189,6 +195,7 @@ def test_hollow_shell_has_the_requested_wall():
     outer = smooth(mask_surface(mask, affine))
     shell, state = hollow(outer, mask, affine, 3.0, smoothing=0.5)
     assert state.printable and state.shells == 2
+    shell = shell.to_trimesh()
     cavity = min(shell.split(only_watertight=False), key=lambda p: abs(p.volume))
     assert cavity.volume < 0 or trimesh.Trimesh(cavity.vertices, cavity.faces).volume < 0
     wall = distances_to_surface(np.asarray(cavity.vertices), outer)
@@ -197,7 +204,8 @@ def test_hollow_shell_has_the_requested_wall():
     assert shell.volume == pytest.approx(analytic, rel=0.08)
     # a part thinner than two walls stays solid
     solid, solid_state = hollow(outer, mask, affine, 25.0)
-    assert solid_state.shells == 1 and solid.volume == pytest.approx(outer.volume)
+    assert solid_state.shells == 1
+    assert solid.to_trimesh().volume == pytest.approx(outer.to_trimesh().volume)
 
 
 def test_point_triangle_distance_regions():
@@ -214,14 +222,14 @@ def test_report_numbers(sphere_2mm):
     same = mesh_report(raw, raw=raw, voxel_volume_mm3=voxel_mm3)
     assert same["hd95_mm"] == pytest.approx(0.0, abs=1e-9)
     assert same["voxel_volume_ml"] == pytest.approx(voxel_mm3 / 1000)
-    moved = raw.copy()
-    moved.apply_translation((0.5, 0, 0))
+    moved = TriangleMesh(raw.vertices + (0.5, 0, 0), raw.faces)
     shifted = mesh_report(moved, raw=raw)
     # a 0.5 mm shift: no point is further than 0.5 mm, most are near it on the flanks
     assert 0.2 < shifted["hd95_mm"] <= 0.5 + 1e-9
     assert shifted["watertight"] and shifted["manifold"] and shifted["shells"] == 1
     lo, hi = np.asarray(shifted["bbox_mm"])
-    assert np.allclose(lo, moved.bounds[0]) and np.allclose(hi, moved.bounds[1])
+    bounds = moved.to_trimesh().bounds
+    assert np.allclose(lo, bounds[0]) and np.allclose(hi, bounds[1])
 
 
 def small_label_map():

@@ -7,8 +7,8 @@ from medrecon.surface import label_surfaces
 
 
 def test_nrrd_and_dicom_seg_give_the_same_surface_over_the_ct(dcmqi_dir):
-    [from_nrrd] = label_surfaces(load_labels(dcmqi_dir / "liver_seg.nrrd")).values()
-    [from_seg] = label_surfaces(load_labels(dcmqi_dir / "liver.dcm")).values()
+    [from_nrrd] = (m.to_trimesh() for m in label_surfaces(load_labels(dcmqi_dir / "liver_seg.nrrd")).values())
+    [from_seg] = (m.to_trimesh() for m in label_surfaces(load_labels(dcmqi_dir / "liver.dcm")).values())
     a = np.unique(np.round(from_nrrd.vertices, 3), axis=0)
     b = np.unique(np.round(from_seg.vertices, 3), axis=0)
     assert a.shape == b.shape and np.allclose(a, b, atol=2e-3)

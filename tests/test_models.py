@@ -14,7 +14,14 @@ from medrecon.io.sidecar import sidecar_path
 from medrecon.models import load_model, segment
 from medrecon.models.card import ModelCard, SegModel
 from medrecon.models.grid import GridMap
-from medrecon.models.inference import plane_axis, predict_model_grid, resolve_planes
+from medrecon.models.inference import (
+    choose_fusion,
+    mean_organ_confidence,
+    plane_axis,
+    predict_grid,
+    predict_model_grid,
+    resolve_planes,
+)
 from medrecon.models.nets import NetSpec, build_network
 from medrecon.phantom import make_phantom
 from medrecon.volume import LabelMap, Volume
@@ -170,13 +177,23 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
 def test_auto_planes_fuse_on_whole_abdomens_and_stay_axial_on_slabs():
     model = tiny_model()  # 4 mm model grid, trained on all three planes
     axial = plane_axis("axial", model.card.orientation)
-    for n_axial, expected in ((9, "axial"), (40, "all")):  # 36 mm slab, 160 mm abdomen
+    for n_axial in (9, 40):  # 36 mm slab, 160 mm abdomen
         shape = [12, 10, 11]
         shape[axial] = n_axial
         x = torch.randn(*shape)
-        auto = predict_model_grid(model, x, planes="auto", probabilities=True)
-        explicit = predict_model_grid(model, x, planes=expected, probabilities=True)
-        assert torch.equal(auto, explicit)
+        auto = predict_grid(model, x, planes="auto", probabilities=True)
+        if n_axial == 9:  # a slab: axial alone, nothing compared
+            assert auto.planes == ("axial",) and not auto.plane_confidence
+        else:  # a whole abdomen: fusion unless it costs the model its confidence
+            fuse = choose_fusion(auto.plane_confidence)
+            assert auto.planes == (("axial", "coronal", "sagittal") if fuse else ("axial",))
+            single = predict_model_grid(model, x, planes="axial", probabilities=True).float()
+            assert auto.plane_confidence["axial"] == pytest.approx(mean_organ_confidence(single), abs=2e-3)
+        explicit = predict_model_grid(model, x, planes="all" if len(auto.planes) == 3 else "axial",
+                                      probabilities=True)
+        assert torch.allclose(auto.out.float(), explicit.float(), atol=2e-3)
+        top = auto.out.float().max(0)
+        assert torch.allclose(auto.top.float(), top.values, atol=2e-3)
     assert resolve_planes("auto", ("axial",)) == ("axial",)
     assert resolve_planes("auto", ("axial", "coronal", "sagittal")) == ("axial", "coronal", "sagittal")
 

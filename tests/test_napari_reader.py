@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
 
-from napari_plugin._reader import looks_like_labels, napari_get_reader  # noqa: E402
+from napari_plugin._reader import napari_get_reader  # noqa: E402
 
 pytestmark = pytest.mark.napari
 
@@ -64,12 +64,6 @@ def test_read_error_becomes_a_notification(tmp_path, monkeypatch, make_napari_vi
     viewer = make_napari_viewer()
     assert viewer.open(str(bad), plugin="medrecon") == []  # no second, napari-made error
     assert len(viewer.layers) == 0 and len(shown) == 2 and shown[1] == shown[0]
-
-
-def test_looks_like_labels():
-    assert looks_like_labels(np.array([[[0, 5], [5, 2]]], np.uint8))
-    assert not looks_like_labels(np.arange(1000, dtype=np.int16).reshape(10, 10, 10) - 500)
-    assert not looks_like_labels(np.zeros((2, 2, 2), np.float32))
 
 
 def _lps_zyx_from_ras(points_ras):
@@ -159,22 +153,136 @@ def test_labels_or_image_is_decided_by_content(tmp_path, name, dtype, kind):
     np.testing.assert_array_equal(data, array.transpose(2, 1, 0))
 
 
-def test_folder_with_two_series_opens_one_layer_each(tmp_path, dcmqi_dir, sample_dir, monkeypatch):
-    import napari.utils.notifications as notifications
+def test_content_wins_over_a_label_like_name(tmp_path, totalseg_dir):
+    import shutil
 
-    from napari_plugin._reader import read_layers
+    from napari_plugin._layers import CT_WINDOW
+    from napari_plugin._reader import read_path
 
+    # a real CT whose name says "seg", and its real segmentation under a plain name
+    shutil.copy(totalseg_dir / "example_ct_sm.nii.gz", tmp_path / "ct_for_segmentation.nii.gz")
+    shutil.copy(totalseg_dir / "example_seg.nii.gz", tmp_path / "organs.nii.gz")
+    [(_data, kwargs, kind)] = read_path(tmp_path / "ct_for_segmentation.nii.gz")
+    assert kind == "image" and tuple(kwargs["contrast_limits"]) == CT_WINDOW
+    [(data, _kwargs, kind)] = read_path(tmp_path / "organs.nii.gz")
+    assert kind == "labels" and np.unique(data).size == 42
+
+
+def _two_series(tmp_path, dcmqi_dir, sample_dir):
     for name, src in (("a", sample_dir / "dicom"), ("b", dcmqi_dir / "ct-3slice")):
         (tmp_path / name).mkdir()
         for f in src.iterdir():
             (tmp_path / name / f.name).symlink_to(f)
+    return tmp_path
+
+
+class _Asker:
+    """Stands in for the dialogs of napari_plugin._qt._series_dialog: records the questions."""
+
+    def __init__(self, rows=None, whole=None):
+        self.rows, self.whole, self.asked = rows, whole, []
+
+    def ask_series(self, source, choices, default):
+        self.asked.append((source, list(choices), default))
+        return self.rows
+
+    def ask_whole_series(self, file_name, series):
+        self.asked.append((file_name, series))
+        return self.whole
+
+
+def test_folder_with_two_series_asks_which(tmp_path, dcmqi_dir, sample_dir, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    import napari_plugin._reader as reader
+
+    folder = _two_series(tmp_path, dcmqi_dir, sample_dir)
+    asker = _Asker(rows=[0])
+    monkeypatch.setattr(reader, "_asker", lambda: asker)
+    [layer] = reader.read_layers(str(folder))
+    [(source, choices, default)] = asker.asked
+    assert source == folder.name and len(choices) == 2
+    # preselected as the CLI's --series auto: the thinner slices (1 mm, 3 slices) over 3 mm
+    assert "(3 slices)" in choices[default] and "(72 slices)" in choices[1 - default]
+    assert layer[0].shape[0] == int(choices[0].split("(")[-1].split()[0])  # the chosen row's slices
+
+    asker.rows = [0, 1]  # both: the preselected one shown, and made the active (last) layer
+    layers = reader.read_layers(str(folder))
+    assert [t[0].shape[0] for t in layers] == [72, 3]
+    assert [t[1]["visible"] for t in layers] == [False, True]
+    asker.rows = None  # cancelled: nothing opens, no error
+    assert reader.read_layers(str(folder)) == [(None,)]
+
+    # no window to ask in (a script): --series auto's choice, the others named in a notice
     shown = []
     monkeypatch.setattr(notifications, "show_info", shown.append)
-    layers = read_layers(str(tmp_path))
-    assert [t[2] for t in layers] == ["image", "image"]
-    assert [t[0].shape[0] for t in layers] == [72, 3]  # most slices first
-    assert [t[1]["visible"] for t in layers] == [True, False]
-    assert len(shown) == 1 and "2 volume series" in shown[0]
+    monkeypatch.setattr(reader, "_asker", lambda: None)
+    [layer] = reader.read_layers(str(folder))
+    assert layer[0].shape[0] == 3
+    assert len(shown) == 1 and "2 volume series" in shown[0] and "(72 slices)" in shown[0]
+
+
+def test_one_dropped_dicom_file_offers_its_series(tmp_path, dcmqi_dir, monkeypatch):
+    import shutil
+
+    import napari.utils.notifications as notifications
+
+    import napari_plugin._reader as reader
+
+    shutil.copytree(dcmqi_dir / "ct-3slice", tmp_path / "ct")
+    one = tmp_path / "ct" / "02.dcm"
+    asker = _Asker(whole=True)
+    monkeypatch.setattr(reader, "_asker", lambda: asker)
+    [(data, _kwargs, kind)] = reader.read_layers(str(one))
+    assert kind == "image" and data.shape[0] == 3
+    assert asker.asked == [("02.dcm", asker.asked[0][1])] and "(3 slices)" in asker.asked[0][1]
+    asker.whole = False
+    [(data, _kwargs, _kind)] = reader.read_layers(str(one))
+    assert data.shape[0] == 1
+    np.testing.assert_allclose(  # the very slice that was dropped
+        np.asarray(data[0]), pydicom.dcmread(one).pixel_array * float(pydicom.dcmread(one).RescaleSlope)
+        + float(pydicom.dcmread(one).RescaleIntercept), atol=1e-3)
+    asker.whole = None
+    assert reader.read_layers(str(one)) == [(None,)]
+    shown = []
+    monkeypatch.setattr(notifications, "show_info", shown.append)
+    monkeypatch.setattr(reader, "_asker", lambda: None)
+    [(data, _kwargs, _kind)] = reader.read_layers(str(one))
+    assert data.shape[0] == 1 and len(shown) == 1 and "ct" in shown[0]
+
+
+@pytest.mark.parametrize(
+    ("tags", "limits"),
+    [
+        ({"WindowCenter": "35", "WindowWidth": "100", "BodyPartExamined": "HEAD"}, (-15.0, 85.0)),  # its own
+        ({"BodyPartExamined": "HEAD"}, (0.0, 80.0)),  # no window in the file: the brain window
+        ({"BodyPartExamined": "ABDOMEN"}, (-160.0, 240.0)),  # the CT soft-tissue window
+    ],
+)
+def test_dicom_images_open_in_their_window(tmp_path, dcmqi_dir, tags, limits):
+    from napari_plugin._reader import read_path
+
+    (tmp_path / "ct").mkdir()
+    for f in sorted((dcmqi_dir / "ct-3slice").iterdir()):
+        ds = pydicom.dcmread(f)
+        for tag in ("WindowCenter", "WindowWidth", "BodyPartExamined"):
+            if tag in ds:
+                delattr(ds, tag)
+        for tag, value in tags.items():
+            setattr(ds, tag, value)
+        ds.save_as(tmp_path / "ct" / f.name)
+    [(_data, kwargs, _kind)] = read_path(tmp_path / "ct")
+    assert tuple(kwargs["contrast_limits"]) == pytest.approx(limits)
+
+
+def test_real_ct_opens_in_the_first_window_of_its_header(totalseg_dir):
+    from napari_plugin._reader import read_path
+
+    folder = totalseg_dir / "example_ct_dicom"
+    header = pydicom.dcmread(sorted(folder.iterdir())[0], stop_before_pixels=True)
+    center, width = float(header.WindowCenter[0]), float(header.WindowWidth[0])  # [40, 300], [300, 1500]
+    [(_data, kwargs, _kind)] = read_path(folder)
+    assert tuple(kwargs["contrast_limits"]) == pytest.approx((center - width / 2, center + width / 2))
 
 
 def test_nrrd_labels_line_up_with_their_dicom(make_napari_viewer, dcmqi_dir):

@@ -66,6 +66,10 @@ def test_mesh_widget_builds_table_and_exports_watertight_meshes(qtbot, seg_layer
     assert widget.table.rowCount() == 2
     assert [widget.table.item(r, 0).text() for r in range(2)] == ["spleen", "liver"]
     assert {widget.table.item(r, 1).text() for r in range(2)} == {"yes"}
+    header = [widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())]
+    # TotalSegmentator's own organs pass the plausibility checks
+    assert {widget.table.item(r, header.index("Plausible")).text() for r in range(2)} == {"yes"}
+    assert {widget.table.item(r, header.index("Why not")).text() for r in range(2)} == {""}
     surfaces = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
     assert sorted(s.name for s in surfaces) == ["liver", "spleen"]
 
@@ -108,7 +112,7 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     widget.preset_combo.setCurrentText("bone")
     assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
 
-    labels = viewer.layers[f"{ct.name} organs"]
+    labels = viewer.layers[f"{ct.name} bone"]  # named after the image and the preset
     assert isinstance(labels, napari.layers.Labels)
     assert labels.metadata["medrecon"]["names"] == {200: "bone"}
     [bone] = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
@@ -131,6 +135,7 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     # 3D view with the meshes over a hidden CT: the mesh is drawn (not a blank canvas)
     ct.visible = False
     labels.visible = False
+    viewer.scene.overlays.axes.visible = False  # the orientation arrows
     viewer.dims.ndisplay = 3
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
@@ -213,6 +218,7 @@ def test_writers_keep_the_layer_and_write_world_geometry(seg_layer, tmp_path, to
 
 def test_3d_view_is_not_mirrored(make_napari_viewer):
     from medrecon.mesh import OrganMesh
+    from medrecon.triangles import TriangleMesh
     from napari_plugin._layers import show_reconstruction
 
     viewer = make_napari_viewer(show=True)
@@ -221,14 +227,17 @@ def test_3d_view_is_not_mirrored(make_napari_viewer):
     left = trimesh.creation.icosphere(subdivisions=2, radius=20.0)
     left.apply_translation([60.0, 0.0, 0.0])
     organs = [
-        OrganMesh(label=1, name="right_thing", mesh=right, raw=right, report={}),
-        OrganMesh(label=2, name="left_thing", mesh=left, raw=left, report={}),
+        OrganMesh(label=1, name="right_thing", mesh=TriangleMesh.from_trimesh(right),
+                  raw=TriangleMesh.from_trimesh(right), report={}),
+        OrganMesh(label=2, name="left_thing", mesh=TriangleMesh.from_trimesh(left),
+                  raw=TriangleMesh.from_trimesh(left), report={}),
     ]
     show_reconstruction(viewer, None, organs, name="test")
     viewer.layers["right_thing"].vertex_colors = np.tile([1.0, 0, 0, 1], (len(right.vertices), 1))
     viewer.layers["left_thing"].vertex_colors = np.tile([0, 0, 1.0, 1], (len(left.vertices), 1))
     viewer.dims.ndisplay = 3
     viewer.reset_view()
+    viewer.scene.overlays.axes.visible = False  # the orientation arrows
     # face the patient: look from anterior towards posterior (+y), superior up
     viewer.camera.set_view_direction((0.0, 1.0, 0.0), up_direction=(1.0, 0.0, 0.0))
     shot = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
@@ -270,7 +279,12 @@ def test_reconstruct_sample_with_default_model(qtbot, make_napari_viewer):
     widget.image_combo.setCurrentText("slab")
     widget.set_method("model")
     widget.organs_edit.setText("liver, spleen")
+    stages = []
+    widget.runner.progressed.connect(lambda stage, _fraction: stages.append(stage))
     assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+    # the model loads in the worker, under its own message, before segmenting starts
+    assert "loading the model" in stages and "segment" in stages
+    assert stages.index("loading the model") < stages.index("segment")
     result = viewer.layers["slab organs"]
     assert set(result.metadata["medrecon"]["names"].values()) == {"liver", "spleen"}
     assert {lyr.name for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)} == {"liver", "spleen"}
@@ -305,6 +319,7 @@ def test_job_errors_show_the_cli_message(qtbot, make_napari_viewer, monkeypatch)
     widget.set_method("checkpoint")  # no file chosen: refused before any work starts
     assert widget.run() is None
     assert "checkpoint" in shown[-1]
+    assert widget.runner.status.text() == f"not started: {shown[-1]}"  # in the widget, not only a toast
 
 
 def test_several_surfaces_save_into_one_folder(make_napari_viewer, tmp_path):
@@ -327,3 +342,74 @@ def test_several_surfaces_save_into_one_folder(make_napari_viewer, tmp_path):
     written = write_surfaces(str(tmp_path / "objs.obj"), same)
     assert [os.path.basename(p) for p in written] == ["left_kidney.obj", "left_kidney_2.obj"]
     assert all(os.path.dirname(p) == str(tmp_path / "objs") for p in written)
+
+
+def test_every_field_has_a_tooltip(make_napari_viewer, qtbot):
+    from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLineEdit, QTableWidget
+
+    viewer = make_napari_viewer()
+    fields = 0
+    for cls in (ReconstructWidget, MeshExportWidget, CompleteWidget):
+        widget = cls(viewer)
+        qtbot.addWidget(widget)
+        for kind in (QComboBox, QLineEdit, QAbstractSpinBox, QAbstractButton, QTableWidget):
+            for field in widget.findChildren(kind):
+                if isinstance(field, QLineEdit) and isinstance(field.parent(), QComboBox | QAbstractSpinBox):
+                    continue  # the editor inside a combo or spin box: its owner has the tooltip
+                if field.objectName().startswith("qt_"):
+                    continue  # Qt's own parts (the table's corner button)
+                fields += 1
+                assert field.toolTip().strip(), f"{cls.__name__}: {type(field).__name__} {field.objectName()!r}"
+    assert fields >= 30
+    mesh_widget = MeshExportWidget(viewer)
+    qtbot.addWidget(mesh_widget)
+    header = mesh_widget.table
+    hd95 = next(c for c in range(header.columnCount()) if "HD95" in header.horizontalHeaderItem(c).text())
+    assert "mask" in header.horizontalHeaderItem(hd95).text()  # what the distance is measured to
+    assert "raw marching-cubes" in header.horizontalHeaderItem(hd95).toolTip()
+
+
+def test_enter_runs_and_refusals_show_in_the_status_line(qtbot, make_napari_viewer, totalseg_dir):
+    viewer = make_napari_viewer(show=True)
+    widget = ReconstructWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_method("preset")
+    widget.organs_edit.setFocus()
+    qtbot.keyClick(widget.organs_edit, Qt.Key.Key_Return)  # no image yet: refused, in words
+    assert widget.runner.status.text() == "not started: no image layer to reconstruct: open a CT or MR study first"
+    assert widget.runner.worker is None
+
+    [ct] = viewer.open(str(totalseg_dir / "example_ct_sm.nii.gz"), plugin="medrecon")
+    widget.preset_combo.setCurrentText("bone")
+    with qtbot.waitSignal(widget.runner.job_finished, timeout=JOB_TIMEOUT_MS) as blocker:
+        qtbot.keyClick(widget.organs_edit, Qt.Key.Key_Return)
+    assert blocker.args == ["done"]
+    # a second preset on the same image keeps the first one's results
+    widget.preset_combo.setCurrentText("lung")
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+    assert {f"{ct.name} bone", f"{ct.name} lung"} <= {layer.name for layer in viewer.layers}
+    assert viewer.layers[f"{ct.name} bone"].metadata["medrecon"]["names"] == {200: "bone"}
+
+
+def test_table_is_readable_at_the_default_dock_width(qtbot, make_napari_viewer):
+    from medrecon.mesh import OrganMesh
+    from medrecon.triangles import TriangleMesh
+
+    viewer = make_napari_viewer(show=True)
+    widget = MeshExportWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    ball = TriangleMesh.from_trimesh(trimesh.creation.icosphere(subdivisions=1))
+    report = {"watertight": True, "mesh_volume_ml": 1834.56, "faces": 123456, "hd95_mm": 0.53}
+    names = ["liver", "inferior_vena_cava", "kidney_right", "urinary_bladder"]
+    widget.organ_meshes = [OrganMesh(label=n, name=name, mesh=ball, raw=ball, report=report)
+                           for n, name in enumerate(names, start=1)]
+    widget._fill_table()
+    qtbot.waitExposed(widget)
+    table = widget.table
+    assert not table.horizontalScrollBar().isVisible()  # every column on screen
+    assert table.horizontalHeader().length() <= table.viewport().width()
+    metrics = table.fontMetrics()
+    for col in range(1, table.columnCount()):  # numbers whole
+        text = table.item(0, col).text()
+        assert table.columnWidth(col) >= metrics.horizontalAdvance(text), (col, text)
+    assert table.columnWidth(0) >= max(metrics.horizontalAdvance(n) for n in names) + 20  # names whole

@@ -252,6 +252,10 @@ def test_metaimage_errors(tmp_path):
     (tmp_path / "l.mhd").write_text(head + "DimSize = 2 2 2\nElementDataFile = LIST\n")
     with pytest.raises(UnsupportedFormatError):
         read_metaimage(tmp_path / "l.mhd")
+    (tmp_path / "n.mha").write_bytes((head + "DimSize = 2 2 2\nTransformMatrix = 1 0 0 0 nan 0 0 0 1\n"
+                                      "ElementDataFile = LOCAL\n").encode() + b"\0" * 16)
+    with pytest.raises(InputError, match=r"n\.mha: affine holds NaN"):
+        read_metaimage(tmp_path / "n.mha")
 
 
 def test_metaimage_with_foreign_metadata_keys_from_nifti(tmp_path, totalseg_dir):

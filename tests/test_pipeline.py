@@ -11,7 +11,7 @@ import trimesh
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.mesh import MeshOptions
 from medrecon.pipeline import DISCLAIMER, ReconstructConfig, reconstruct
-from medrecon.volume import LPS_TO_RAS, Volume
+from medrecon.volume import LPS_TO_RAS, LabelMap, Volume
 
 BONE_PREFIXES = ("vertebrae", "rib", "sacrum", "hip", "femur", "sternum", "scapula", "clavicula",
                  "humerus", "skull", "costal")
@@ -125,8 +125,8 @@ def test_in_memory_run_returns_everything_and_writes_nothing(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
     assert result.labels.same_grid(vol) and result.labels.names == {200: "bone"}
     organ = result.organ_meshes[0]
-    assert organ.name == "bone" and organ.mesh.is_watertight
-    assert organ.mesh.volume == pytest.approx(truth_mm3, rel=0.05)
+    assert organ.name == "bone" and organ.trimesh().is_watertight
+    assert organ.trimesh().volume == pytest.approx(truth_mm3, rel=0.05)
     rep = result.report
     assert rep["organs"][0]["mean_hu"] == pytest.approx(800.0)
     assert rep["print_ready"] is True and rep["units"] == "mm" and rep["frame"] == "LPS"
@@ -141,7 +141,7 @@ def test_ras_frame_and_obj_format(tmp_path):
     res = reconstruct(vol, out, config=ReconstructConfig.for_preset("bone", fmt="obj", frame="RAS", preview=False))
     assert [p.name for p in (out / "meshes").iterdir()] == ["bone.obj"]  # no stale mesh beside the report
     mesh = trimesh.load(out / "meshes" / "bone.obj", force="mesh")
-    lps = res.organ_meshes[0].mesh
+    lps = res.organ_meshes[0].trimesh()
     assert np.allclose(mesh.bounds[:, 2], lps.bounds[:, 2], atol=1e-3)
     assert np.allclose(np.sort(-mesh.bounds[:, 0]), lps.bounds[:, 0], atol=1e-3)
     assert res.report["frame"] == "RAS"
@@ -175,3 +175,28 @@ def test_demo_default_model_on_sample_study(tmp_path, sample_dir, capsys):
     liver = next(o for o in report["organs"] if o["name"] == "liver")
     assert liver["voxel_volume_ml"] == pytest.approx(liver_truth_ml, rel=0.25)
     assert all((out / o["file"]).is_file() and o["watertight"] for o in report["organs"])
+
+
+def test_a_label_map_is_meshed_by_the_same_pipeline(tmp_path):
+    vol, truth_mm3 = _ball_volume()
+    ball = (np.asarray(vol.array) > 300).astype(np.uint8) * 7
+    labels = LabelMap(ball, vol.affine, names={7: "ball"}, source=str(tmp_path / "patient" / "ball.nii.gz"))
+    out = tmp_path / "o"
+    res = reconstruct(labels, out, config=ReconstructConfig(fmt="ply", frame="RAS", merged=True))
+    assert res.volume is None and res.labels.names == {7: "ball"}
+    # meshes and report only: the labels are the input, and there is no image for a preview
+    assert _all_files(out) == ["meshes/all_organs.ply", "meshes/ball.ply", "report.json"]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep == res.report
+    assert rep["method"] == "labels" and rep["input"] == "ball.nii.gz"  # no folder names
+    assert rep["options"] == MeshOptions().to_dict() and rep["config"]["mesh"] == rep["options"]
+    assert rep["merged_file"] == "meshes/all_organs.ply" and "preview_skipped" in rep
+    (entry,) = rep["organs"]
+    assert entry["name"] == "ball" and entry["file"] == "meshes/ball.ply" and "mean_hu" not in entry
+    mesh = trimesh.load(out / "meshes" / "ball.ply", force="mesh")
+    assert np.allclose(mesh.bounds, entry["bbox_mm"], atol=1e-4)  # RAS, as the file
+    assert mesh.volume == pytest.approx(truth_mm3, rel=0.05)
+    # the same mask reached through the bone preset gives the same mesh
+    preset = reconstruct(vol, None, config=ReconstructConfig.for_preset("bone"))
+    assert np.array_equal(preset.organ_meshes[0].mesh.vertices, res.organ_meshes[0].mesh.vertices)
+    assert np.array_equal(preset.organ_meshes[0].mesh.faces, res.organ_meshes[0].mesh.faces)

@@ -27,9 +27,9 @@ def _torso(shape=(40, 30, 24), spacing=(2.0, 2.0, 2.5), flip=False):
     hu = np.full(shape, -1000.0, np.float32)
     body = ((i - ci) / 34) ** 2 + ((j - cj) / 26) ** 2 <= 1
     hu[body] = 40.0
-    # bone: a ring (cortex) with marrow at 100 HU, along k, radius 8 mm
+    # bone: a ring (cortex) with trabecular bone at 200 HU, along k, radius 8 mm
     r = np.hypot(i - ci, j - (cj + 12))
-    hu[(r <= 8) & body] = 100.0
+    hu[(r <= 8) & body] = 200.0
     hu[(r > 5) & (r <= 8) & body] = 700.0
     lung = (np.hypot(i - (ci - 14), j - (cj - 4)) <= 7) & (k > 10) & (k < 45)
     hu[lung] = -850.0
@@ -54,6 +54,7 @@ def test_presets_are_data_with_known_steps():
     bone = presets["bone"]
     assert (bone.hu_min, bone.hu_max) == (300.0, 3000.0)
     assert [s["op"] for s in bone.steps][-2:] == ["fill_holes", "keep_components"]
+    assert bone.steps[-2]["min_mean_hu"] == 150  # a closed ring around brain or fat stays open
     # labels are new ids >= 200 (TotalSegmentator has no such classes) and distinct
     labels = [p.label for p in presets.values()]
     assert len(set(labels)) == len(labels) and min(labels) >= 200
@@ -65,10 +66,10 @@ def test_unknown_preset_lists_known_ones():
         get_preset("marrow")
 
 
-def test_bone_preset_fills_marrow_inside_cortex():
+def test_bone_preset_fills_trabecular_bone_inside_cortex():
     vol, truth = _torso()
     mask = preset_mask(vol, "bone")
-    # marrow (100 HU) is below the threshold but enclosed by cortex: filled
+    # trabecular bone (200 HU) is below the threshold but enclosed by cortex and bone-like: filled
     assert mask[truth["bone"]].mean() > 0.97
     assert not mask[~truth["bone"]].any()
 

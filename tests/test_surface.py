@@ -25,7 +25,7 @@ def ellipsoid_area(a, b, c):
 def test_raw_surface_matches_analytic_shape_under_oblique_flipped_affine(axes, spacing, engine):
     mask, affine = ellipsoid_mask(axes, spacing)
     assert np.linalg.det(affine[:3, :3]) < 0
-    mesh = mask_surface(mask, affine, engine=engine)
+    mesh = mask_surface(mask, affine, engine=engine).to_trimesh()
     volume = 4.0 / 3.0 * np.pi * np.prod(axes)
     assert mesh.is_watertight
     assert mesh.volume > 0  # outward winding despite the reflection
@@ -40,7 +40,7 @@ def test_winding_is_outward_for_every_axis_flip():
     g = np.mgrid[:12, :12, :12]
     mask = ((g - 5.5) ** 2).sum(0) <= 16
     for signs in [(1, 1, 1), (-1, 1, 1), (1, -1, 1), (-1, -1, 1), (-1, -1, -1)]:
-        mesh = mask_surface(mask, np.diag([*signs, 1.0]) @ np.diag([0.7, 0.8, 2.5, 1.0]))
+        mesh = mask_surface(mask, np.diag([*signs, 1.0]) @ np.diag([0.7, 0.8, 2.5, 1.0])).to_trimesh()
         assert mesh.volume > 0, signs
 
 
@@ -48,7 +48,7 @@ def test_single_voxel_gives_closed_mesh_even_at_the_border():
     for index in [(1, 1, 1), (0, 0, 0), (2, 0, 2)]:
         mask = np.zeros((3, 3, 3), bool)
         mask[index] = True
-        mesh = mask_surface(mask, np.diag([-0.5, -0.5, 3.0, 1.0]))
+        mesh = mask_surface(mask, np.diag([-0.5, -0.5, 3.0, 1.0])).to_trimesh()
         assert mesh.is_watertight
         # marching cubes cuts the voxel into an octahedron of 1/6 of its volume
         assert mesh.volume == pytest.approx(0.5 * 0.5 * 3.0 / 6.0)
@@ -56,14 +56,14 @@ def test_single_voxel_gives_closed_mesh_even_at_the_border():
 
 def test_mask_touching_the_field_of_view_is_closed():
     mask = np.ones((6, 5, 4), bool)
-    mesh = mask_surface(mask, np.eye(4))
+    mesh = mask_surface(mask, np.eye(4)).to_trimesh()
     assert mesh.is_watertight and mesh.volume > 0
 
 
 def test_vtk_engine_gives_the_same_surface_as_skimage():
     mask, affine = ellipsoid_mask((15.0, 11.0, 9.0), (1.0, 1.2, 2.0))
-    a = mask_surface(mask, affine, engine="skimage")
-    b = mask_surface(mask, affine, engine="vtk")
+    a = mask_surface(mask, affine, engine="skimage").to_trimesh()
+    b = mask_surface(mask, affine, engine="vtk").to_trimesh()
     # both place vertices on the voxel-edge midpoints: the same vertex set
     va = np.unique(np.round(a.vertices, 6), axis=0)
     vb = np.unique(np.round(b.vertices, 6), axis=0)
@@ -82,8 +82,8 @@ def test_iso_spacing_reduces_the_staircase_of_thick_slices():
     axes = (20.0, 20.0, 20.0)
     mask, affine = ellipsoid_mask(axes, (1.0, 1.0, 5.0))
     area = ellipsoid_area(*axes)
-    coarse = mask_surface(mask, affine)
-    fine = mask_surface(mask, affine, iso_spacing=1.0)
+    coarse = mask_surface(mask, affine).to_trimesh()
+    fine = mask_surface(mask, affine, iso_spacing=1.0).to_trimesh()
     assert fine.is_watertight and fine.volume > 0
     assert abs(fine.area / area - 1) < abs(coarse.area / area - 1)
     assert abs(fine.volume / (4 / 3 * np.pi * 8000) - 1) < 0.03
@@ -100,9 +100,10 @@ def test_label_surfaces_per_label_with_names_and_threads():
     threaded = label_surfaces(labels, workers=3)
     assert sorted(serial) == [1, 5, 52]
     for k in serial:
-        assert serial[k].is_watertight and serial[k].volume > 0
+        mesh = serial[k].to_trimesh()
+        assert mesh.is_watertight and mesh.volume > 0
         assert np.allclose(serial[k].vertices, threaded[k].vertices)
-    box = serial[1]
+    box = serial[1].to_trimesh()
     # a 7 x 8 x 7 voxel box: marching cubes bevels its 12 edges and 8 corners
     assert box.bounds[1, 2] - box.bounds[0, 2] == pytest.approx(7 * 2.0)
     only = label_surfaces(labels, organs=["liver", 52])
@@ -125,7 +126,7 @@ def test_iso_surface_of_a_distance_field_is_the_analytic_sphere():
     affine, shape = oblique_grid((1.0, 1.3, 2.0), 25.0)
     field = radius - np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1)
     volume = Volume(field.reshape(shape).astype(np.float32), affine, units="mm")
-    mesh = iso_surface(volume, 0.0)
+    mesh = iso_surface(volume, 0.0).to_trimesh()
     assert mesh.is_watertight and mesh.volume > 0
     assert mesh.volume == pytest.approx(4 / 3 * np.pi * radius**3, rel=0.01)
     assert np.allclose(np.linalg.norm(mesh.vertices - CENTRE, axis=1), radius, atol=0.1)
@@ -137,12 +138,12 @@ def test_bone_iso_surface_lies_on_300_hu_of_real_ct(totalseg_dir):
     from medrecon.io import load
 
     ct = load(totalseg_dir / "example_ct_sm.nii.gz")
-    mesh = iso_surface(ct, 300.0)
+    mesh = iso_surface(ct, 300.0).to_trimesh()
     assert mesh.volume > 0
     # trilinear interpolation of the CT at the vertices gives the threshold back
     ijk = ct.world_to_voxel(mesh.vertices)
     hu = ndimage.map_coordinates(np.asarray(ct.array, np.float32), ijk.T, order=1)
     assert np.median(np.abs(hu - 300.0)) < 1.0
-    largest = iso_surface(ct, 300.0, largest_only=True)
+    largest = iso_surface(ct, 300.0, largest_only=True).to_trimesh()
     assert len(mesh.split(only_watertight=False)) > 1
     assert len(largest.split(only_watertight=False)) == 1 and len(largest.faces) < len(mesh.faces)

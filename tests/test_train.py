@@ -11,7 +11,7 @@ from medrecon.errors import InputError
 from medrecon.io import save
 from medrecon.models import load_model
 from medrecon.models.nets import NetSpec, build_network
-from medrecon.train.data import PhantomStream, dataset_pairs, to_case
+from medrecon.train.data import PhantomStream, dataset_pairs, load_pairs, to_case
 from medrecon.train.loop import LoopConfig, fit
 from medrecon.train.sampler import Batcher
 from medrecon.train.segtrain import TrainConfig, train_segmenter
@@ -133,6 +133,28 @@ def test_dataset_layouts(tmp_path, layout):
     assert [p[1].name for p in pairs] == [f"case{s}{'_label' if layout == 'plain' else ''}.nii.gz"
                                          for s in range(2)]
     assert all(img.is_file() and lab.is_file() and img != lab for img, lab in pairs)
+
+
+def test_plain_pairs_in_detached_nrrd(tmp_path):
+    # .nhdr headers with their voxels in a separate file, as pynrrd writes them
+    import nrrd
+
+    folder = tmp_path / "nhdr"
+    folder.mkdir()
+    truth = {}
+    for s in range(2):
+        vol, lab = make_toy(1000 + s)
+        for kind, obj in (("image", vol), ("label", lab)):
+            header = {"space": "left-posterior-superior", "space directions": obj.affine[:3, :3].T,
+                      "space origin": obj.affine[:3, 3], "kinds": ["domain"] * 3}
+            nrrd.write(str(folder / f"case{s}_{kind}.nhdr"), np.asarray(obj.array), header, index_order="F")
+            truth[f"case{s}_{kind}"] = np.asarray(obj.array)
+    pairs = dataset_pairs(folder)
+    assert [(img.name, lab.name) for img, lab in pairs] == [
+        (f"case{s}_image.nhdr", f"case{s}_label.nhdr") for s in range(2)]
+    for (vol, lab), s in zip(load_pairs(pairs, lambda v, lab, name: (v, lab)), range(2), strict=True):
+        np.testing.assert_array_equal(vol.array, truth[f"case{s}_image"])
+        np.testing.assert_array_equal(lab.array, truth[f"case{s}_label"])
 
 
 def test_empty_dataset_is_an_error(tmp_path):

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from medrecon.atomic import safe_name
 from medrecon.errors import InputError
+from medrecon.io.formats import DICOM, format_by_name, strip_suffix
+from medrecon.io.sidecar import has_sidecar
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LIST_SUFFIXES = (".csv", ".txt", ".lst")
 
 
@@ -49,25 +50,19 @@ class Study:
 
 
 def _strip_suffix(name: str) -> str:
-    low = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return strip_suffix(name, dicom=False)
 
 
-def _is_label_map(path: Path) -> bool:
-    return path.with_name(_strip_suffix(path.name) + ".json").is_file()
+def _is_image_file(name: str) -> bool:
+    fmt = format_by_name(name)
+    return fmt is not None and fmt is not DICOM
 
 
 def _has_dicom(folder: Path, files: list[str]) -> bool:
-    from medrecon.io.dicom_scan import looks_like_dicom
-
     for name in files:
-        low = name.lower()
-        if low.endswith(IMAGE_SUFFIXES) or low.endswith((".json", ".txt", ".csv", ".md")):
+        if _is_image_file(name) or name.lower().endswith((".json", ".txt", ".csv", ".md")):
             continue
-        if low.endswith(".dcm") or name.upper() == "DICOMDIR" or looks_like_dicom(folder / name):
+        if DICOM.matches(name) or DICOM.sniff(folder / name):
             return True
     return False
 
@@ -133,7 +128,7 @@ def discover_studies(
             continue
         for name in files:
             path = folder / name
-            if name.lower().endswith(IMAGE_SUFFIXES) and not _is_label_map(path):
+            if _is_image_file(name) and not has_sidecar(path):
                 found.append(Study(_key([*rel, _strip_suffix(name)]), str(path), "image"))
         if _has_dicom(folder, files):
             found.append(Study(_key(list(rel)) or safe_name(root.resolve().name), str(folder), "dicom"))

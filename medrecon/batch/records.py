@@ -68,14 +68,20 @@ def write_record(folder: Path, record: Mapping[str, Any]) -> Path:
 
 
 def done_record(key: str, source: str, report: Mapping[str, Any], seconds: float) -> dict[str, Any]:
-    """Make the DONE record of a finished study from its reconstruction report."""
+    """Make the DONE record of a finished study from its reconstruction report.
+
+    ``organs`` lists the meshed organs; ``implausible`` names the organs that failed the
+    plausibility checks (left unmeshed, or meshed on request).
+    """
     organs = [
         {"name": o["name"], "label": o["label"], "mesh_volume_ml": round(float(o["mesh_volume_ml"]), 3),
          "watertight": bool(o.get("watertight")), "manifold": bool(o.get("manifold"))}
-        for o in report.get("organs", [])
+        for o in report.get("organs", []) if "mesh_volume_ml" in o
     ]
+    implausible = [o["name"] for o in report.get("organs", []) if o.get("plausible") is False]
     return {"study": key, "source": source, "status": "done", "seconds": round(seconds, 3),
-            "print_ready": bool(report.get("print_ready")), "organs": organs, "error": ""}
+            "print_ready": bool(report.get("print_ready")), "organs": organs, "implausible": implausible,
+            "error": ""}
 
 
 def failed_record(key: str, source: str, exc: BaseException | str, seconds: float) -> dict[str, Any]:

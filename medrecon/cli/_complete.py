@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medrecon.io.formats import write_suffixes
+
 
 def register(subparsers) -> None:
     """Add the ``complete`` sub-command."""
@@ -14,7 +16,7 @@ def register(subparsers) -> None:
                     "map and its labels.json names sidecar.")
     p.add_argument("sparse", metavar="SPARSE_LABELS", help="sparse label map (.nii.gz, .nrrd, DICOM SEG, ...)")
     p.add_argument("--image", help="the image the labels were drawn on (improves the network method)")
-    p.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz, .nii, .nrrd)")
+    p.add_argument("-o", "--output", required=True, help=f"label map to write ({', '.join(write_suffixes())})")
     p.add_argument("--method", choices=("network", "sdf"), default="network",
                    help="image-to-shape network (default) or signed-distance interpolation")
     p.add_argument("--model", default="default", help="shape model: 'default' or a checkpoint folder")

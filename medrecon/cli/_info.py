@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from medrecon.io.formats import image_suffixes
+
 
 def register(subparsers: Any) -> None:
     """Add the ``info`` sub-command."""
@@ -24,7 +26,7 @@ def register(subparsers: Any) -> None:
         description="Describe a DICOM folder/file/DICOMDIR, NIfTI, NRRD or MetaImage. "
         "Geometry is in LPS millimetres.",
     )
-    p.add_argument("path", help="DICOM folder, file or DICOMDIR; .nii/.nii.gz; .nrrd; .mha/.mhd")
+    p.add_argument("path", help=f"DICOM folder, file or DICOMDIR; {', '.join(image_suffixes(dicom=False))}")
     p.add_argument("--json", action="store_true", help="print one JSON object {\"series\": [...]}")
     p.add_argument("--series", help="only this series (UID, number, UID:part or 'auto')")
     p.add_argument("--headers-only", action="store_true",

@@ -7,7 +7,7 @@ import contextlib
 import json
 import sys
 
-from medrecon.cli._common import add_mesh_options, mesh_options_from_args, organ_list
+from medrecon.cli._common import add_mesh_options, mesh_options_from_args, organ_list, print_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--names", metavar="JSON", help="flat JSON id -> name map (default: sidecar <stem>.json)")
     p.add_argument("--organs", type=organ_list, metavar="LIST", help="label ids or names, e.g. 1,5,liver")
+    p.add_argument("--force-labels", action="store_true",
+                   help="take LABELS as a label map even if it looks like an intensity image")
     add_mesh_options(p, workers_flag="--workers")
     p.add_argument("--merged", action="store_true", help="also write all organs into one scene file")
     p.add_argument("--preview", action="store_true",
@@ -37,29 +39,20 @@ def run(args: argparse.Namespace) -> int:
     """Run ``medrecon mesh``."""
     from pathlib import Path
 
+    from medrecon.imagekind import require_labels
     from medrecon.io import load_labels
-    from medrecon.io.mesh_export import export_organs
-    from medrecon.mesh import build_organ_meshes
+    from medrecon.pipeline import ReconstructConfig, reconstruct
     from medrecon.progress import TqdmProgress
 
     options = mesh_options_from_args(args)
+    config = ReconstructConfig(organs=tuple(args.organs or ()), mesh=options, fmt=args.fmt,
+                               frame=args.frame, merged=args.merged, preview=False)
     labels = load_labels(args.labels, names=args.names)
+    require_labels(labels.array, source=args.labels, force=args.force_labels)
     # no bar (and no tqdm import, ~0.06 s) when nobody watches stderr
     show_bar = not args.json and sys.stderr.isatty()
     with TqdmProgress("mesh") if show_bar else contextlib.nullcontext() as bar:
-        organs = build_organ_meshes(labels, options, organs=args.organs, progress=bar)
-        report = export_organs(
-            organs, args.output, fmt=args.fmt, frame=args.frame, merged=args.merged,
-            extra_report={
-                "input": str(Path(args.labels)),
-                "options": {
-                    "smooth": options.smooth, "decimate": options.decimate,
-                    "target_faces": options.target_faces, "keep_largest": options.keep_largest,
-                    "min_component_mm3": options.min_component_mm3, "hollow_mm": options.hollow_mm,
-                    "iso_spacing": options.iso_spacing,
-                },
-            },
-        )
+        report = reconstruct(labels, args.output, config=config, progress=bar).report
     if args.preview:
         from medrecon.mesh.render import render_export
 
@@ -70,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for organ in report["organs"]:
-            ok = "ok" if organ["watertight"] and organ["manifold"] else "NOT PRINTABLE"
             print(f"{organ['file']}: {organ['mesh_volume_ml']:.2f} mL, {organ['faces']} faces, "
-                  f"HD95 {organ['hd95_mm']:.2f} mm, {ok}")
+                  f"HD95 {organ['hd95_mm']:.2f} mm, {print_status(organ)}")
         print(f"report: {Path(args.output) / 'report.json'}")
     return 0

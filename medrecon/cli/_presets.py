@@ -36,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{p.name:<17} {_hu(p.hu_min, '-inf'):>6} .. {_hu(p.hu_max, 'inf'):<5} HU  "
               f"label {p.label} {p.label_name!r}: {p.description}")
         print(f"{'':<17} steps: {steps}")
+    print("custom ranges: --preset NAME:LOW..HIGH (e.g. bone:250), or --threshold LOW..HIGH "
+          "alone or beside --preset NAME")
     return 0

@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="DICOM folder or file, NIfTI, NRRD or MetaImage")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     add_reconstruct_options(p)
+    p.add_argument("--seg-out", metavar="FILE.dcm",
+                   help="also write the labels as a DICOM Segmentation referencing the input series "
+                        "(DICOM input only; it carries the series' patient and study identifiers, "
+                        "whatever --keep-phi says, so that it can be filed beside it)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -41,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from medrecon.progress import TqdmProgress
 
     config = config_from_args(args)
+    if args.seg_out:
+        from medrecon.io.dicom_seg_write import check_seg_source
+
+        check_seg_source(args.input)  # before the work, not after it
     with TqdmProgress("reconstruct", disable=args.quiet or args.json or not sys.stderr.isatty()) as bar:
         result = reconstruct(args.input, args.output, config=config, progress=bar)
     print_series_note(result.volume.meta)
@@ -49,4 +57,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_summary(result.report, args.output)
+    if args.seg_out:
+        from medrecon.io.dicom_seg_write import write_seg
+
+        seg = write_seg(result.labels, args.input, args.seg_out, algorithm=result.report["label_source"],
+                        series=result.volume.meta["series_choice"]["key"])
+        print(seg.summary(), file=sys.stderr if args.json else sys.stdout)
     return 0

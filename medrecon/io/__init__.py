@@ -2,7 +2,8 @@
 
 Entry points: :func:`load` (any image -> :class:`~medrecon.volume.Volume`),
 :func:`load_labels` (any label file -> :class:`~medrecon.volume.LabelMap`) and
-:func:`save`. Format modules convert to and from medrecon's LPS, (i, j, k)
+:func:`save`. Which formats exist, their suffixes, sniffers, readers and writers:
+:mod:`medrecon.io.formats`. Format modules convert to and from medrecon's LPS, (i, j, k)
 convention at this edge; nothing past it sees another frame.
 """
 
@@ -12,60 +13,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from medrecon.errors import InputError, UnsupportedFormatError
+from medrecon.io.formats import DICOM, IMAGE_FORMATS, detect_format, writer_for
+from medrecon.io.stored import StoredVolume
 from medrecon.volume import LabelMap, Volume
 
-NIFTI = (".nii", ".nii.gz")
-NRRD = (".nrrd", ".nhdr")
-METAIMAGE = (".mha", ".mhd")
-
-
-def detect_format(path: str | os.PathLike) -> str:
-    """Return ``"dicom"``, ``"nifti"``, ``"nrrd"`` or ``"metaimage"`` for ``path``.
-
-    Raises
-    ------
-    InputError
-        If the path does not exist.
-    UnsupportedFormatError
-        If it is none of the supported formats.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p} does not exist")
-    name = p.name.lower()
-    if p.is_dir():
-        return "dicom"
-    if name.endswith(NIFTI):
-        return "nifti"
-    if name.endswith(NRRD):
-        return "nrrd"
-    if name.endswith(METAIMAGE):
-        return "metaimage"
-    from medrecon.io.dicom import looks_like_dicom
-
-    if name.endswith(".dcm") or name == "dicomdir" or looks_like_dicom(p):
-        return "dicom"
-    raise UnsupportedFormatError(
-        f"{p}: unknown file type; medrecon reads DICOM (files or folders), "
-        "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd)"
-    )
-
-
-def _read_array(path: Path, fmt: str):
-    if fmt == "nifti":
-        from medrecon.io.nifti import read_nifti
-
-        return read_nifti(path)
-    if fmt == "nrrd":
-        from medrecon.io.nrrd import read_nrrd
-
-        return read_nrrd(path)
-    if fmt == "metaimage":
-        from medrecon.io.metaimage import read_metaimage
-
-        return read_metaimage(path)
-    raise UnsupportedFormatError(f"{path}: no reader for format {fmt!r}")
+__all__ = ["detect_format", "load", "load_labels", "save"]
 
 
 def load(path: str | os.PathLike, *, series: str | None = None) -> Volume:
@@ -81,11 +33,11 @@ def load(path: str | os.PathLike, *, series: str | None = None) -> Volume:
     """
     p = Path(path)
     fmt = detect_format(p)
-    if fmt == "dicom":
+    if fmt == DICOM.name:
         from medrecon.io.dicom import load_dicom
 
         return load_dicom(p, series=series)
-    array, affine, meta = _read_array(p, fmt)
+    array, affine, meta = IMAGE_FORMATS[fmt].read(p)
     meta = dict(meta)
     return Volume(
         array=array,
@@ -116,13 +68,13 @@ def load_labels(
 
     p = Path(path)
     fmt = detect_format(p)
-    if fmt == "dicom":
+    if fmt == DICOM.name:
         from medrecon.io.dicom_seg import read_seg
 
         labels = read_seg(p)
         labels = labels.replace(names=pick_names(sidecar=names_for(p), file=labels.names))
     else:
-        array, affine, _meta = _read_array(p, fmt)
+        array, affine, _meta = IMAGE_FORMATS[fmt].read(p)
         table = pick_names(sidecar=names_for(p), file=_meta.get("names"))
         labels = LabelMap(array=array, affine=affine, names=table, source=str(p))
     if names is not None:
@@ -131,29 +83,28 @@ def load_labels(
     return labels
 
 
-def save(obj: Volume | LabelMap, path: str | os.PathLike) -> Path:
-    """Write a volume or label map to NIfTI (or NRRD by suffix), atomically.
+def save(obj: Volume | LabelMap | StoredVolume, path: str | os.PathLike) -> Path:
+    """Write a volume or label map in the format its suffix names (NIfTI or NRRD), atomically.
 
     Label maps also get their ``<stem>.json`` names sidecar. An image whose
     ``meta`` gives ``stored_dtype`` and ``scaling`` (DICOM series, scaled NIfTI)
     keeps its stored integers in NIfTI where that is exact (see
-    :func:`~medrecon.io.nifti.write_nifti`).
+    :func:`~medrecon.io.nifti.write_nifti`); a
+    :class:`~medrecon.io.stored.StoredVolume` is written from its integers there,
+    and as its values elsewhere.
     """
     p = Path(path)
-    name = p.name.lower()
+    fmt = writer_for(p)
+    if isinstance(obj, StoredVolume):
+        if fmt.scales_integers and obj.exact:
+            fmt.write(obj.raw.array, obj.raw.affine, p, scaling=(obj.slope, obj.intercept), as_stored=True)
+            return p
+        obj = obj.values()
     is_label = isinstance(obj, LabelMap)
-    if name.endswith(NIFTI):
-        from medrecon.io.nifti import write_nifti
-
-        meta = {} if is_label else obj.meta  # an image keeps its stored integers where it can
-        write_nifti(obj.array, obj.affine, p, is_label=is_label, scaling=meta.get("scaling"),
-                    stored_dtype=meta.get("stored_dtype"))
-    elif name.endswith(".nrrd"):
-        from medrecon.io.nrrd import write_nrrd
-
-        write_nrrd(obj.array, obj.affine, p)
-    else:
-        raise UnsupportedFormatError(f"{p}: medrecon writes .nii, .nii.gz and .nrrd")
+    # an image keeps its stored integers with slope/intercept where the format can
+    stored = {} if is_label or not fmt.scales_integers else {
+        "scaling": obj.meta.get("scaling"), "stored_dtype": obj.meta.get("stored_dtype")}
+    fmt.write(obj.array, obj.affine, p, is_label=is_label, **stored)
     if is_label:
         from medrecon.io.sidecar import sidecar_path, write_names
 

@@ -47,11 +47,17 @@ class Inflater:
         :data:`GZIP`, :data:`ZLIB` or :data:`AUTO`; ignored for bzip2.
     bzip2 : bool, optional
         Read a bzip2 stream instead of deflate.
+    multi_member : bool, optional
+        Read on into further members after the end of the first (gzip and bzip2
+        files may be concatenations). ``False`` stops at the end of the first
+        stream, whatever bytes follow it (a deflated DICOM data set is one stream).
     """
 
-    def __init__(self, fh: BinaryIO, *, wbits: int = GZIP, bzip2: bool = False) -> None:
+    def __init__(self, fh: BinaryIO, *, wbits: int = GZIP, bzip2: bool = False,
+                 multi_member: bool = True) -> None:
         self._fh = fh
         self._bzip2 = bzip2
+        self._multi = multi_member
         self._wbits = wbits
         self._lib = None if bzip2 else _zlib()
         self._d = self._new()
@@ -84,6 +90,8 @@ class Inflater:
         pos = 0
         while pos < len(view):
             if self._d.eof:
+                if not self._multi:
+                    break
                 rest = self._d.unused_data or self._fh.read(CHUNK)
                 if not rest.strip(b"\0"):  # end of file, or zero padding after the last member
                     break

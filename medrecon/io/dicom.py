@@ -5,7 +5,8 @@ without pixels (:mod:`medrecon.io.dicom_scan`), grouping into series and choosin
 one (:mod:`medrecon.io.dicom_series`), slice geometry from ImagePositionPatient
 and ImageOrientationPatient (:mod:`medrecon.io.dicom_geometry`), then pixels
 straight into a float32 array with the modality LUT applied
-(:mod:`medrecon.io.dicom_pixels`).
+(:mod:`medrecon.io.dicom_pixels`), or, by :func:`load_dicom_stored`, the stored
+integers with the LUT beside them (:class:`~medrecon.io.stored.StoredVolume`).
 
 The result is in medrecon's convention: LPS millimetres, array (i, j, k) with i
 along a row (column index), j down a column (row index), k across slices in
@@ -20,16 +21,37 @@ from pathlib import Path
 
 import numpy as np
 
-from medrecon.errors import DicomError
+from medrecon.errors import DicomError, GeometryError
 from medrecon.io.dicom_geometry import StackPlan, plan_stack, resample_even
 from medrecon.io.dicom_header import FrameHeader, looks_like_dicom
-from medrecon.io.dicom_pixels import read_frames
+from medrecon.io.dicom_pixels import NotStored, read_frames
 from medrecon.io.dicom_scan import scan
 from medrecon.io.dicom_series import AUTO_RULE, SeriesInfo, group_series, select_series
+from medrecon.io.stored import StoredVolume
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.volume import Volume
 
-__all__ = ["AUTO_RULE", "SeriesInfo", "list_series", "load_dicom", "looks_like_dicom", "plan_series"]
+__all__ = [
+    "AUTO_RULE", "SeriesInfo", "list_series", "load_dicom", "load_dicom_stored", "looks_like_dicom", "plan_series",
+    "read_modality",
+]
+
+
+def read_modality(path: str | os.PathLike) -> str | None:
+    """Return the upper-case Modality of one DICOM file (``"CT"``, ``"SEG"``), or None. Never raises.
+
+    None for a file that is not DICOM, has no Modality, or cannot be parsed; the
+    header is read with the bounded reader (:func:`medrecon.io.dicom_file.read_dataset`).
+    """
+    from medrecon.io.dicom_file import read_dataset
+
+    if not looks_like_dicom(path):
+        return None
+    try:
+        ds = read_dataset(path, stop_before_pixels=True, specific_tags=["Modality"])
+        return str(ds.get("Modality", "")).strip().upper() or None
+    except Exception:  # noqa: BLE001 - not DICOM (or a corrupt value): the caller tries other readers
+        return None
 
 
 def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
@@ -49,11 +71,13 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
     ------
     InputError
         If no DICOM file is found.
+
+    Warns
+    -----
+    UserWarning
+        When files that look like DICOM cannot be read and are skipped.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = scan(path)
-    return group_series(found.frames)
+    return group_series(scan(path).frames)
 
 
 def plan_series(info: SeriesInfo) -> StackPlan:
@@ -141,7 +165,40 @@ def load_dicom(
     MissingDependencyError
         A codec for the series' compression is missing (extra ``dicom-codecs``).
     """
-    p = Path(path)
+    volume, _scaling = _load(Path(path), series, progress, keep_stored=False)
+    return volume
+
+
+def load_dicom_stored(
+    path: str | os.PathLike,
+    *,
+    series: str | int | None = None,
+    progress: ProgressFn | None = None,
+) -> StoredVolume | Volume:
+    """Load one DICOM series keeping the integers its files store, where it can.
+
+    What ``medrecon convert`` writes to NIfTI as they are: the same series, checks,
+    warnings and errors (the same parameters) as :func:`load_dicom`, without the
+    float32 volume.
+
+    Returns
+    -------
+    StoredVolume or Volume
+        A :class:`~medrecon.io.stored.StoredVolume` (its :meth:`~medrecon.io.stored.StoredVolume.values`
+        is :func:`load_dicom`'s volume) when every slice stores one integer type
+        with one RescaleSlope and RescaleIntercept and no slice is resampled (gantry
+        tilt, uneven gaps); otherwise :func:`load_dicom`'s volume.
+    """
+    volume, scaling = _load(Path(path), series, progress, keep_stored=True)
+    if scaling is None:
+        return volume
+    return StoredVolume(raw=volume, slope=scaling[0], intercept=scaling[1],
+                        units="HU" if volume.modality == "CT" else "")
+
+
+def _load(p: Path, series: str | int | None, progress: ProgressFn | None, *,
+          keep_stored: bool) -> tuple[Volume, tuple[float, float] | None]:
+    """Load the volume of values, or of the stored integers and their (slope, intercept)."""
     report(progress, "reading DICOM headers", 0.0)
     info, choice, skipped = _pick(p, series)
     plan = plan_series(info)
@@ -151,7 +208,17 @@ def load_dicom(
         return read_frames(frames, what=what)
 
     _check_duplicates(plan, read)
-    stack = read_frames(plan.frames, what=what, progress=scaled(progress, 0.05, 0.9))
+    stored = _stored(plan.frames)
+    keep = keep_stored and bool(stored) and not plan.resample_even and not plan.tilted
+    stack = None
+    if keep:
+        try:
+            stack = read_frames(plan.frames, what=what, progress=scaled(progress, 0.05, 0.9),
+                                dtype=stored["stored_dtype"])
+        except NotStored:  # a decoder's values outside the declared type: read them as values
+            keep = False
+    if stack is None:
+        stack = read_frames(plan.frames, what=what, progress=scaled(progress, 0.05, 0.9))
     if plan.resample_even:
         stack = resample_even(stack, plan.positions, plan.target_positions)
     first = plan.frames[0]
@@ -163,28 +230,31 @@ def load_dicom(
         "slice_thickness": first.thickness,
         "transfer_syntax": first.transfer_syntax,
         "sop_class": first.sop_class,
-        **_stored(plan.frames),
+        **({} if keep else stored),
     }
     if skipped:
         meta["skipped_files"] = list(skipped)
     if first.tilt:
         meta["gantry_detector_tilt"] = first.tilt
     for note in plan.warnings:
-        warnings.warn(f"{what}: {note}", stacklevel=2)
+        warnings.warn(f"{what}: {note}", stacklevel=3)  # the caller of load_dicom(_stored)
     if plan.warnings:
         meta["geometry_warnings"] = list(plan.warnings)
-    volume = Volume(
-        array=stack.transpose(2, 1, 0),
-        affine=plan.source_affine,
-        modality=modality,
-        units="HU" if modality == "CT" else "",
-        series_uid=first.series_uid,
-        description=first.description,
-        source=str(p),
-        meta=meta,
-    )
+    try:
+        volume = Volume(
+            array=stack.transpose(2, 1, 0),
+            affine=plan.source_affine,
+            modality=modality,
+            units="HU" if modality == "CT" and not keep else "",  # stored integers are not HU yet
+            series_uid=first.series_uid,
+            description=first.description,
+            source=str(p),
+            meta=meta,
+        )
+    except GeometryError as exc:  # the header checks should leave none; name the files if one does
+        raise DicomError(f"{first.path} ({what}): {exc}") from exc
     if plan.tilted:
         meta["gantry_tilt_deg"] = round(plan.tilt_deg, 4)
         volume = volume.resample_to(plan.affine, plan.shape).replace(meta=meta)
     report(progress, "reading DICOM", 1.0)
-    return volume
+    return volume, stored["scaling"] if keep else None

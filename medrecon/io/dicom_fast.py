@@ -221,7 +221,8 @@ def check_deflated(path: str | os.PathLike) -> None:
         if start is None:
             return
         fh.seek(start)
-        reader, scratch = Inflater(fh, wbits=-15), bytearray(1 << 20)
+        # one raw deflate stream; bytes after its end (some writers leave a gzip trailer) are ignored
+        reader, scratch = Inflater(fh, wbits=-15, multi_member=False), bytearray(1 << 20)
         total, limit = 0, current_limits().max_bytes
         while True:
             got = reader.readinto(scratch)

@@ -13,22 +13,26 @@ Geometry fields stay in DICOM's patient frame (LPS, mm), as the file states them
 
 from __future__ import annotations
 
-import contextlib
-import io
+import math
 import os
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medrecon.errors import DicomError, ResourceLimitError
+from medrecon.io.dicom_file import describe_error, open_capped
+from medrecon.io.dicom_mosaic import is_mosaic, mosaic_layout, tile_positions
 from medrecon.io.limits import check_alloc
 
 #: SOP class of a DICOMDIR (Media Storage Directory Storage).
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 _PIXEL_DATA = 0x7FE00010
+#: Bounds beyond which a header's geometry or modality LUT is corrupt, not unusual.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-4, 100.0
+MAX_POSITION_MM = 1e7
+MAX_RESCALE = 1e10
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 _VRS = _LONG_VRS | {
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
@@ -85,6 +89,10 @@ class FrameHeader:
         GantryDetectorTilt in degrees (informative; geometry comes from positions).
     echo : int or None
         EchoNumbers (multi-echo MR series are split by echo).
+    mosaic : int
+        Tiles per side of a Siemens mosaic, 0 when the file is not one. For a
+        mosaic, ``rows`` and ``cols`` are one tile's size, ``frame`` is the
+        tile's index and ``position`` the tile's own corner.
     """
 
     path: str
@@ -118,6 +126,7 @@ class FrameHeader:
     spacing_between: float | None = None
     tilt: float | None = None
     echo: int | None = None
+    mosaic: int = 0
 
     @property
     def has_pixels(self) -> bool:
@@ -131,8 +140,13 @@ class FrameHeader:
 
     @property
     def frame_bytes(self) -> int:
-        """Bytes of one natively encoded frame."""
+        """Bytes of one natively encoded frame (one tile of a mosaic)."""
         return self.rows * self.cols * self.samples * (self.bits_allocated // 8)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of one natively encoded frame as stored (the whole mosaic of a mosaic)."""
+        return self.frame_bytes * max(1, self.mosaic) ** 2
 
 
 def looks_like_dicom(path: str | os.PathLike) -> bool:
@@ -225,6 +239,42 @@ def _group_value(groups: list, f: int, seq: str, attr: str) -> Any:
     return None
 
 
+def _fmt(values: Any) -> str:
+    """Numbers of a header field as plain text (no numpy reprs)."""
+    return "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
+
+
+def _checked(path: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Refuse geometry and modality LUT values that are not finite or absurd; return ``fields``.
+
+    Informative fields (SliceThickness, SpacingBetweenSlices) out of range become unknown.
+    """
+    for key, name in (("position", "ImagePositionPatient"), ("orientation", "ImageOrientationPatient")):
+        values = fields[key]
+        if values is not None and not all(math.isfinite(v) and abs(v) <= MAX_POSITION_MM for v in values):
+            raise DicomError(f"{path}: {name} {_fmt(values)} holds NaN, infinite or absurd values: "
+                             "the file's geometry is corrupt; re-export it or remove it from the folder")
+    spacing = fields["pixel_spacing"]
+    if spacing is not None and not all(MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in spacing):
+        raise DicomError(
+            f"{path}: PixelSpacing {_fmt(spacing)} mm is outside {MIN_SPACING_MM:g}..{MAX_SPACING_MM:g} mm: "
+            "the file's geometry is corrupt; re-export it or remove it from the folder"
+        )
+    for key, name in (("slope", "RescaleSlope"), ("intercept", "RescaleIntercept")):
+        value = fields[key]
+        if not (math.isfinite(value) and abs(value) <= MAX_RESCALE):
+            raise DicomError(
+                f"{path}: {name} {value:g} is not a usable number (NaN, infinite or beyond "
+                f"{MAX_RESCALE:.0e}): its pixel values cannot be converted; re-export the file or "
+                "remove it from the folder"
+            )
+    for key in ("thickness", "spacing_between"):
+        value = fields[key]
+        if value is not None and not (MIN_SPACING_MM <= value <= MAX_POSITION_MM):
+            fields[key] = None
+    return fields
+
+
 def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: int,
              size: int) -> list[FrameHeader]:
     """Frame records from a parsed header (a pydicom dataset or a FlatHeader)."""
@@ -232,8 +282,10 @@ def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: in
     if "Rows" in ds:
         # a header is untrusted: refuse absurd sizes before making per-frame records
         bits = _int(ds.get("BitsAllocated")) or 8
+        width = max(1, (bits + 7) // 8)
+        dtype, per = (f"u{width}", 1) if width in (1, 2, 4, 8) else ("u1", width)  # odd widths as bytes
         check_alloc((n_frames, _int(ds.get("Rows")) or 1, _int(ds.get("Columns")) or 1,
-                     _int(ds.get("SamplesPerPixel")) or 1), f"V{max(1, (bits + 7) // 8)}", str(path))  # V: any byte width
+                     (_int(ds.get("SamplesPerPixel")) or 1) * per), dtype, str(path))
     image_type = tuple(str(t).upper() for t in (ds.get("ImageType") or ()))
     common = dict(
         path=str(path),
@@ -264,12 +316,13 @@ def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: in
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         shared = ds.get("SharedFunctionalGroupsSequence")
         groups = [per_frame, shared[0] if shared else None]
+        _check_groups(path, n_frames, per_frame, groups[1])
         out = []
         for f in range(n_frames):
             def get(seq: str, attr: str, f: int = f) -> Any:
                 return _group_value(groups, f, seq, attr)
 
-            out.append(FrameHeader(
+            out.append(FrameHeader(**_checked(path, dict(
                 frame=f,
                 position=_floats(get("PlanePositionSequence", "ImagePositionPatient"), 3),
                 orientation=_floats(get("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
@@ -278,12 +331,10 @@ def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: in
                 intercept=_float(get("PixelValueTransformationSequence", "RescaleIntercept")) or 0.0,
                 thickness=_float(get("PixelMeasuresSequence", "SliceThickness")),
                 spacing_between=_float(get("PixelMeasuresSequence", "SpacingBetweenSlices")),
-                **common,
-            ))
+            )), **common))
         return out
     single = n_frames == 1
-    return [FrameHeader(
-        frame=f,
+    fields = _checked(path, dict(
         # classic multi-frame objects carry no per-frame geometry: leave it unknown
         position=_floats(ds.get("ImagePositionPatient"), 3) if single else None,
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
@@ -292,8 +343,50 @@ def _headers(path: Path, ds, tsyntax: str, little: bool, offset: int, length: in
         intercept=_float(ds.get("RescaleIntercept")) or 0.0,
         thickness=_float(ds.get("SliceThickness")),
         spacing_between=_float(ds.get("SpacingBetweenSlices")),
-        **common,
-    ) for f in range(n_frames)]
+    ))
+    if is_mosaic(image_type) and common["rows"]:
+        return _mosaic_frames(path, ds, fields, common)
+    return [FrameHeader(frame=f, **fields, **common) for f in range(n_frames)]
+
+
+def _check_groups(path: Path, n_frames: int, per_frame: Any, shared: Any) -> None:
+    """Refuse an enhanced file whose per-frame groups describe fewer frames than it declares.
+
+    Frames without a per-frame item can only take their position from the shared
+    groups, which is valid only when the shared groups hold one (all frames in one plane).
+    """
+    described = len(per_frame) if per_frame is not None else n_frames
+    if described >= n_frames or (shared is not None and "PlanePositionSequence" in shared):
+        return
+    raise DicomError(
+        f"{path}: declares {n_frames} frames (NumberOfFrames) but its per-frame functional "
+        f"groups describe {described}, and the shared groups give no position: frames "
+        f"{described + 1}..{n_frames} cannot be placed; the file is truncated or was edited: "
+        "re-export it"
+    )
+
+
+def _mosaic_frames(path: Path, ds: Any, fields: dict[str, Any],
+                   common: dict[str, Any]) -> list[FrameHeader]:
+    """One frame per slice of a Siemens mosaic (see :mod:`medrecon.io.dicom_mosaic`)."""
+    if not hasattr(ds, "private_block"):
+        raise DicomError(f"{path}: a mosaic header must be read with pydicom")  # pragma: no cover
+    if common["n_frames"] != 1:
+        raise DicomError(f"{path}: a multi-frame Siemens mosaic ({common['n_frames']} frames) is "
+                         "not supported; export the series as single-frame images")
+    layout = mosaic_layout(ds, str(path), rows=common["rows"], cols=common["cols"],
+                           little_endian=common["little_endian"])
+    common = dict(common, rows=layout.tile_rows, cols=layout.tile_cols, mosaic=layout.grid)
+    step = fields["spacing_between"] or fields["thickness"]
+    positions: list[Any] = [None] * layout.count
+    if fields["position"] and fields["orientation"] and fields["pixel_spacing"]:
+        if step is None:
+            raise DicomError(f"{path}: a Siemens mosaic without SpacingBetweenSlices or "
+                             "SliceThickness: its slices cannot be placed; the file is incomplete")
+        positions = tile_positions(layout, fields["position"], fields["orientation"],
+                                   fields["pixel_spacing"], step)
+    return [FrameHeader(frame=m, **dict(fields, position=pos), **common)
+            for m, pos in enumerate(positions)]
 
 
 #: SOP classes whose instances always carry pixel data (CT, MR, PET, NM, SC, SEG, RT dose).
@@ -303,25 +396,19 @@ _IMAGE_CLASSES = ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4",
                   "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.2")
 
 
-def _incomplete(ds) -> str:
+def _incomplete(ds, *, no_pixels: bool = False) -> str:
     """Why a parsed header is unusable ("" when it is fine)."""
     if len(ds) == 0:
         return "no DICOM data elements after the file meta header"
+    if no_pixels and "Rows" in ds:
+        return (f"the header describes a {ds.get('Columns')}x{ds.get('Rows')} image but the file "
+                "ends without its Pixel Data")
     meta = getattr(ds, "file_meta", None)
     sop = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
     is_image = any(sop == c or sop.startswith(c + ".") for c in _IMAGE_CLASSES)
     if is_image and "Rows" not in ds:
         return "the header ends before the image description (Rows, Columns)"
     return ""
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"Type: message"`` of a foreign exception, control characters escaped, at most 300 characters.
-
-    pydicom quotes the corrupt bytes it met; they must not reach a terminal raw.
-    """
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(exc))
-    return f"{type(exc).__name__}: {text[:300]}"
 
 
 class NotDicomFile(DicomError):
@@ -347,7 +434,8 @@ def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
 
     p = Path(path)
     flat = read_flat_header(str(p))
-    if flat is not None and "Rows" in flat:
+    if flat is not None and "Rows" in flat and not is_mosaic(
+            [str(t).upper() for t in flat.get("ImageType") or ()]):  # mosaics need private tags
         try:
             size = p.stat().st_size
             return _headers(p, flat, flat.transfer_syntax, True, flat.pixel_offset,
@@ -359,88 +447,19 @@ def read_headers(path: str | os.PathLike) -> tuple[list[FrameHeader], Any]:
     return _read_with_pydicom(p)
 
 
-class _CappedReader(io.BufferedReader):
-    """A file whose ``read(n)`` never asks for more bytes than remain.
-
-    pydicom reads each element value with ``read(length)``; a corrupt length (up
-    to 4 GiB) would otherwise allocate a buffer of that size before the short
-    read is noticed.
-    """
-
-    def __init__(self, raw: io.RawIOBase, size: int) -> None:
-        super().__init__(raw)
-        self._size = size
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is not None and n > 0:
-            n = min(n, max(0, self._size - self.tell()))
-        return super().read(n)
-
-
-def read_dataset(path: str | os.PathLike, *, stop_before_pixels: bool = False,
-                 specific_tags: list[str] | None = None) -> Any:
-    """Parse a whole DICOM file (a SEG, an RTSTRUCT) with pydicom, bounded by its size.
-
-    Element reads are capped at the bytes left in the file and a deflated data
-    set is inflated in bounded steps first (see :func:`read_headers`). Values
-    are converted lazily by pydicom: callers must still expect corrupt values.
-
-    Raises
-    ------
-    DicomError
-        If pydicom cannot parse the file.
-    ResourceLimitError
-        If a deflated data set inflates past ``MEDRECON_MAX_BYTES``.
-    """
-    import pydicom
-
-    p = Path(path)
-    try:
-        with _open_capped(p, p.stat().st_size) as fh:
-            return pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels,
-                                   specific_tags=specific_tags)
-    except (DicomError, ResourceLimitError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt files
-        raise DicomError(
-            f"{p} is not a readable DICOM file ({describe_error(exc)}); it may be truncated or "
-            "corrupt: re-export it"
-        ) from exc
-
-
-@contextlib.contextmanager
-def _open_capped(p: Path, size: int):
-    """Open ``p`` for pydicom: deflated data checked first, reads capped at ``size`` bytes.
-
-    pydicom's warnings are silenced while the handle is open; a corrupt deflated
-    stream is a :class:`DicomError`, one that inflates too far a ``ResourceLimitError``.
-    """
-    from medrecon.errors import InputError
-    from medrecon.io.dicom_fast import check_deflated
-
-    try:
-        check_deflated(p)
-    except ResourceLimitError:
-        raise
-    except InputError as exc:
-        raise DicomError(f"{p}: the deflated data set is corrupt ({describe_error(exc)})") from exc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with _CappedReader(io.FileIO(p, "rb"), size) as fh:
-            yield fh
-
-
 def _read_with_pydicom(p: Path) -> tuple[list[FrameHeader], Any]:
     import pydicom
     from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         size = p.stat().st_size
-        with _open_capped(p, size) as fh:
+        with open_capped(p, size) as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
             tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            # pydicom stops before Pixel Data, or reads to the end when there is none
+            no_pixels = fh.peek(1) == b"" and not (tsyntax is not None and tsyntax.is_deflated)
             offset, length = _pixel_element(fh, ds, tsyntax)
-            problem = _incomplete(ds)
+            problem = _incomplete(ds, no_pixels=no_pixels)
             if problem:
                 raise DicomError(f"{p}: {problem}; the file is truncated or corrupt: "
                                  "re-export it or remove it from the folder")

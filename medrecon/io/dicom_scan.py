@@ -7,6 +7,7 @@ and returns the frames found plus the files it had to skip.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,20 @@ def _candidate_files(p: Path) -> list[Path]:
     return files
 
 
+def _what_is(p: Path) -> str:
+    """Describe a path that is not a regular file, for messages ("a character device", ...)."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        if p.is_symlink():
+            return f"a broken link to {os.readlink(p)}"
+        return "missing"
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return f"a link to {p.resolve()}, {kind}" if p.is_symlink() else kind
+
+
 def scan(path: str | os.PathLike) -> ScanResult:
     """Read the headers of every DICOM file under ``path``.
 
@@ -78,6 +93,8 @@ def scan(path: str | os.PathLike) -> ScanResult:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p} does not exist")
+    if not (p.is_file() or p.is_dir()):
+        raise InputError(f"{p} is {_what_is(p)}, not a DICOM file or folder")
     if p.is_file():
         frames, ds = read_headers(p)
         if str(ds.get("SOPClassUID", "")) != DICOMDIR_CLASS and "DirectoryRecordSequence" not in ds:
@@ -85,20 +102,27 @@ def scan(path: str | os.PathLike) -> ScanResult:
         files = _dicomdir_files(p, ds)
         if not files:
             raise DicomError(f"DICOMDIR {p} references no image files")
+        files_from_dicomdir = True
     else:
         files = _candidate_files(p)
+        files_from_dicomdir = False
     frames: list[FrameHeader] = []
     skipped: list[str] = []
     for f in files:
         if not f.is_file():
-            skipped.append(f"{f}: referenced but missing")
+            what = _what_is(f)
+            if what == "missing" and files_from_dicomdir:
+                skipped.append(f"{f}: referenced by the DICOMDIR but missing")
+            elif what != "a folder":
+                skipped.append(f"{f}: not a regular file ({what})")
             continue
         try:
             found, ds = read_headers(f)
         except NotDicomFile:
             continue  # README, thumbnails and other files beside the images
         except DicomError as exc:
-            skipped.append(f"{f}: {exc}")
+            text = str(exc)  # messages name their file already
+            skipped.append(text if text.startswith(str(f)) else f"{f}: {text}")
             continue
         if "DirectoryRecordSequence" in ds:
             continue  # a DICOMDIR inside the folder: its files are found by the walk

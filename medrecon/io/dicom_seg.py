@@ -8,7 +8,7 @@ in LPS millimetres; overlapping segments are painted in segment order (later one
 win) with a warning; fractional segments are thresholded at 0.5.
 
 The file is untrusted: it is parsed with bounded reads
-(:func:`~medrecon.io.dicom_header.read_dataset`), and its sizes, segment table,
+(:func:`~medrecon.io.dicom_file.read_dataset`), and its sizes, segment table,
 per-frame groups, geometry and pixel data length are checked here before
 highdicom sees it, so that a corrupt SEG fails with a :class:`DicomError` that
 names the field.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medrecon.errors import DicomError, GeometryError, MedreconError, MissingDependencyError
-from medrecon.io.dicom_header import describe_error, read_dataset
+from medrecon.io.dicom_file import describe_error, read_dataset
 from medrecon.io.limits import check_alloc
 from medrecon.labels import assign_ids
 from medrecon.volume import LabelMap

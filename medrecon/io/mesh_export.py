@@ -1,32 +1,35 @@
-"""Writing organ meshes (STL, OBJ, PLY, 3MF) and the print report (JSON).
+"""Writing organ meshes: STL, OBJ, PLY and 3MF files, nothing else.
 
 Coordinates are millimetres in the DICOM patient frame, LPS, unless
 ``frame="RAS"`` is asked for (x and y negated: a rotation by 180 degrees about
 z, so the triangle winding stays outward). The frame is written into every
 file, the way 3D Slicer marks its STL files: ``SPACE=LPS`` in the STL header,
-a comment in OBJ and PLY, model metadata in 3MF; and in the report. Every file
-is written atomically (:mod:`medrecon.io.atomic`).
+a comment in OBJ and PLY, model metadata in 3MF. A 3MF object carries its
+organ's colour from the label vocabulary (:func:`medrecon.labels.organ_colour`);
+STL, OBJ and PLY stay plain geometry. Every file is written
+atomically (:mod:`medrecon.atomic`). The report that lists the files is
+:mod:`medrecon.report`'s, written by the pipeline.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medrecon.atomic import atomic_path, safe_name
 from medrecon.errors import UnsupportedFormatError
-from medrecon.io.atomic import atomic_path, safe_name, write_text
-from medrecon.surface.arrays import Mesh, MeshArrays, MeshLike, same_kind
+from medrecon.io.formats import MESH_FORMATS, mesh_format_of
+from medrecon.labels import organ_colour
+from medrecon.report import FRAMES
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import LPS_TO_RAS
 
-#: Version of the report.json layout.
-SCHEMA_VERSION = 1
-FORMATS = ("stl", "obj", "ply", "3mf")
-FRAMES = ("LPS", "RAS")
+FORMATS = tuple(MESH_FORMATS)
 
 _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")])
 
@@ -39,15 +42,14 @@ def check_frame(frame: str) -> str:
     return f
 
 
-def to_frame(mesh: Mesh, frame: str) -> Mesh:
-    """Return an LPS mesh in ``frame`` (``"LPS"`` or ``"RAS"``): a new mesh of its kind."""
-    out = MeshArrays.of(mesh)
+def to_frame(mesh: TriangleMesh, frame: str) -> TriangleMesh:
+    """Return an LPS mesh in ``frame`` (``"LPS"``: ``mesh`` itself; ``"RAS"``: a new mesh)."""
     if check_frame(frame) == "RAS":
-        out = out.transformed(LPS_TO_RAS)  # a rotation: winding unchanged
-    return same_kind(mesh, out.vertices, out.faces)
+        return mesh.transformed(LPS_TO_RAS)  # a rotation: winding unchanged
+    return mesh
 
 
-def stl_bytes(mesh: MeshLike, *, frame: str) -> bytes:
+def stl_bytes(mesh: TriangleMesh, *, frame: str) -> bytes:
     """Binary STL of ``mesh`` (already in ``frame``) with header ``SPACE=<frame>``."""
     header = f"SPACE={frame} units=mm medrecon".encode("ascii").ljust(80, b" ")
     tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces, dtype=np.int64)]
@@ -59,7 +61,7 @@ def stl_bytes(mesh: MeshLike, *, frame: str) -> bytes:
     return header + np.uint32(len(tri)).tobytes() + records.tobytes()
 
 
-def obj_text(mesh: MeshLike, *, frame: str, name: str = "mesh") -> str:
+def obj_text(mesh: TriangleMesh, *, frame: str, name: str = "mesh") -> str:
     """Wavefront OBJ text of ``mesh`` with the frame and units in comments."""
     v = np.asarray(mesh.vertices, dtype=np.float64)
     f = np.asarray(mesh.faces, dtype=np.int64) + 1
@@ -69,7 +71,7 @@ def obj_text(mesh: MeshLike, *, frame: str, name: str = "mesh") -> str:
     return "".join(lines)
 
 
-def ply_bytes(mesh: MeshLike, *, frame: str) -> bytes:
+def ply_bytes(mesh: TriangleMesh, *, frame: str) -> bytes:
     """Binary little-endian PLY of ``mesh`` with the frame and units in comments."""
     v = np.asarray(mesh.vertices, dtype="<f4")
     f = np.asarray(mesh.faces)
@@ -88,45 +90,52 @@ def ply_bytes(mesh: MeshLike, *, frame: str) -> bytes:
     return header + v.tobytes() + faces.tobytes()
 
 
-def _format_of(path: Path) -> str:
-    ext = path.suffix.lower().lstrip(".")
-    if ext not in FORMATS:
-        raise UnsupportedFormatError(
-            f"{path}: unknown mesh format {path.suffix!r}; medrecon writes .stl, .obj, .ply and .3mf"
-        )
-    return ext
-
-
 def write_mesh(
-    mesh: MeshLike, path: str | os.PathLike, *, frame: str = "LPS", name: str | None = None
+    mesh: TriangleMesh,
+    path: str | os.PathLike,
+    *,
+    frame: str = "LPS",
+    name: str | None = None,
+    colour: Sequence[float] | None = None,
 ) -> Path:
     """Write one LPS-mm mesh to ``path`` (format from the suffix), atomically.
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh or MeshArrays
-        Vertices in LPS millimetres.
+    mesh : TriangleMesh
+        Vertices in LPS millimetres (a :class:`trimesh.Trimesh` converts with
+        :meth:`TriangleMesh.from_trimesh`).
     path : path-like
         ``.stl`` (binary), ``.obj``, ``.ply`` (binary) or ``.3mf``.
     frame : {"LPS", "RAS"}
         Frame of the written coordinates; it is recorded in the file.
     name : str, optional
         Object name stored in OBJ and 3MF (default: the file stem).
+    colour : sequence of 3 floats, optional
+        RGB in [0, 1] given to the 3MF object (other formats carry no colour).
 
     Returns
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    TypeError
+        If ``mesh`` is not a :class:`~medrecon.triangles.TriangleMesh`.
     """
+    if not isinstance(mesh, TriangleMesh):
+        raise TypeError(f"mesh must be a medrecon.triangles.TriangleMesh, got {type(mesh).__name__}; "
+                        "convert a trimesh with TriangleMesh.from_trimesh(mesh)")
     p = Path(path)
-    fmt = _format_of(p)
+    fmt = mesh_format_of(p)
     frame = check_frame(frame)
-    out = to_frame(MeshArrays.of(mesh), frame)
+    out = to_frame(mesh, frame)
     name = name or p.stem
     if fmt == "3mf":
         from medrecon.io.threemf import write_3mf
 
-        write_3mf({name: out}, p, frame=frame)
+        write_3mf({name: out}, p, frame=frame, colours=None if colour is None else {name: colour})
         return p
     with atomic_path(p) as tmp:
         if fmt == "stl":
@@ -153,18 +162,25 @@ def unique_names(names: Iterable[str]) -> list[str]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+@dataclass(frozen=True)
+class MeshFiles:
+    """The files :func:`export_organs` wrote, relative to its output folder.
+
+    Attributes
+    ----------
+    organs : tuple of str
+        ``meshes/<stem>.<fmt>`` of each organ, in the order given.
+    merged : str or None
+        The scene holding every organ, if one was asked for.
+    """
+
+    organs: tuple[str, ...]
+    merged: str | None = None
+
+    @property
+    def all(self) -> set[str]:
+        """Every file written."""
+        return set(self.organs) | ({self.merged} if self.merged else set())
 
 
 def export_organs(
@@ -173,33 +189,28 @@ def export_organs(
     *,
     fmt: str = "stl",
     frame: str = "LPS",
-    extra_report: Mapping[str, Any] | None = None,
     merged: bool = False,
-) -> dict[str, Any]:
-    """Write one mesh file per organ and ``report.json`` into ``outdir``.
+) -> MeshFiles:
+    """Write one mesh file per organ into ``outdir/meshes`` (the report is the pipeline's).
 
     Parameters
     ----------
     organ_meshes : iterable of medrecon.mesh.OrganMesh
-        Meshes in LPS mm with their reports.
+        Meshes in LPS mm with their names.
     outdir : path-like
         Output folder; meshes go to ``outdir/meshes/<safe name>.<fmt>``.
     fmt : {"stl", "obj", "ply", "3mf"}
         File format.
     frame : {"LPS", "RAS"}
         Coordinate frame of the written files.
-    extra_report : mapping, optional
-        More top-level report entries (input file, options, timings).
     merged : bool
         Also write every organ into one ``meshes/all_organs.<fmt>`` scene (in
-        3MF: one object per organ).
+        3MF: one named object per organ, in the organ's colour).
 
     Returns
     -------
-    dict
-        The report written to ``outdir/report.json``: ``schema_version``,
-        ``frame``, ``units`` ("mm"), ``organs`` (one entry per organ with its
-        ``file`` relative to ``outdir``) and ``extra_report``'s entries.
+    MeshFiles
+        The written files, relative to ``outdir``.
     """
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in FORMATS:
@@ -210,32 +221,21 @@ def export_organs(
         raise ValueError("no organ meshes to export")
     out = Path(outdir)
     stems = unique_names(o.name for o in organs)
-    entries = []
+    files = []
     for organ, stem in zip(organs, stems, strict=True):
         rel = f"meshes/{stem}.{fmt}"
-        write_mesh(organ.arrays, out / rel, frame=frame, name=organ.name)
-        entry = dict(organ.report)
-        entry.update(name=organ.name, label=int(organ.label), file=rel)
-        if frame == "RAS" and entry.get("bbox_mm") is not None:
-            entry["bbox_mm"] = _ras_bbox(organ.arrays)
-        entries.append(entry)
-    report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "frame": frame, "units": "mm"}
+        write_mesh(organ.mesh, out / rel, frame=frame, name=organ.name, colour=_colour(organ))
+        files.append(rel)
+    scene = None
     if merged:
         scene = f"meshes/{_scene_stem(stems)}.{fmt}"
-        _write_scene(organs, stems, out / scene, fmt=fmt, frame=frame)
-        report["merged_file"] = scene
-    for key, value in (extra_report or {}).items():
-        if key not in ("schema_version", "frame", "units", "organs"):
-            report[key] = value
-    report["organs"] = entries
-    report = _jsonable(report)
-    write_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
-    return report
+        _write_scene(organs, out / scene, fmt=fmt, frame=frame)
+    return MeshFiles(organs=tuple(files), merged=scene)
 
 
-def _ras_bbox(mesh: MeshArrays) -> list[list[float]]:
-    ras = to_frame(mesh, "RAS").vertices
-    return [ras.min(axis=0).tolist(), ras.max(axis=0).tolist()]
+def _colour(organ: Any) -> tuple[float, float, float]:
+    """Return the organ's colour in the label vocabulary (by name, else by label id)."""
+    return organ_colour(organ.name, getattr(organ, "label", None))
 
 
 def _scene_stem(stems: list[str]) -> str:
@@ -245,13 +245,11 @@ def _scene_stem(stems: list[str]) -> str:
     return stem
 
 
-def _write_scene(organs: list[Any], stems: list[str], path: Path, *, fmt: str, frame: str) -> None:
+def _write_scene(organs: list[Any], path: Path, *, fmt: str, frame: str) -> None:
     if fmt == "3mf":
         from medrecon.io.threemf import write_3mf
 
-        write_3mf({o.name: to_frame(o.arrays, frame) for o in organs}, path, frame=frame)
+        write_3mf({o.name: to_frame(o.mesh, frame) for o in organs}, path, frame=frame,
+                  colours={o.name: _colour(o) for o in organs})
         return
-    offsets = np.cumsum([0] + [len(o.arrays.vertices) for o in organs[:-1]])
-    scene = MeshArrays(np.vstack([o.arrays.vertices for o in organs]),
-                       np.vstack([o.arrays.faces + n for o, n in zip(organs, offsets, strict=True)]))
-    write_mesh(scene, path, frame=frame, name="all_organs")
+    write_mesh(TriangleMesh.concatenate(o.mesh for o in organs), path, frame=frame, name="all_organs")

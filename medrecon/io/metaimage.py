@@ -94,7 +94,10 @@ def _affine(fields: dict[str, str], ndims: int, path: Path) -> np.ndarray:
     affine = np.eye(4)
     affine[:n, :n] = columns[:n, :n] * spacing[:n]
     affine[:n, 3] = origin[:n]
-    return check_affine(affine)
+    try:
+        return check_affine(affine)
+    except GeometryError as exc:
+        raise GeometryError(f"{path}: {exc}") from exc
 
 
 def read_metaimage(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -35,7 +35,9 @@ import numpy as np
 from medrecon.atomic import atomic_path
 from medrecon.errors import GeometryError, InputError, UnsupportedFormatError
 from medrecon.io._stream import Inflater, open_input, read_exact, skip, to_native
+from medrecon.io.formats import NIFTI
 from medrecon.io.limits import check_alloc
+from medrecon.io.stored import exact_scaling
 from medrecon.volume import LPS_TO_RAS, check_affine
 
 _MAX_OFFSET = 64 * 1024**2  # header + extensions larger than this are not credible
@@ -355,7 +357,6 @@ def _storage(array: np.ndarray, is_label: bool) -> np.ndarray:
 
 _CODE_OF = {np.dtype(t): code for code, t in _SCALAR_TYPES.items()}
 _CHUNK = 1024**2  # bytes of voxels per write: whole k planes, few enough to stay in the CPU cache
-_EXACT = 2.0**24  # integers up to this size are exact in float32
 
 
 class _Inexact(Exception):
@@ -465,15 +466,21 @@ def _integer_storage(data: np.ndarray, scaling: Any, stored_dtype: Any) -> tuple
         return None
     if stored.kind not in "iu" or stored.newbyteorder("=") not in _CODE_OF:
         return None
-    if not (np.isfinite(slope) and np.isfinite(inter) and slope != 0):
-        return None
-    info = np.iinfo(stored)
-    # integer slope and intercept and a range inside float32's exact integers: every reader
-    # (float32 or float64) decodes the stored integers to exactly these values
-    if not (slope.is_integer() and inter.is_integer()
-            and max(-info.min, info.max) * abs(slope) + abs(inter) <= _EXACT):
-        return None
-    return stored, slope, inter
+    # every reader (float32 or float64) must decode the stored integers to exactly these values
+    return (stored, slope, inter) if exact_scaling(stored, slope, inter) else None
+
+
+def _write_stored(stored: np.ndarray, ras: np.ndarray, path: Path, gz: bool, compresslevel: int,
+                  scaling: Any) -> None:
+    """Write stored integers as they are, with their (slope, intercept) in the header."""
+    slope, inter = (1.0, 0.0) if scaling is None else (float(scaling[0]), float(scaling[1]))
+    if stored.ndim != 3 or stored.dtype.kind not in "iu" or stored.dtype.newbyteorder("=") not in _CODE_OF:
+        raise ValueError(f"stored values must be a 3D array of integers, got {stored.dtype} {stored.shape}")
+    if not exact_scaling(stored.dtype, slope, inter):
+        raise ValueError(f"slope {slope} and intercept {inter} of {stored.dtype} are not exact in float32")
+    header = _header_block(stored.shape, stored.dtype, ras, (slope, inter))
+    with atomic_path(path, suffix=".nii.gz" if gz else ".nii") as tmp:
+        _write_file(tmp, gz, compresslevel, header, _voxel_chunks(stored))
 
 
 def _write_file(tmp: Path, gz: bool, compresslevel: int, header: bytes, chunks: Iterator[Any]) -> None:
@@ -498,6 +505,7 @@ def write_nifti(
     compresslevel: int = 1,
     scaling: tuple[float, float] | None = None,
     stored_dtype: Any = None,
+    as_stored: bool = False,
 ) -> Path:
     """Write a 3D array as NIfTI with both qform and sform set (codes 1, scanner).
 
@@ -526,6 +534,12 @@ def write_nifti(
         ``stored * slope + intercept``, the file keeps those integers with
         ``scl_slope``/``scl_inter``, as dcm2niix does (half the size of
         float32 for 16-bit data); otherwise it holds float32.
+    as_stored : bool, optional
+        ``array`` holds the stored integers themselves (a
+        :class:`~medrecon.io.stored.StoredVolume`'s ``raw.array``) and ``scaling``
+        makes their values: they are written as they are, with ``scl_slope`` and
+        ``scl_inter``. The scaling must be exact
+        (:func:`~medrecon.io.stored.exact_scaling`).
 
     Returns
     -------
@@ -538,14 +552,19 @@ def write_nifti(
         If the affine is not a valid (4, 4) voxel-to-world matrix.
     OutputError
         If the file cannot be written.
+    ValueError
+        With ``as_stored``: if ``array`` is not integers of a NIfTI type, or the scaling is not exact.
     """
     p = Path(path)
     name = p.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
+    if not NIFTI.writes(name):
         raise UnsupportedFormatError(f"{p}: a NIfTI file name must end in .nii or .nii.gz")
-    data = _storage(array, is_label)
+    data = np.asarray(array) if as_stored else _storage(array, is_label)
     ras = LPS_TO_RAS @ check_affine(affine_lps)
     gz = name.endswith(".gz")
+    if as_stored:
+        _write_stored(data, ras, p, gz, compresslevel, scaling)
+        return p
     integers = None if is_label else _integer_storage(data, scaling, stored_dtype)
     with atomic_path(p, suffix=".nii.gz" if gz else ".nii") as tmp:
         try:

@@ -31,6 +31,7 @@ from medrecon.io._stream import (
     skip,
     to_native,
 )
+from medrecon.io.formats import IMAGE_FORMATS
 from medrecon.io.limits import check_alloc
 from medrecon.volume import check_affine
 
@@ -322,7 +323,8 @@ def _nrrd_dtype(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def write_nrrd(array: Any, affine_lps: Any, path: str | os.PathLike, *, compression_level: int = 1) -> Path:
+def write_nrrd(array: Any, affine_lps: Any, path: str | os.PathLike, *, is_label: bool = False,
+               compression_level: int = 1) -> Path:
     """Write a 3D array as a gzip-compressed ``.nrrd`` in LPS space, atomically.
 
     Parameters
@@ -334,6 +336,9 @@ def write_nrrd(array: Any, affine_lps: Any, path: str | os.PathLike, *, compress
         ``space origin`` with ``space: left-posterior-superior``.
     path : path-like
         Output ``.nrrd`` file.
+    is_label : bool
+        Label maps and images are stored alike (the array's own type); taken so
+        that every writer of :mod:`medrecon.io.formats` is called the same way.
     compression_level : int, optional
         gzip level, 1 (fast) to 9.
 
@@ -345,7 +350,7 @@ def write_nrrd(array: Any, affine_lps: Any, path: str | os.PathLike, *, compress
     import nrrd
 
     p = Path(path)
-    if not p.name.lower().endswith(".nrrd"):
+    if not IMAGE_FORMATS["nrrd"].writes(p.name):
         raise UnsupportedFormatError(f"{p}: medrecon writes NRRD as a single .nrrd file")
     data = _nrrd_dtype(np.asarray(array))
     if data.ndim != 3:

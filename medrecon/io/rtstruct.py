@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from medrecon.errors import DicomError, GeometryError, InputError
-from medrecon.io.dicom_header import describe_error
+from medrecon.io.dicom_file import describe_error
 from medrecon.text import sanitize_text
 
 
@@ -34,7 +34,7 @@ def read_structure_set(path: str | os.PathLike) -> tuple[dict[int, str], list[tu
     DicomError, GeometryError
         Corrupt or inconsistent values (the message names the field).
     """
-    from medrecon.io.dicom_header import read_dataset
+    from medrecon.io.dicom_file import read_dataset
 
     ds = read_dataset(path)
     modality = _rt_value(ds, "Modality", path)

@@ -9,18 +9,18 @@ from pathlib import Path
 
 from medrecon.atomic import write_text
 from medrecon.errors import InputError
-
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+from medrecon.io.formats import format_by_name, strip_suffix
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
     """Return the JSON sidecar path of a label file: same folder, same stem, ``.json``."""
     p = Path(path)
-    name = p.name
-    for suffix in _IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".json")
-    return p.with_name(p.stem + ".json")
+    return p.with_name((strip_suffix(p.name) if format_by_name(p.name) else p.stem) + ".json")
+
+
+def has_sidecar(path: str | os.PathLike) -> bool:
+    """Tell whether a names sidecar marks ``path`` as a label map."""
+    return sidecar_path(path).is_file()
 
 
 def read_names(path: str | os.PathLike) -> dict[int, str]:

@@ -20,7 +20,8 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from medrecon.surface.arrays import Mesh, MeshLike, as_trimesh, same_kind
+from medrecon.mesh.nesting import nesting_depth
+from medrecon.triangles import TriangleMesh
 
 if TYPE_CHECKING:
     import trimesh
@@ -121,7 +122,7 @@ def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int, *, _table: tupl
     return int(np.count_nonzero(np.bincount(other_fan, minlength=n_vertices)))
 
 
-def check(mesh: MeshLike) -> MeshCheck:
+def check(mesh: TriangleMesh) -> MeshCheck:
     """Measure watertightness, manifoldness, winding and shells of ``mesh``."""
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0:
@@ -175,35 +176,9 @@ def _signed_volumes(vertices: np.ndarray, faces: np.ndarray, group: np.ndarray, 
     return np.bincount(group, weights=six_v, minlength=n) / 6.0
 
 
-def _solid_angle_sum(point: np.ndarray, tri: np.ndarray) -> float:
-    """Sum of signed solid angles of triangles ``tri`` seen from ``point`` (4 pi inside)."""
-    a, b, c = (tri[:, n] - point for n in range(3))
-    la, lb, lc = (np.linalg.norm(x, axis=1) for x in (a, b, c))
-    num = np.einsum("ij,ij->i", a, np.cross(b, c))
-    den = (la * lb * lc + np.einsum("ij,ij->i", a, b) * lc + np.einsum("ij,ij->i", a, c) * lb
-           + np.einsum("ij,ij->i", b, c) * la)
-    return float(np.sum(2.0 * np.arctan2(num, den)))
-
-
 def _expected_signs(vertices: np.ndarray, faces: np.ndarray, shell_of_face: np.ndarray, n: int) -> np.ndarray:
     """+1 for shells nested in an even number of others (solids), -1 for cavities."""
-    if n == 1:
-        return np.ones(1)
-    tri = vertices[faces]
-    lo = np.full((n, 3), np.inf)
-    hi = np.full((n, 3), -np.inf)
-    np.minimum.at(lo, shell_of_face, tri.min(axis=1))
-    np.maximum.at(hi, shell_of_face, tri.max(axis=1))
-    depth = np.zeros(n, dtype=int)
-    first_face = np.unique(shell_of_face, return_index=True)[1]
-    for a in range(n):
-        # a point of shell a: the centroid of one of its faces
-        p = tri[first_face[a]].mean(axis=0)
-        for b in range(n):
-            if a == b or np.any(lo[a] < lo[b]) or np.any(hi[a] > hi[b]):
-                continue
-            if abs(_solid_angle_sum(p, tri[shell_of_face == b])) > 2.0 * np.pi:
-                depth[a] += 1
+    depth = nesting_depth(vertices, faces, shell_of_face, n)
     return np.where(depth % 2 == 0, 1.0, -1.0)
 
 
@@ -321,23 +296,23 @@ def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return out
 
 
-def repair(mesh: Mesh) -> tuple[Mesh, MeshCheck]:
+def repair(mesh: TriangleMesh) -> tuple[TriangleMesh, MeshCheck]:
     """Clean, fill holes, fix winding; fall back on pymeshfix if still broken.
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh or MeshArrays
+    mesh : TriangleMesh
         Surface in mm.
 
     Returns
     -------
-    mesh : trimesh.Trimesh or MeshArrays
-        The repaired mesh (a new object of ``mesh``'s kind).
+    mesh : TriangleMesh
+        The repaired mesh (a new one).
     check : MeshCheck
         Its state after repair; callers must look at it (repair can fail on
         badly broken input, and then says so here rather than pretending).
     """
-    out = fix_orientation(fill_holes(clean(as_trimesh(mesh))))
+    out = fix_orientation(fill_holes(clean(mesh.to_trimesh())))
     state = check(out)
     if not state.printable:
         fixed = _pymeshfix(out)
@@ -345,7 +320,7 @@ def repair(mesh: Mesh) -> tuple[Mesh, MeshCheck]:
             fixed_state = check(fixed)
             if fixed_state.printable:
                 out, state = fixed, fixed_state
-    return same_kind(mesh, out.vertices, out.faces), state
+    return TriangleMesh.from_trimesh(out), state
 
 
 def _pymeshfix(mesh: trimesh.Trimesh) -> trimesh.Trimesh | None:

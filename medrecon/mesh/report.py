@@ -16,7 +16,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from medrecon.mesh.repair import MeshCheck, check
-from medrecon.surface.arrays import MeshLike
+from medrecon.triangles import TriangleMesh
 
 #: Points sampled on each surface for the distance measures.
 SAMPLES = 5_000
@@ -64,7 +64,7 @@ def _dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, y)
 
 
-def triangles(mesh: MeshLike) -> np.ndarray:
+def triangles(mesh: TriangleMesh) -> np.ndarray:
     """(F, 3, 3) float64 corner positions (no trimesh cache involved)."""
     return np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces, dtype=np.int64)]
 
@@ -92,7 +92,7 @@ class FaceGeometry:
         self._tree: cKDTree | None = None
 
     @classmethod
-    def of(cls, mesh: MeshLike) -> FaceGeometry:
+    def of(cls, mesh: TriangleMesh) -> FaceGeometry:
         """Compute the geometry of ``mesh``'s faces."""
         return cls(triangles(mesh))
 
@@ -143,7 +143,7 @@ def _sample(tri: np.ndarray, areas: np.ndarray, count: int, seed: int) -> np.nda
     return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
 
 
-def distances_to_surface(points: np.ndarray, mesh: MeshLike, *, candidates: int = CANDIDATES) -> np.ndarray:
+def distances_to_surface(points: np.ndarray, mesh: TriangleMesh, *, candidates: int = CANDIDATES) -> np.ndarray:
     """Distance in mm from each of (N, 3) ``points`` to the surface of ``mesh``.
 
     Exact for the closest of the ``candidates`` triangles whose centroids are
@@ -172,7 +172,7 @@ def _centroid_tree(centroids: np.ndarray) -> cKDTree:
 
 
 def surface_distances(
-    a: MeshLike | FaceGeometry, b: MeshLike | FaceGeometry, *, samples: int = SAMPLES, seed: int = 0
+    a: TriangleMesh | FaceGeometry, b: TriangleMesh | FaceGeometry, *, samples: int = SAMPLES, seed: int = 0
 ) -> np.ndarray:
     """Pooled distances (mm) from points on ``a`` to ``b`` and from points on ``b`` to ``a``.
 
@@ -189,9 +189,9 @@ def surface_distances(
 
 
 def mesh_report(
-    mesh: MeshLike,
+    mesh: TriangleMesh,
     *,
-    raw: MeshLike | None = None,
+    raw: TriangleMesh | None = None,
     voxel_volume_mm3: float | None = None,
     state: MeshCheck | None = None,
     geometry: FaceGeometry | None = None,
@@ -200,9 +200,9 @@ def mesh_report(
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh or MeshArrays
+    mesh : TriangleMesh
         Final mesh in mm.
-    raw : trimesh.Trimesh or MeshArrays, optional
+    raw : TriangleMesh, optional
         Raw marching-cubes surface; gives ``hd95_mm`` and ``mean_distance_mm``
         (None when not given).
     voxel_volume_mm3 : float, optional
@@ -219,7 +219,8 @@ def mesh_report(
         ``surface_area_mm2``, ``watertight``, ``manifold``,
         ``winding_consistent``, ``outward``, ``shells``, ``boundary_edges``,
         ``nonmanifold_edges``, ``nonmanifold_vertices``, ``self_intersections``
-        (None: not checked, no cheap check is available), ``faces``,
+        (None: not counted here; :func:`medrecon.mesh.build_organ_meshes` puts
+        the count of :mod:`medrecon.mesh.printcheck` there), ``faces``,
         ``vertices``, ``bbox_mm`` ([[min x, y, z], [max x, y, z]]),
         ``size_mm``, ``hd95_mm``, ``mean_distance_mm``, ``max_distance_mm``.
         Numbers are not rounded.
@@ -259,7 +260,7 @@ def mesh_report(
 
 
 def fidelity(
-    mesh: MeshLike | FaceGeometry, raw: MeshLike | FaceGeometry
+    mesh: TriangleMesh | FaceGeometry, raw: TriangleMesh | FaceGeometry
 ) -> dict[str, float | None]:
     """``hd95_mm``, ``mean_distance_mm`` and ``max_distance_mm`` between two surfaces.
 

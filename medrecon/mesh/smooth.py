@@ -25,7 +25,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from medrecon.surface.arrays import Mesh, same_kind
+from medrecon.triangles import TriangleMesh
 
 #: Slicer's default smoothing factor for segmentation closed surfaces.
 SLICER_DEFAULT_SMOOTHING = 0.5
@@ -157,15 +157,15 @@ def windowed_sinc(
     return out + centre
 
 
-def smooth(mesh: Mesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> Mesh:
-    """Smooth ``mesh`` with Slicer's strength ``factor`` in [0, 1] (new mesh of the same kind).
+def smooth(mesh: TriangleMesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> TriangleMesh:
+    """Smooth ``mesh`` with Slicer's strength ``factor`` in [0, 1] (a new mesh).
 
     Parameters
     ----------
-    mesh : trimesh.Trimesh or MeshArrays
+    mesh : TriangleMesh
         Surface in mm; only vertex positions change.
     factor : float
-        0 returns an unchanged copy; 0.5 is Slicer's default; 1 is the strongest.
+        0 returns ``mesh`` itself, unchanged; 0.5 is Slicer's default; 1 is the strongest.
 
     Notes
     -----
@@ -175,7 +175,7 @@ def smooth(mesh: Mesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> Mesh:
     if not 0.0 <= factor <= 1.0:
         raise ValueError(f"smoothing factor must be in [0, 1] (Slicer's scale), got {factor}")
     if factor == 0.0 or len(mesh.faces) == 0:
-        return mesh.copy()
+        return mesh
     faces = np.asarray(mesh.faces, dtype=np.int64)
     before = np.asarray(mesh.vertices, dtype=np.float64)
     w = _umbrella(faces, len(before))
@@ -184,14 +184,14 @@ def smooth(mesh: Mesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> Mesh:
     # collapse to a point: such shells keep their raw shape instead.
     n_comp, comp = connected_components(w, directed=False)
     if np.bincount(comp, minlength=n_comp).min() >= SMALL_SHELL:
-        return same_kind(mesh, after, faces)
+        return TriangleMesh(after, faces)
     shell = comp[faces[:, 0]]
     v0, v1 = (_shell_volumes(x, faces, shell, comp.max() + 1) for x in (before, after))
     collapsed = (v1 < 0.5 * v0) | (np.sign(v1) != np.sign(v0))
     if np.any(collapsed):
         revert = collapsed[comp]
         after[revert] = before[revert]
-    return same_kind(mesh, after, faces)
+    return TriangleMesh(after, faces)
 
 
 def _shell_volumes(vertices: np.ndarray, faces: np.ndarray, shell: np.ndarray, n: int) -> np.ndarray:

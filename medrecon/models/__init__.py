@@ -2,22 +2,25 @@
 
 Entry point: :func:`segment` (a :class:`~medrecon.volume.Volume` in, a
 :class:`~medrecon.volume.LabelMap` on exactly the same grid out, with
-TotalSegmentator label ids and names). Checkpoints: :mod:`.checkpoint`;
+TotalSegmentator label ids and names); :func:`segment_scored` gives the same
+labels with the model's confidence per organ and the planes it used. Checkpoints: :mod:`.checkpoint`;
 architectures: :mod:`.nets`; the model grid: :mod:`.grid`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
+from typing import Any
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report, scaled
 from medrecon.volume import LabelMap, Volume
 
-__all__ = ["segment", "load_model"]
+__all__ = ["ScoredLabels", "load_model", "segment", "segment_scored"]
 
 #: Largest input (voxels) whose labels ``upsample="auto"`` interpolates linearly.
 LINEAR_LIMIT = 24_000_000
@@ -36,6 +39,29 @@ def load_model(model="default", *, trust_bundle: bool = False):
     return _load_cached(str(path.resolve()), stamp, bool(trust_bundle))
 
 
+@dataclass(frozen=True, eq=False)
+class ScoredLabels:
+    """A network's labels with its own confidence, as every network source gives them.
+
+    Attributes
+    ----------
+    labels : LabelMap
+        Labels on the input grid.
+    confidence : Mapping[int, float]
+        Label id -> mean top-class probability over the organ's voxels (on the
+        model grid), in [0, 1]; the plausibility checks use it.
+    planes : tuple of str
+        Slice planes whose passes were fused (empty for 3D networks and engines).
+    plane_confidence : Mapping[str, float]
+        Each plane pass's confidence where ``planes="auto"`` compared them.
+    """
+
+    labels: LabelMap
+    confidence: Mapping[int, float] = field(default_factory=dict)
+    planes: tuple[str, ...] = ()
+    plane_confidence: Mapping[str, float] = field(default_factory=dict)
+
+
 @lru_cache(maxsize=4)
 def _load_cached(path: str, stamp: int, trust_bundle: bool):
     from medrecon.models.checkpoint import load_model as _load
@@ -43,7 +69,22 @@ def _load_cached(path: str, stamp: int, trust_bundle: bool):
     return _load(path, trust_bundle=trust_bundle)
 
 
-def segment(
+def segment(volume: Volume, **options: Any) -> LabelMap:
+    """Segment organs in a CT volume.
+
+    The labels of :func:`segment_scored` (see there for the keyword-only
+    options: model, device, planes, trust_bundle, batch_size, upsample,
+    largest_component, progress), without the model's confidence.
+
+    Returns
+    -------
+    LabelMap
+        Same shape and affine as ``volume``; ids and names from the model's label table.
+    """
+    return segment_scored(volume, **options).labels
+
+
+def segment_scored(
     volume: Volume,
     *,
     model="default",
@@ -54,7 +95,7 @@ def segment(
     upsample: str = "auto",
     largest_component: bool = True,
     progress: ProgressFn | None = None,
-) -> LabelMap:
+) -> ScoredLabels:
     """Segment organs in a CT volume.
 
     The image is resampled (linearly, separably) to the model's voxel size and
@@ -72,7 +113,8 @@ def segment(
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     planes : str or sequence of str
         ``"auto"`` (default: every plane the model was trained on, all three for the
-        shipped model, but axial only on slabs shorter than 150 mm head to foot),
+        shipped model, but axial only on slabs shorter than 150 mm head to foot and
+        where the other planes are less sure than the axial one),
         ``"axial"``, or ``"all"`` to average axial, coronal and sagittal passes.
     trust_bundle : bool
         Allow MONAI bundle folders (their configs contain code).
@@ -92,8 +134,9 @@ def segment(
 
     Returns
     -------
-    LabelMap
-        Same shape and affine as ``volume``; ids and names from the model's label table.
+    ScoredLabels
+        Labels with the same shape and affine as ``volume`` (ids and names from the
+        model's label table), each organ's confidence and the planes used.
 
     Raises
     ------
@@ -106,9 +149,10 @@ def segment(
 
     from medrecon.models.grid import GridMap, as_tensor
     from medrecon.models.inference import (
+        channel_confidence,
         ids_from_channels,
         normalise,
-        predict_model_grid,
+        predict_grid,
         resolve_device,
     )
 
@@ -128,15 +172,24 @@ def segment(
     if upsample not in ("auto", "linear", "nearest"):
         raise ValueError(f"upsample must be 'auto', 'linear' or 'nearest', got {upsample!r}")
     linear = upsample == "linear" or (upsample == "auto" and prod(volume.shape) <= LINEAR_LIMIT)
-    out = predict_model_grid(seg_model, x, planes=planes, device=device, batch_size=batch_size,
-                             probabilities=linear, progress=scaled(progress, 0.1, 0.9))
-    del x
+    pred = predict_grid(seg_model, x, planes=planes, device=device, batch_size=batch_size,
+                        probabilities=linear, progress=scaled(progress, 0.1, 0.9))
+    out, top, planes_used, plane_confidence = pred.out, pred.top, pred.planes, pred.plane_confidence
+    del x, pred
     if largest_component:
         from medrecon.models.postprocess import largest_component_labels, largest_components
 
         report(progress, "removing stray fragments", 0.88)
         out = (largest_components(out) if linear
                else largest_component_labels(out, n_channels=len(card.channel_ids)))
+    if linear:  # confidence after the clean-up, from the probabilities the labels come from
+        best = torch.max(out, dim=0)
+        channels, top = best.indices, best.values
+    else:
+        channels = out
+    confidence = {card.channel_ids[c]: round(p, 4)
+                  for c, p in channel_confidence(channels, top, len(card.channel_ids)).items()}
+    del channels, top
     report(progress, "mapping labels to the input grid", 0.9)
     if linear:
         array = ids_from_channels(grid.argmax_to_input(out), card.channel_ids).cpu().numpy()
@@ -148,5 +201,6 @@ def segment(
             "trunk in Hounsfield units? For other data train a model with 'medrecon train'"
         )
     report(progress, "done", 1.0)
-    return LabelMap(array=array, affine=volume.affine, names=seg_model.names,
-                    source=os.fspath(volume.source) if volume.source else "")
+    labels = LabelMap(array=array, affine=volume.affine, names=seg_model.names,
+                      source=os.fspath(volume.source) if volume.source else "")
+    return ScoredLabels(labels, confidence, planes_used, dict(plane_confidence))

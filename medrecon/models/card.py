@@ -9,7 +9,6 @@ bundle, :mod:`medrecon.models.bundle`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from medrecon.errors import ModelError, require
+from medrecon.report import jsonable
 
 CARD_VERSION = 1
 
@@ -95,7 +95,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        d = json.loads(json.dumps(d, default=_jsonable))
+        d = jsonable(d)
         d["labels"] = {str(k): v for k, v in sorted(self.labels.items())}
         return {"card_version": CARD_VERSION, **d}
 
@@ -111,16 +111,6 @@ class ModelCard:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed model card: {exc}; expected the JSON that "
                              "medrecon.models.checkpoint.save_model writes") from exc
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 @dataclass(frozen=True, eq=False)

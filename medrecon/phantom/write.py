@@ -13,6 +13,7 @@ import numpy as np
 
 from medrecon.atomic import write_text
 from medrecon.errors import OutputError
+from medrecon.io.formats import DICOM
 from medrecon.phantom.config import PhantomConfig
 from medrecon.phantom.generate import make_phantom
 from medrecon.progress import ProgressFn, report, scaled
@@ -88,7 +89,7 @@ def _check_dicom_folder(folder: Path) -> None:
     if not folder.exists():
         return
     foreign = [] if not folder.is_dir() else [
-        p.name for p in folder.iterdir() if not (p.name.startswith(_DICOM_PREFIX) and p.suffix == ".dcm")
+        p.name for p in folder.iterdir() if not (p.name.startswith(_DICOM_PREFIX) and DICOM.matches(p.name))
     ]
     if not folder.is_dir() or foreign:
         raise OutputError(

@@ -6,13 +6,14 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from medrecon.io import formats
 from medrecon.mesh import MeshOptions
 
 if TYPE_CHECKING:
     from medrecon.sources import LabelSource
 
 METHODS = ("model", "preset", "labels")
-MESH_FORMATS = ("stl", "obj", "ply", "3mf")
+MESH_FORMATS = tuple(formats.MESH_FORMATS)
 FRAMES = ("LPS", "RAS")
 
 DISCLAIMER = "medrecon is not a medical device; its output is not for diagnosis"
@@ -45,6 +46,8 @@ class ReconstructConfig:
         Mesh file format.
     frame : {"LPS", "RAS"}
         World frame of the written mesh coordinates (mm).
+    merged : bool
+        Also write every organ into one ``meshes/all_organs.<fmt>`` scene.
     device : str
         Torch device for the model (``"cpu"``, ``"cuda"``).
     planes : str
@@ -59,6 +62,18 @@ class ReconstructConfig:
         Write ``preview.png``.
     fast : bool
         TotalSegmentator's 3 mm variant (``model="totalsegmentator"``).
+    force_labels : bool
+        Take ``labels`` as a label map even when it looks like an image
+        (:func:`medrecon.imagekind.require_labels`).
+    force_image : bool
+        Segment the input (model or preset) even when it looks like a label map
+        (:func:`medrecon.imagekind.require_image`).
+    modality : str or None
+        The study's modality when its files do not say (``"CT"`` lets a CT-only
+        model or preset run on a NIfTI that fails the CT intensity test).
+    keep_implausible : bool
+        Mesh a model's organs that fail the plausibility checks too (they stay
+        ``"plausible": false`` in the report).
     """
 
     method: str = "model"
@@ -70,6 +85,7 @@ class ReconstructConfig:
     mesh: MeshOptions = field(default_factory=MeshOptions)
     fmt: str = "stl"
     frame: str = "LPS"
+    merged: bool = False
     device: str = "cpu"
     planes: str = "auto"
     series: str | None = "auto"
@@ -77,6 +93,10 @@ class ReconstructConfig:
     trust_bundle: bool = False
     preview: bool = True
     fast: bool = False
+    force_labels: bool = False
+    force_image: bool = False
+    modality: str | None = None
+    keep_implausible: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -118,22 +138,31 @@ class ReconstructConfig:
                   "labels": {"labels": self.labels, "names": self.names}}[self.method]
         engine = {"fast": self.fast, "organs": self.organs} if self.method == "model" else {}
         return resolve_source(**chosen, device=self.device, planes=self.planes,
-                              trust_bundle=self.trust_bundle, **engine)
+                              trust_bundle=self.trust_bundle, force_labels=self.force_labels, **engine)
 
     def replace(self, **changes: Any) -> ReconstructConfig:
         """Return a copy with some fields changed."""
         return replace(self, **changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready settings for the report (paths reduced to file names)."""
-        out: dict[str, Any] = {"method": self.method}
-        if self.method == "model":
-            out.update(model=self.model if self.model == "default" else os.path.basename(self.model),
-                       device=self.device, planes=self.planes)
-        elif self.method == "preset":
-            out["preset"] = self.preset
-        else:
-            out["labels"] = os.path.basename(self.labels or "")
-        out.update(organs=list(self.organs), fmt=self.fmt, frame=self.frame,
-                   mesh={k: getattr(self.mesh, k) for k in self.mesh.__dataclass_fields__})
+    def to_dict(self, *, label_source: bool = True) -> dict[str, Any]:
+        """JSON-ready settings for the report (paths reduced to file names).
+
+        ``label_source=False`` leaves out the settings of the label source (method,
+        model, preset, labels): a run given a label map does not use them.
+        """
+        out: dict[str, Any] = {}
+        if label_source:
+            out["method"] = self.method
+            if self.method == "model":
+                out.update(model=self.model if self.model == "default" else os.path.basename(self.model),
+                           device=self.device, planes=self.planes)
+            elif self.method == "preset":
+                out["preset"] = self.preset
+            else:
+                out["labels"] = os.path.basename(self.labels or "")
+            if self.modality:
+                out["modality"] = self.modality
+            out["keep_implausible"] = self.keep_implausible
+        out.update(organs=list(self.organs), fmt=self.fmt, frame=self.frame, merged=self.merged,
+                   mesh=self.mesh.to_dict())
         return out

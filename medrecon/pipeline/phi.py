@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from medrecon.io.formats import DICOM, format_by_name
 from medrecon.volume import Volume
 
 #: DICOM attributes that identify a patient or a study (PS3.15 Annex E, the ones
@@ -89,7 +90,7 @@ def collect_identifiers(
     if source is not None:
         path = Path(source)
         header = None
-        if path.exists() and (path.is_dir() or not path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"))):
+        if path.exists() and (path.is_dir() or format_by_name(path.name) in (None, DICOM)):
             header = _dicom_header(path)
         if header is not None:
             for key in PHI_ATTRIBUTES:

@@ -23,7 +23,21 @@ class LabelSource(Protocol):
     Attributes
     ----------
     kind : str
-        What sort of source this is: ``"network"``, ``"preset"`` or ``"imported"``.
+        What sort of source this is: ``"network"``, ``"preset"`` or ``"imported"``
+        (an engine may name its own). Every kind but ``"preset"`` and
+        ``"imported"`` counts as a model: its organs must pass the plausibility
+        checks (:mod:`medrecon.sources.plausibility`) to be meshed.
+
+    Notes
+    -----
+    Two optional members, looked up by the pipeline:
+
+    - ``modality``: the imaging modality the source needs (``"MR"`` for an MR
+      engine, ``""`` for any); without it, every source but imported labels needs
+      a CT and refuses other studies before running;
+    - ``segment_scored(volume, *, progress=None)``: the labels with the model's
+      own confidence per organ, a :class:`medrecon.models.ScoredLabels`; the
+      plausibility checks use it.
     """
 
     kind: str

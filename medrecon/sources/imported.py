@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, GeometryError, InputError
+from medrecon.imagekind import require_labels
+from medrecon.io.dicom import read_modality
+from medrecon.io.formats import DICOM, NIFTI, format_by_name, strip_suffix
 from medrecon.labels import assign_ids, total_class_map
 from medrecon.progress import ProgressFn, report
 from medrecon.text import sanitize_text
 from medrecon.volume import LabelMap, Volume
-
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
 def _names_table(names: Mapping[int, str] | str | os.PathLike | None) -> dict[int, str]:
@@ -46,23 +47,13 @@ def _names_table(names: Mapping[int, str] | str | os.PathLike | None) -> dict[in
     return {int(k): str(v) for k, v in names.items()}
 
 
-def _dicom_modality(path: Path) -> str | None:
-    from medrecon.io.dicom_header import looks_like_dicom, read_dataset
-
-    if not looks_like_dicom(path):
-        return None
-    try:
-        ds = read_dataset(path, stop_before_pixels=True, specific_tags=["Modality"])
-        return str(ds.get("Modality", "")).upper() or None
-    except Exception:  # noqa: BLE001 - not DICOM (or a corrupt value): the caller tries other readers
-        return None
 
 
 def _dicom_in_folder(folder: Path) -> list[tuple[Path, str]]:
     found = []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.lower().endswith(_NIFTI_SUFFIXES):
-            modality = _dicom_modality(p)
+        if p.is_file() and not NIFTI.matches(p.name):
+            modality = read_modality(p)
             if modality:
                 found.append((p, modality))
     return found
@@ -83,13 +74,13 @@ def detect_label_source(path: str | os.PathLike) -> str:
         dicom = [(f, m) for f, m in _dicom_in_folder(p) if m in ("SEG", "RTSTRUCT")]
         if dicom:
             return dicom[0][1].lower()
-        if any(f.name.lower().endswith(_NIFTI_SUFFIXES) for f in p.iterdir()):
+        if any(NIFTI.matches(f.name) for f in p.iterdir()):
             return "totalseg_folder"
         raise InputError(f"{p}: a folder of labels must hold DICOM SEG/RTSTRUCT files or one "
                          "<structure>.nii.gz per structure (TotalSegmentator output)")
-    if p.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
+    if format_by_name(p.name) not in (None, DICOM):
         return "image"
-    modality = _dicom_modality(p)
+    modality = read_modality(p)
     if modality in ("SEG", "RTSTRUCT"):
         return modality.lower()
     if modality:
@@ -120,10 +111,10 @@ def read_totalseg_folder(
     """
     from medrecon.io import load_labels
 
-    files = sorted(f for f in Path(folder).iterdir() if f.name.lower().endswith(_NIFTI_SUFFIXES))
+    files = sorted(f for f in Path(folder).iterdir() if NIFTI.matches(f.name))
     if not files:
         raise InputError(f"{folder} holds no .nii.gz masks")
-    stems = [f.name[: -len(next(s for s in _NIFTI_SUFFIXES if f.name.lower().endswith(s)))] for f in files]
+    stems = [strip_suffix(f.name) for f in files]
     ids = dict(zip(stems, assign_ids(stems, vocabulary=_names_table(names), source=str(folder)), strict=True))
     ref: LabelMap | None = None
     masks: list[tuple[int, str, np.ndarray]] = []
@@ -245,6 +236,7 @@ def import_labels(
     *,
     image: Volume | None = None,
     names: Mapping[int, str] | str | os.PathLike | None = None,
+    force_labels: bool = False,
     progress: ProgressFn | None = None,
 ) -> LabelMap:
     """Read an existing segmentation and put it on ``image``'s grid.
@@ -258,11 +250,19 @@ def import_labels(
         result is resampled onto its grid (nearest neighbour) if the grids differ.
     names : mapping or JSON path, optional
         Label id -> name table (e.g. TotalSegmentator's class map JSON).
+    force_labels : bool
+        Take a label image as a label map even when it looks like an intensity
+        image (see :func:`medrecon.imagekind.require_labels`).
 
     Returns
     -------
     LabelMap
         Integer labels with names, on ``image``'s grid when ``image`` is given.
+
+    Raises
+    ------
+    ImageKindError
+        If a label image looks like an intensity image (and not ``force_labels``).
     """
     p = Path(path)
     kind = detect_label_source(p)
@@ -286,6 +286,7 @@ def import_labels(
 
         table = None if names is None else _names_table(names)
         labels = load_labels(p, names=table)
+        require_labels(labels.array, source=str(p), force=force_labels)
     labels = labels.replace(names={k: sanitize_text(v) or f"label_{k}" for k, v in labels.names.items()})
     if image is not None and not labels.same_grid(image):
         had_voxels = bool(np.any(labels.array))
@@ -309,16 +310,20 @@ class ImportedSource:
         Label image, DICOM SEG, RTSTRUCT, or a TotalSegmentator output folder.
     names : mapping or JSON path, optional
         Label id -> name table (e.g. TotalSegmentator's class map JSON).
+    force_labels : bool
+        Accept a label image that looks like an intensity image.
     """
 
     kind: ClassVar[str] = "imported"
 
     path: str | os.PathLike
     names: Mapping[int, str] | str | os.PathLike | None = None
+    force_labels: bool = False
 
     def segment(self, volume: Volume, *, progress: ProgressFn | None = None) -> LabelMap:
         """Read the labels onto ``volume``'s grid (see :func:`import_labels`)."""
-        return import_labels(self.path, image=volume, names=self.names, progress=progress)
+        return import_labels(self.path, image=volume, names=self.names,
+                             force_labels=self.force_labels, progress=progress)
 
     def describe(self) -> dict[str, Any]:
         """Kind, name (the file's name), version (``None``) and format (see :func:`detect_label_source`)."""

@@ -62,13 +62,23 @@ class NetworkSource:
 
     def segment(self, volume: Volume, *, progress: ProgressFn | None = None) -> LabelMap:
         """Label ``volume`` with the network (see :func:`medrecon.models.segment`)."""
-        from medrecon.models import segment
+        return self.segment_scored(volume, progress=progress).labels
 
-        return segment(volume, model=self.model, device=self.device, planes=self.planes,
-                       trust_bundle=self.trust_bundle, batch_size=self.batch_size, progress=progress)
+    def segment_scored(self, volume: Volume, *, progress: ProgressFn | None = None):
+        """Labels with the model's confidence per organ and the planes used.
+
+        Returns
+        -------
+        medrecon.models.ScoredLabels
+            See :func:`medrecon.models.segment_scored`.
+        """
+        from medrecon.models import segment_scored
+
+        return segment_scored(volume, model=self.model, device=self.device, planes=self.planes,
+                              trust_bundle=self.trust_bundle, batch_size=self.batch_size, progress=progress)
 
     def describe(self) -> dict[str, Any]:
-        """Kind, name, version, architecture, label count, model grid and the card's metrics."""
+        """Kind, name, version, architecture, label count, model grid and the card's (phantom) metrics."""
         card = self.load().card
         info: dict[str, Any] = {
             "kind": self.kind,
@@ -80,4 +90,7 @@ class NetworkSource:
         }
         if card.metrics:
             info["metrics"] = dict(card.metrics)
+            # the card's figures describe its validation on phantoms, never the study at hand
+            info["metrics_scope"] = ("model card: held-out synthetic phantoms (its validation), "
+                                     "not measured on this study")
         return info

@@ -21,6 +21,7 @@ def resolve_source(
     batch_size: int | None = None,
     fast: bool = False,
     organs: Sequence[str] = (),
+    force_labels: bool = False,
 ) -> LabelSource:
     """Turn the user's choice of labels into a :class:`~medrecon.sources.base.LabelSource`.
 
@@ -47,6 +48,8 @@ def resolve_source(
         TotalSegmentator's 3 mm variant.
     organs : sequence of str
         With TotalSegmentator: run only the parts that hold these structures.
+    force_labels : bool
+        Accept ``labels`` that look like an intensity image.
 
     Returns
     -------
@@ -91,7 +94,7 @@ def resolve_source(
     if labels:
         from medrecon.sources.imported import ImportedSource
 
-        return ImportedSource(os.fspath(labels), names=names)
+        return ImportedSource(os.fspath(labels), names=names, force_labels=force_labels)
     from medrecon.sources.network import NetworkSource
 
     return NetworkSource(model or "default", device=device, planes=planes, trust_bundle=trust_bundle,

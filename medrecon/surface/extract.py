@@ -4,13 +4,11 @@ Each label is extracted on its own bounding-box crop, padded by one voxel of
 background, so a closed organ always gives a closed surface and the cost follows
 the organ, not the field of view. Vertices are computed in (i, j, k) voxel
 indices and placed in the world by applying the volume's affine with
-:meth:`~medrecon.surface.arrays.MeshArrays.transformed`, which, like
+:meth:`~medrecon.triangles.TriangleMesh.transformed`, which, like
 :meth:`trimesh.Trimesh.apply_transform`, also reverses the triangle winding when
 the affine is a reflection (as LPS/RAS affines often are). Every mesh returned
-has outward-facing triangles: a positive signed volume. :func:`mask_surface`
-returns a :class:`trimesh.Trimesh`; :func:`mask_surface_arrays`, the same
-surface as :class:`~medrecon.surface.arrays.MeshArrays`, is what the meshing
-pipeline uses (no trimesh import).
+is a :class:`~medrecon.triangles.TriangleMesh` with outward-facing triangles: a
+positive signed volume.
 
 Two engines compute the same surface: scikit-image's Lewiner marching cubes (the
 reference, always available) and VTK's flying edges (optional, faster, used by
@@ -20,17 +18,12 @@ vertices on the midpoints of the voxel edges crossing the boundary.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, InputError
-from medrecon.surface.arrays import MeshArrays
 from medrecon.surface.resample import iso_resample
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import Volume
-
-if TYPE_CHECKING:
-    import trimesh
 
 ENGINES = ("auto", "skimage", "vtk")
 
@@ -139,7 +132,7 @@ def _vtk_mc(field: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
 
 def contour(
     field: np.ndarray, level: float, offset: np.ndarray, affine: np.ndarray, engine: str
-) -> MeshArrays | None:
+) -> TriangleMesh | None:
     """Marching-cubes surface of ``field`` at ``level``, outward, in world mm (None if none).
 
     Parameters
@@ -165,7 +158,7 @@ def contour(
     if len(faces) == 0:
         return None
     verts += offset
-    return MeshArrays(verts, faces).transformed(affine)
+    return TriangleMesh(verts, faces).transformed(affine)
 
 
 def mask_surface(
@@ -174,21 +167,7 @@ def mask_surface(
     *,
     iso_spacing: float | None = None,
     engine: str = "skimage",
-) -> trimesh.Trimesh:
-    """Extract the closed marching-cubes surface of a binary mask, in world mm, outward winding.
-
-    :func:`mask_surface_arrays` returned as a :class:`trimesh.Trimesh`; see there.
-    """
-    return mask_surface_arrays(mask, affine, iso_spacing=iso_spacing, engine=engine).to_trimesh()
-
-
-def mask_surface_arrays(
-    mask: np.ndarray,
-    affine: np.ndarray,
-    *,
-    iso_spacing: float | None = None,
-    engine: str = "skimage",
-) -> MeshArrays:
+) -> TriangleMesh:
     """Extract the closed marching-cubes surface of a binary mask, in world mm, outward winding.
 
     Parameters
@@ -206,7 +185,7 @@ def mask_surface_arrays(
 
     Returns
     -------
-    MeshArrays
+    TriangleMesh
         Vertices in LPS mm; a closed surface even for a single voxel.
 
     Raises
@@ -242,7 +221,7 @@ def mask_surface_arrays(
 
 def iso_surface(
     volume: Volume, level: float, *, engine: str = "auto", largest_only: bool = False
-) -> trimesh.Trimesh:
+) -> TriangleMesh:
     """Surface of an intensity volume at ``level`` (e.g. bone at 300 HU), in LPS mm.
 
     The volume is padded by one voxel below ``level`` so the surface is closed
@@ -274,11 +253,10 @@ def iso_surface(
         )
     fill = np.float32(min(level - 1.0, float(array.min())))
     crop, lo = padded_crop(array, box, fill)
-    arrays = contour(crop, float(level), lo.astype(np.float64), volume.affine, engine)
-    if arrays is None:
+    mesh = contour(crop, float(level), lo.astype(np.float64), volume.affine, engine)
+    if mesh is None:
         raise EmptySegmentationError(f"no surface found at {level} {volume.units}")
-    mesh = arrays.to_trimesh()
     if largest_only:
-        parts = mesh.split(only_watertight=False)
-        mesh = max(parts, key=lambda m: len(m.faces))
+        parts = mesh.to_trimesh().split(only_watertight=False)
+        mesh = TriangleMesh.from_trimesh(max(parts, key=lambda m: len(m.faces)))
     return mesh

@@ -6,18 +6,14 @@ import os
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report
-from medrecon.surface.arrays import MeshArrays
-from medrecon.surface.extract import bounding_box, mask_surface_arrays, resolve_engine
+from medrecon.surface.extract import bounding_box, mask_surface, resolve_engine
+from medrecon.triangles import TriangleMesh
 from medrecon.volume import LabelMap
-
-if TYPE_CHECKING:
-    import trimesh
 
 
 def label_surfaces(
@@ -28,7 +24,7 @@ def label_surfaces(
     workers: int = 1,
     engine: str = "auto",
     progress: ProgressFn | None = None,
-) -> dict[int, trimesh.Trimesh]:
+) -> dict[int, TriangleMesh]:
     """One closed marching-cubes surface per label, in LPS mm with outward winding.
 
     Parameters
@@ -49,7 +45,7 @@ def label_surfaces(
 
     Returns
     -------
-    dict of int to trimesh.Trimesh
+    dict of int to TriangleMesh
         Label id -> surface, in ascending id order.
 
     Raises
@@ -71,35 +67,20 @@ def surfaces_in_boxes(
     workers: int = 1,
     engine: str = "auto",
     progress: ProgressFn | None = None,
-) -> dict[int, trimesh.Trimesh]:
+) -> dict[int, TriangleMesh]:
     """:func:`label_surfaces` for labels whose bounding boxes are already known."""
-    arrays = surface_arrays_in_boxes(labels, boxes, iso_spacing=iso_spacing, workers=workers,
-                                     engine=engine, progress=progress)
-    return {label: mesh.to_trimesh() for label, mesh in arrays.items()}
-
-
-def surface_arrays_in_boxes(
-    labels: LabelMap,
-    boxes: dict[int, tuple[slice, slice, slice]],
-    *,
-    iso_spacing: float | None = None,
-    workers: int = 1,
-    engine: str = "auto",
-    progress: ProgressFn | None = None,
-) -> dict[int, MeshArrays]:
-    """:func:`surfaces_in_boxes` as :class:`~medrecon.surface.arrays.MeshArrays` (no trimesh import)."""
     engine = resolve_engine(engine)
     array = np.asarray(labels.array)
     ids = sorted(boxes)
     workers = (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
 
-    def one(label: int) -> MeshArrays:
+    def one(label: int) -> TriangleMesh:
         sub = array[boxes[label]] == label
         shift = np.eye(4)
         shift[:3, 3] = [s.start for s in boxes[label]]
-        return mask_surface_arrays(sub, labels.affine @ shift, iso_spacing=iso_spacing, engine=engine)
+        return mask_surface(sub, labels.affine @ shift, iso_spacing=iso_spacing, engine=engine)
 
-    out: dict[int, MeshArrays] = {}
+    out: dict[int, TriangleMesh] = {}
     report(progress, "surfaces", 0.0)
     if workers == 1 or len(ids) == 1:
         for n, label in enumerate(ids):

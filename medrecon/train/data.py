@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from medrecon.errors import InputError
+from medrecon.io.formats import DICOM, format_by_name, strip_suffix
 from medrecon.models.grid import GridMap
 from medrecon.volume import LabelMap, Volume
 
 #: Training seeds start here; seeds 0-19 are the held-out evaluation phantoms.
 FIRST_TRAIN_SEED = 1000
 EVAL_SEEDS = tuple(range(20))
-_IMAGE_EXT = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,15 +244,13 @@ class PhantomStream:
 
 # --------------------------------------------------------------------------- file layouts
 def _strip(name: str) -> str:
-    for ext in _IMAGE_EXT:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
+    return strip_suffix(name, dicom=False)
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(_IMAGE_EXT)
-                  and not p.name.startswith("."))
+    """Image files (NIfTI, NRRD, MetaImage) of ``folder``, sorted."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
+                  and format_by_name(p.name) not in (None, DICOM))
 
 
 def msd_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
@@ -267,7 +265,8 @@ def msd_pairs(root: str | os.PathLike) -> list[tuple[Path, Path]]:
     for entry in data.get("training", []):
         img, lab = root / entry["image"], root / entry["label"]
         if not img.is_file():  # MSD 4D images are split into _0000 files by some tools
-            alt = img.with_name(_strip(img.name) + "_0000.nii.gz")
+            stem = _strip(img.name)
+            alt = img.with_name(f"{stem}_0000{img.name[len(stem):]}")
             img = alt if alt.is_file() else img
         pairs.append((img, lab))
     return _checked(pairs, root, "dataset.json 'training'")

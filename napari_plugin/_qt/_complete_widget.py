@@ -7,9 +7,15 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout, QWidget
 
 from medrecon.errors import InputError, MedreconError
 from napari_plugin._geometry import array_axis_across
-from napari_plugin._layers import labelmap_from_layer, labels_layer_data, volume_from_layer
+from napari_plugin._layers import (
+    labelmap_from_layer,
+    labels_layer_data,
+    replace_layer,
+    volume_from_layer,
+)
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
+from napari_plugin._view import attach
 
 #: (label shown, napari world axis the slices are taken across)
 PLANES = (("Axial", 0), ("Coronal", 1), ("Sagittal", 2))
@@ -29,14 +35,28 @@ class CompleteWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        attach(napari_viewer)  # orientation, per-view visibility, contours (see napari_plugin._view)
         self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.labels_combo.setToolTip(
+            "The Labels layer with each organ drawn (its label id) on a few slices of one plane"
+        )
         self.image_combo = LayerCombo(napari_viewer, Image, optional=True)
+        self.image_combo.setToolTip(
+            "The image the organs were drawn on; the network uses it to follow organ edges (optional)"
+        )
         self.plane_combo = QComboBox()
         for text, axis in PLANES:
             self.plane_combo.addItem(text, axis)
+        self.plane_combo.setToolTip(
+            "The plane the slices were drawn in; follows the viewer's 2D view until you choose"
+        )
         self.method_combo = QComboBox()
         for text, key in METHODS:
             self.method_combo.addItem(text, key)
+        self.method_combo.setToolTip(
+            "Image-to-shape network (learned shapes, needs the installed model) or "
+            "signed-distance interpolation between the drawn slices"
+        )
         if not network_available():  # until a shape model is installed, the classical method works
             self.method_combo.setCurrentIndex(self.method_combo.findData("sdf"))
         self.runner = JobRunner("Complete", self)
@@ -54,6 +74,7 @@ class CompleteWidget(QWidget):
         self.plane_combo.activated.connect(self._plane_chosen)
         napari_viewer.dims.events.order.connect(self._view_changed)
         self._view_changed()
+        self.runner.run_on_enter(self)
 
     def _plane_chosen(self, *_args) -> None:
         self._follow_view = False
@@ -68,9 +89,7 @@ class CompleteWidget(QWidget):
             pass
 
     def run(self):
-        """Start the completion in a worker; returns it (or ``None`` on a bad setting)."""
-        from napari.utils.notifications import show_error
-
+        """Start the completion in a worker; returns it (or ``None`` on a bad setting, said in the status line)."""
         from medrecon.completion import complete
 
         try:
@@ -88,14 +107,12 @@ class CompleteWidget(QWidget):
                 sparse, image=image, method=method, axis=axis,
             )
         except MedreconError as exc:
-            show_error(str(exc))
+            self.runner.refuse(exc)
             return None
 
     def _show(self, labels, name: str) -> None:
         data, kwargs, _ = labels_layer_data(labels, name=name)
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self.viewer.add_labels(data, **kwargs)
+        replace_layer(self.viewer, name, Labels(data, **kwargs))
 
 
 def network_available() -> bool:

@@ -23,19 +23,30 @@ from qtpy.QtWidgets import (
 )
 
 from medrecon.errors import InputError, MedreconError
-from medrecon.mesh import MeshOptions, build_organ_meshes
-from napari_plugin._jobs import parse_organs
-from napari_plugin._layers import META_KEY, labelmap_from_layer, show_reconstruction
+from medrecon.io.formats import MESH_FORMATS
+from medrecon.mesh import MeshOptions
+from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct_for_viewer
+from napari_plugin._layers import META_KEY, labelmap_from_layer, reconstruction_steps
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
+from napari_plugin._view import attach
 
-#: (header, report key, format) of the table's number columns.
+#: (header, report key, format, tooltip) of the table's number columns; short
+#: headers (two lines at most) keep the table readable in a narrow dock.
 COLUMNS = (
-    ("Watertight", "watertight", None),
-    ("Volume (mL)", "mesh_volume_ml", "{:.1f}"),
-    ("Faces", "faces", "{:d}"),
-    ("HD95 (mm)", "hd95_mm", "{:.2f}"),
+    ("Closed", "watertight", None,
+     "Watertight: the mesh encloses a volume with no holes, as a 3D printer needs"),
+    ("Volume\n(mL)", "mesh_volume_ml", "{:.1f}", "Volume enclosed by the printable mesh, millilitres"),
+    ("Faces", "faces", "{:d}", "Triangles in the printable mesh (what is exported)"),
+    ("HD95 to\nmask (mm)", "hd95_mm", "{:.2f}",
+     "95th-percentile distance (both ways) between the printable mesh and the raw marching-cubes "
+     "surface of the label mask: how far smoothing and decimation moved the surface"),
+    ("Plausible", "plausible", None,
+     "The organ checks (volume, position, mean HU, pieces, model confidence) passed"),
+    ("Why not", "reasons", None, "Why the organ checks failed"),
 )
+#: An organ name the table shows whole at its smallest width (longer ones are elided).
+WIDTH_NAME = "inferior_vena_cava"
 #: Milliseconds between the last option change and the automatic rebuild.
 LIVE_DELAY_MS = 600
 
@@ -51,40 +62,75 @@ class MeshExportWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        attach(napari_viewer)  # orientation, per-view visibility, contours (see napari_plugin._view)
         self.organ_meshes: list = []
         self._source = ""
         self._pending = False
         defaults = MeshOptions()
         self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.labels_combo.setToolTip("The Labels layer whose organs become meshes")
         self.organs_edit = QLineEdit()
         self.organs_edit.setPlaceholderText("all (or e.g. liver, spleen, 2)")
+        self.organs_edit.setToolTip(
+            "Organs to mesh, by name or label id, separated by commas; empty meshes all. Enter builds"
+        )
         self.smooth_spin = _spin(0.0, 1.0, 0.05, defaults.smooth, 2)
+        self.smooth_spin.setToolTip(
+            "Smoothing strength, 0 (none) to 1 (strong); volume-preserving, removes the voxel steps"
+        )
         self.decimate_spin = _spin(0.0, 0.95, 0.05, defaults.decimate, 2)
+        self.decimate_spin.setToolTip(
+            "Fraction of triangles to remove (0.5 halves them); the mesh stays watertight"
+        )
         self.keep_largest_check = QCheckBox("keep the largest piece only")
         self.keep_largest_check.setChecked(defaults.keep_largest)
+        self.keep_largest_check.setToolTip("Drop the small loose pieces of each organ")
         self.hollow_spin = _spin(0.0, 20.0, 0.5, defaults.hollow_mm, 1, suffix=" mm")
-        self.live_check = QCheckBox("rebuild when an option changes")
+        self.hollow_spin.setToolTip("Wall thickness of a hollow print in mm; 0 prints solid")
+        self.live_check = QCheckBox("rebuild on every change")
         self.live_check.setChecked(True)
+        self.live_check.setToolTip("Rebuild the meshes shortly after each option change")
         self.runner = JobRunner("Build meshes", self)
         self.runner.run_button.clicked.connect(self.build)
         self.runner.job_finished.connect(self._job_finished)
 
         self.table = QTableWidget(0, 1 + len(COLUMNS))
         self.table.setHorizontalHeaderLabels(["Organ", *(c[0] for c in COLUMNS)])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeaderItem(0).setToolTip("Tick the organs to export")
+        for col, column in enumerate(COLUMNS, start=1):
+            self.table.horizontalHeaderItem(col).setToolTip(column[3])
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # names take what is left
+        self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setToolTip("Print readiness of each organ's mesh; ticked rows are exported")
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # wide enough for the numbers and an organ name such as inferior_vena_cava, in this font
+        metrics = self.table.fontMetrics()
+        numbers = sum(max(metrics.horizontalAdvance(line) for line in column[0].split("\n")) + 16
+                      for column in COLUMNS)
+        self.table.setMinimumWidth(numbers + metrics.horizontalAdvance(WIDTH_NAME) + 72)
+        self.table.setMinimumHeight(6 * metrics.height() + 40)
 
         self.folder_edit = QLineEdit(str(Path.home() / "medrecon_export"))
+        self.folder_edit.setToolTip("Folder to write meshes/<organ> files and report.json into")
         browse = QPushButton("Browse...")
+        browse.setToolTip("Choose the export folder")
         browse.clicked.connect(self._browse)
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit)
         folder_row.addWidget(browse)
         self.format_combo = QComboBox()
-        self.format_combo.addItems(["stl", "obj", "ply", "3mf"])
+        self.format_combo.addItems(list(MESH_FORMATS))
+        self.format_combo.setToolTip("Mesh file format (all in millimetres)")
         self.frame_combo = QComboBox()
         self.frame_combo.addItems(["LPS", "RAS"])
+        self.frame_combo.setToolTip(
+            "Coordinate frame of the written vertices: LPS (DICOM, ITK, Slicer 5) or RAS (NIfTI, Slicer 4)"
+        )
         self.export_button = QPushButton("Export ticked organs")
+        self.export_button.setToolTip("Write the ticked organs' full-resolution meshes and report.json")
         self.export_button.clicked.connect(self.export)
 
         options = QFormLayout()
@@ -102,7 +148,7 @@ class MeshExportWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(options)
         layout.addWidget(self.runner.widget)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, 1)  # the table takes the height left
         layout.addLayout(export)
         layout.addWidget(self.export_button)
 
@@ -115,6 +161,7 @@ class MeshExportWidget(QWidget):
         for spin in (self.smooth_spin, self.decimate_spin, self.hollow_spin):
             spin.valueChanged.connect(self._option_changed)
         self.keep_largest_check.toggled.connect(self._option_changed)
+        self.runner.run_on_enter(self)
 
     # --- options and building ---------------------------------------------------------
     def options(self) -> MeshOptions:
@@ -130,21 +177,21 @@ class MeshExportWidget(QWidget):
             raise InputError(str(exc)) from exc
 
     def build(self):
-        """Build the meshes of the chosen Labels layer in a worker; returns it (or ``None``)."""
-        from napari.utils.notifications import show_error
-
+        """Build the meshes of the chosen Labels layer in a worker; returns it (or ``None``, said in the status line)."""
         try:
             layer = self.labels_combo.layer()
             if layer is None:
                 raise InputError("no Labels layer to mesh: reconstruct organs or open a label file first")
             labels = labelmap_from_layer(layer)
             name = layer.name
+            request = ReconstructRequest(method="labels", organs=parse_organs(self.organs_edit.text()),
+                                         mesh=self.options())
             return self.runner.start(
-                build_organ_meshes, lambda meshes: self._show(meshes, name),
-                labels, self.options(), organs=parse_organs(self.organs_edit.text()),
+                reconstruct_for_viewer, lambda result: self._show(result[1], name, result[2]),
+                None, request, labels=labels,
             )
         except MedreconError as exc:
-            show_error(str(exc))
+            self.runner.refuse(exc)
             return None
 
     def _labels_changed(self, *_args) -> None:
@@ -171,20 +218,22 @@ class MeshExportWidget(QWidget):
             self._pending = False
             self.build()
 
-    def _show(self, organ_meshes: list, name: str) -> None:
+    def _show(self, organ_meshes: list, name: str, display: list):
+        """Yield the steps that show the meshes (run a few at a time by the job runner)."""
         self.organ_meshes = list(organ_meshes)
         self._source = name
-        show_reconstruction(self.viewer, None, self.organ_meshes, name=name)
         self._fill_table()
+        yield from reconstruction_steps(self.viewer, None, self.organ_meshes, name=name, display=display)
 
     def _fill_table(self) -> None:
         self.table.setRowCount(len(self.organ_meshes))
         for row, om in enumerate(self.organ_meshes):
             organ = QTableWidgetItem(om.name)
+            organ.setToolTip(f"{om.name} (label {om.label}); tick to export")
             organ.setFlags(organ.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             organ.setCheckState(Qt.CheckState.Checked)
             self.table.setItem(row, 0, organ)
-            for col, (_header, key, fmt) in enumerate(COLUMNS, start=1):
+            for col, (_header, key, fmt, _tip) in enumerate(COLUMNS, start=1):
                 self.table.setItem(row, col, QTableWidgetItem(_cell(om.report.get(key), fmt)))
 
     # --- export ------------------------------------------------------------------
@@ -199,7 +248,7 @@ class MeshExportWidget(QWidget):
         """Write the ticked organs and ``report.json`` to the folder; returns the report."""
         from napari.utils.notifications import show_error, show_info
 
-        from medrecon.io.mesh_export import export_organs
+        from medrecon.pipeline import export_meshes
 
         try:
             chosen = self.ticked()
@@ -208,14 +257,16 @@ class MeshExportWidget(QWidget):
             folder = self.folder_edit.text().strip()
             if not folder:
                 raise InputError("choose an output folder")
-            report = export_organs(
+            report = export_meshes(
                 chosen, folder, fmt=self.format_combo.currentText(),
                 frame=self.frame_combo.currentText(),
-                extra_report={"labels_layer": self._source, "options": _options_dict(self.options())},
+                fields={"labels_layer": self._source, "options": self.options().to_dict()},
             )
         except MedreconError as exc:
+            self.runner.status.setText(f"not exported: {exc}")
             show_error(str(exc))
             return None
+        self.runner.status.setText(f"exported {len(chosen)} mesh(es) to {folder}")
         show_info(f"medrecon: wrote {len(chosen)} mesh(es) and report.json to {folder}")
         return report
 
@@ -239,11 +290,7 @@ def _cell(value, fmt: str | None) -> str:
     if value is None:
         return "-"
     if fmt is None:
+        if isinstance(value, list | tuple):
+            return "; ".join(str(v) for v in value)
         return "yes" if value is True else "no" if value is False else str(value)
     return fmt.format(int(value) if fmt.endswith("d}") else float(value))
-
-
-def _options_dict(options: MeshOptions) -> dict:
-    from dataclasses import asdict
-
-    return asdict(options)

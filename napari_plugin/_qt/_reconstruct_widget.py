@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QComboBox,
@@ -15,15 +17,16 @@ from qtpy.QtWidgets import (
 )
 
 from medrecon.errors import InputError, MedreconError
-from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct
+from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct_for_viewer
 from napari_plugin._layers import (
     labelmap_from_layer,
+    reconstruction_steps,
     show_as_plane,
-    show_reconstruction,
     volume_from_layer,
 )
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
+from napari_plugin._view import attach
 
 #: (label shown, ReconstructRequest.method)
 METHOD_CHOICES = (
@@ -39,20 +42,31 @@ class ReconstructWidget(QWidget):
 
     The work runs in a napari thread worker; the progress bar follows
     medrecon's progress reports and Cancel stops the job at the next one.
-    Results: a Labels layer ``"<image> organs"`` with names and colours and
-    one Surface layer per organ, named after it.
+    Results: a Labels layer with names and colours, named after the image and
+    the label source (``"<image> organs"`` for the default model, ``"<image>
+    <preset>"`` for a preset, so that results of different sources sit side by
+    side), and one Surface layer per organ, named after it. They are added a
+    few at a time, so the viewer keeps answering.
     """
 
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
+        attach(napari_viewer)  # orientation, per-view visibility, contours (see napari_plugin._view)
         self.image_combo = LayerCombo(napari_viewer, Image)
+        self.image_combo.setToolTip("The CT or MR image layer to segment (placed in world mm)")
         self.method_combo = QComboBox()
         for text, key in METHOD_CHOICES:
             self.method_combo.addItem(text, key)
+        self.method_combo.setToolTip(
+            "Where the organ labels come from: the shipped model, your own checkpoint or MONAI bundle, "
+            "a Hounsfield-unit preset (CT only), or a Labels layer you already have (meshes only)"
+        )
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("model.safetensors, checkpoint folder or MONAI bundle")
+        self.checkpoint_edit.setToolTip("Path of a medrecon checkpoint (file or folder) or a MONAI bundle")
         browse = QPushButton("Browse...")
+        browse.setToolTip("Choose a checkpoint or bundle file")
         browse.clicked.connect(self._browse)
         self.checkpoint_row = QWidget()
         row = QHBoxLayout(self.checkpoint_row)
@@ -61,11 +75,19 @@ class ReconstructWidget(QWidget):
         row.addWidget(browse)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(_preset_names())
+        self.preset_combo.setToolTip(
+            "Hounsfield-unit preset (CT only): a threshold range and clean-up, e.g. bone"
+        )
         self.labels_combo = LayerCombo(napari_viewer, Labels)
+        self.labels_combo.setToolTip("The Labels layer whose organs become meshes")
         self.organs_edit = QLineEdit()
         self.organs_edit.setPlaceholderText("all (or e.g. liver, spleen, 2)")
+        self.organs_edit.setToolTip(
+            "Organs to keep, by name or label id, separated by commas; empty keeps all. Enter runs"
+        )
         self.device_combo = QComboBox()
         self.device_combo.addItems(["cpu", "cuda"])
+        self.device_combo.setToolTip("Where the network runs: cpu, or cuda for an NVIDIA GPU")
         self.runner = JobRunner("Run", self)
         self.runner.run_button.clicked.connect(self.run)
 
@@ -84,6 +106,7 @@ class ReconstructWidget(QWidget):
         layout.addStretch(1)
         self.method_combo.currentIndexChanged.connect(self._method_changed)
         self._method_changed()
+        self.runner.run_on_enter(self)
 
     # --- settings ---------------------------------------------------------------
     def method(self) -> str:
@@ -137,9 +160,11 @@ class ReconstructWidget(QWidget):
 
     # --- run ----------------------------------------------------------------------
     def run(self):
-        """Start the reconstruction in a worker thread; returns the worker (or ``None``)."""
-        from napari.utils.notifications import show_error
+        """Start the reconstruction in a worker thread; returns the worker (or ``None``).
 
+        A setting that stops the job before it starts is said in the status
+        line (and as a notification); nothing changes in the viewer.
+        """
         try:
             request = self.request()
             volume = labels = None
@@ -154,25 +179,39 @@ class ReconstructWidget(QWidget):
                 if layer is None:
                     raise InputError("no image layer to reconstruct: open a CT or MR study first")
                 volume = volume_from_layer(layer)
-                name = f"{layer.name} organs"
+                name = f"{layer.name} {_source_name(request)}"
             return self.runner.start(
-                reconstruct, lambda result: self._show(result, name, request.method, layer),
+                reconstruct_for_viewer, lambda result: self._show(result, name, request.method, layer),
                 volume, request, labels=labels,
             )
         except MedreconError as exc:
-            show_error(str(exc))
+            self.runner.refuse(exc)
             return None
 
-    def _show(self, result, name: str, method: str, source) -> None:
-        labels, organ_meshes = result
+    def _show(self, result, name: str, method: str, source):
+        """Yield the steps that add the results (run a few at a time by the job runner)."""
+        labels, organ_meshes, display = result
         # meshes of an existing Labels layer are attached to it; new labels get a layer
-        if method == "labels":
-            show_reconstruction(self.viewer, None, organ_meshes, name=name)
-        else:
-            show_reconstruction(self.viewer, labels, organ_meshes, name=name)
-            if source in self.viewer.layers:
-                show_as_plane(source)  # an axial CT plane under the meshes, not a volume over them
+        steps = reconstruction_steps(
+            self.viewer, None if method == "labels" else labels, organ_meshes, name=name, display=display,
+        )
+        yield next(steps)  # the Labels layer, set to hide in 3D before 3D is drawn
+        image = source if method != "labels" else self.image_combo.layer()
+        if image is not None and image in self.viewer.layers:
+            show_as_plane(image)  # an axial CT plane under the meshes, not a volume over them
+        # 3D before the surfaces: each is drawn as it comes, not all at once at the end
         self.viewer.dims.ndisplay = 3
+        yield None
+        yield from steps
+
+
+def _source_name(request: ReconstructRequest) -> str:
+    """Name the label source in a result layer name: ``organs``, the preset or the checkpoint."""
+    if request.method == "preset":
+        return request.preset
+    if request.method == "checkpoint":
+        return Path(request.model).stem or "organs"
+    return "organs"
 
 
 def _preset_names() -> list[str]:

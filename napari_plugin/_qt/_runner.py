@@ -4,22 +4,35 @@ The job gets a ``progress`` callback (see :mod:`medrecon.progress`). It forwards
 (stage, fraction) to the GUI thread through a Qt signal (queued across
 threads), and raises :class:`~medrecon.errors.Cancelled` once Cancel was
 pressed, which medrecon's long loops let through to stop the job cleanly.
+
+Showing the result happens in the GUI thread. A result handler may return an
+iterator of steps (adding one layer each); the runner then takes them a few
+milliseconds at a time between Qt events, so that the viewer keeps drawing and
+answering while dozens of layers go in. The job is "done" only when the last
+step has run; an error in any step makes it "failed".
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from medrecon.errors import Cancelled, MedreconError
 
+#: Milliseconds of result steps run between two turns of the Qt event loop.
+STEP_BUDGET_MS = 40
+
 
 class JobRunner(QObject):
     """Run-button, Cancel-button, progress bar and status line for one job at a time.
+
+    Enter (Return) anywhere in ``parent`` presses the run button.
 
     Attributes
     ----------
@@ -37,13 +50,17 @@ class JobRunner(QObject):
         super().__init__(parent)
         self.widget = QWidget(parent)
         self.run_button = QPushButton(run_text)
+        self.run_button.setToolTip(f"{run_text} with the settings above (Enter); runs in the background")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job at its next step; nothing is added to the viewer")
         self.cancel_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_bar.setTextVisible(False)
+        self.progress_bar.setToolTip("Progress of the running job")
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -55,19 +72,48 @@ class JobRunner(QObject):
         self.worker = None
         self.outcome = ""
         self._cancel = threading.Event()
+        self._steps: Iterator[Any] | None = None
+        self._shown = 0
         self.progressed.connect(self._show_progress)
         self.cancel_button.clicked.connect(self.cancel)
+        if parent is not None:
+            for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                shortcut = QShortcut(QKeySequence(key), parent)
+                shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+                shortcut.activated.connect(self._enter)
 
     @property
     def running(self) -> bool:
-        """True while a job runs."""
-        return self.worker is not None and self.worker.is_running
+        """True while a job runs or its result is being shown."""
+        return self._steps is not None or (self.worker is not None and self.worker.is_running)
+
+    def run_on_enter(self, widget: QWidget) -> None:
+        """Make Return/Enter in any text or number field of ``widget`` press the run button."""
+        from qtpy.QtWidgets import QLineEdit
+
+        for field in widget.findChildren(QLineEdit):  # spin boxes' editors included
+            field.returnPressed.connect(self._enter)
+
+    def _enter(self) -> None:
+        if self.run_button.isEnabled() and not self.running:
+            self.run_button.click()
+
+    def refuse(self, exc: BaseException) -> None:
+        """Say why a job could not start, in the status line and as a notification."""
+        from napari.utils.notifications import show_error
+
+        text = str(exc) if isinstance(exc, MedreconError) else f"{type(exc).__name__}: {exc}"
+        self.outcome = "refused"
+        self.progress_bar.setValue(0)
+        self.status.setText(f"not started: {text}")
+        show_error(text)
 
     def start(self, job: Callable[..., Any], on_result: Callable[[Any], None], *args: Any, **kwargs: Any):
         """Run ``job(*args, progress=callback, **kwargs)`` in a thread worker.
 
-        ``on_result`` receives the return value in the GUI thread. Errors are
-        shown as napari notifications with medrecon's message.
+        ``on_result`` receives the return value in the GUI thread; it may return
+        an iterator of steps, run a few at a time between Qt events. Errors are
+        shown in the status line and as napari notifications with medrecon's message.
         """
         from napari.qt.threading import create_worker
 
@@ -98,7 +144,7 @@ class JobRunner(QObject):
         return worker
 
     def cancel(self) -> None:
-        """Ask the running job to stop at its next progress report."""
+        """Ask the running job to stop at its next progress report (or result step)."""
         if self.running:
             self._cancel.set()
             self.status.setText("cancelling...")
@@ -108,12 +154,47 @@ class JobRunner(QObject):
             self.progress_bar.setValue(int(round(1000 * fraction)))
             self.status.setText(f"{stage}: {100 * fraction:.0f}%")
 
-    def _returned(self, result: Any, on_result: Callable[[Any], None]) -> None:
+    def _returned(self, result: Any, on_result: Callable[[Any], Any]) -> None:
         try:
-            on_result(result)
-        except MedreconError as exc:
+            steps = on_result(result)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the result being shown, say so
             self._errored(exc)
             return
+        if isinstance(steps, Iterator):
+            self._steps = steps
+            self._shown = 0
+            self.status.setText("adding the results to the viewer...")
+            QTimer.singleShot(0, self._next_steps)
+            return
+        self._done()
+
+    def _next_steps(self) -> None:
+        if self._steps is None:
+            return
+        if self._cancel.is_set():
+            self._steps = None
+            self._errored(Cancelled("cancelled by the user"))
+            self._end()
+            return
+        deadline = time.perf_counter() + STEP_BUDGET_MS / 1000
+        try:
+            while time.perf_counter() < deadline:
+                next(self._steps)
+                self._shown += 1
+        except StopIteration:
+            self._steps = None
+            self._done()
+            self._end()
+            return
+        except Exception as exc:  # noqa: BLE001 - a failed step fails the job, in words
+            self._steps = None
+            self._errored(exc)
+            self._end()
+            return
+        self.status.setText(f"adding the results to the viewer: {self._shown} layers so far")
+        QTimer.singleShot(0, self._next_steps)
+
+    def _done(self) -> None:
         self.outcome = "done"
         self.progress_bar.setValue(1000)
         self.status.setText("done")
@@ -134,6 +215,10 @@ class JobRunner(QObject):
         self.progress_bar.setValue(0)
 
     def _finished(self) -> None:
+        if self._steps is None:  # else the last result step ends the job
+            self._end()
+
+    def _end(self) -> None:
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.job_finished.emit(self.outcome or "failed")

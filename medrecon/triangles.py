@@ -1,14 +1,16 @@
 """Triangle meshes as two plain arrays, and their placement in world millimetres.
 
-:class:`MeshArrays` is what the meshing pipeline passes from step to step:
+:class:`TriangleMesh` is the one mesh type of medrecon: the surfaces, the
+meshing steps, the reports and the file writers all take and give it. It holds
 vertex positions and triangles, nothing else. medrecon's own algorithms
 (smoothing, checks, reports, file writers) read only these two arrays, so a run
 from a label map to mesh files does not import trimesh, whose package import
 (scipy.optimize, networkx, scipy.ndimage, ...) costs about 0.4 s of start-up.
-The public functions still take and return :class:`trimesh.Trimesh`;
-:meth:`MeshArrays.to_trimesh` converts on demand.
+Where a trimesh algorithm is needed (repair, splitting into pieces, pictures),
+:meth:`TriangleMesh.to_trimesh` converts on demand and
+:meth:`TriangleMesh.from_trimesh` converts back.
 
-:meth:`MeshArrays.transformed` places a mesh by an affine as
+:meth:`TriangleMesh.transformed` places a mesh by an affine as
 :meth:`trimesh.Trimesh.apply_transform` does (and is tested against it): a
 reflection (negative determinant, as LPS/RAS affines often are) reverses the
 triangle winding, so outward triangles stay outward.
@@ -16,8 +18,9 @@ triangle winding, so outward triangles stay outward.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,24 +28,13 @@ if TYPE_CHECKING:
     import trimesh
 
 
-class MeshLike(Protocol):
-    """A triangle mesh: :class:`trimesh.Trimesh` or :class:`MeshArrays`."""
-
-    @property
-    def vertices(self) -> np.ndarray:
-        """(V, 3) positions in mm."""
-
-    @property
-    def faces(self) -> np.ndarray:
-        """(F, 3) vertex indices per triangle."""
-
-
-Mesh = TypeVar("Mesh", bound=MeshLike)
-
-
 @dataclass(frozen=True, eq=False)
-class MeshArrays:
+class TriangleMesh:
     """A triangle mesh as plain arrays (not to be modified in place).
+
+    The arrays stay writeable because the C extensions medrecon hands them to
+    (fast-simplification, manifold3d) reject read-only buffers; every medrecon
+    function returns a new mesh instead of changing one.
 
     Attributes
     ----------
@@ -66,15 +58,9 @@ class MeshArrays:
         object.__setattr__(self, "faces", faces)
 
     @classmethod
-    def of(cls, mesh: MeshLike) -> MeshArrays:
-        """Return the arrays of ``mesh`` (views, not copies)."""
-        if isinstance(mesh, MeshArrays):
-            return mesh
+    def from_trimesh(cls, mesh: trimesh.Trimesh) -> TriangleMesh:
+        """Return the arrays of a :class:`trimesh.Trimesh` (views, not copies)."""
         return cls(np.asarray(mesh.vertices), np.asarray(mesh.faces))
-
-    def copy(self) -> MeshArrays:
-        """Return a copy with its own arrays."""
-        return MeshArrays(self.vertices.copy(), self.faces.copy())
 
     def to_trimesh(self) -> trimesh.Trimesh:
         """Return the same mesh as a :class:`trimesh.Trimesh` (own arrays, not processed)."""
@@ -82,7 +68,7 @@ class MeshArrays:
 
         return trimesh.Trimesh(self.vertices.copy(), self.faces.copy(), process=False)
 
-    def transformed(self, affine: np.ndarray) -> MeshArrays:
+    def transformed(self, affine: np.ndarray) -> TriangleMesh:
         """Move the mesh by a (4, 4) affine; reverse the winding if the affine is a reflection.
 
         Parameters
@@ -92,7 +78,7 @@ class MeshArrays:
 
         Returns
         -------
-        MeshArrays
+        TriangleMesh
             A new mesh: vertices ``affine @ [x, y, z, 1]``; faces reversed (``[c, b, a]``,
             as trimesh does) when ``det(affine[:3, :3]) < 0``.
         """
@@ -103,23 +89,26 @@ class MeshArrays:
         faces = self.faces
         if np.linalg.det(matrix[:3, :3]) < 0.0:
             faces = np.ascontiguousarray(faces[:, ::-1])
-        return MeshArrays(vertices, faces)
+        return TriangleMesh(vertices, faces)
+
+    @classmethod
+    def concatenate(cls, meshes: Iterable[TriangleMesh]) -> TriangleMesh:
+        """One mesh holding all of ``meshes`` (their vertices in order, faces re-indexed).
+
+        Raises
+        ------
+        ValueError
+            If ``meshes`` is empty.
+        """
+        parts = list(meshes)
+        if not parts:
+            raise ValueError("no meshes to concatenate")
+        offsets = np.cumsum([0] + [len(m.vertices) for m in parts[:-1]])
+        return cls(np.vstack([m.vertices for m in parts]),
+                   np.vstack([m.faces + n for m, n in zip(parts, offsets, strict=True)]))
+
+    def __repr__(self) -> str:
+        return f"TriangleMesh(vertices={len(self.vertices)}, faces={len(self.faces)})"
 
 
-def same_kind(template: Mesh, vertices: np.ndarray, faces: np.ndarray) -> Mesh:
-    """Make a mesh from these arrays: MeshArrays if ``template`` is one, else a trimesh.Trimesh."""
-    if isinstance(template, MeshArrays):
-        return MeshArrays(vertices, faces)  # type: ignore[return-value]
-    import trimesh  # already imported when the template is a Trimesh
-
-    return trimesh.Trimesh(vertices, faces, process=False)  # type: ignore[return-value]
-
-
-def as_trimesh(mesh: MeshLike) -> trimesh.Trimesh:
-    """``mesh`` itself if it is a :class:`trimesh.Trimesh`, else a new one from its arrays."""
-    if not isinstance(mesh, MeshArrays):
-        import trimesh
-
-        if isinstance(mesh, trimesh.Trimesh):
-            return mesh
-    return MeshArrays.of(mesh).to_trimesh()
+__all__ = ["TriangleMesh"]
