@@ -23,7 +23,8 @@ class LabelSource(Protocol):
     Attributes
     ----------
     kind : str
-        What sort of source this is: ``"network"``, ``"preset"`` or ``"imported"``.
+        What sort of source this is: ``"network"``, ``"preset"``, ``"imported"`` or
+        ``"engine"`` (a pretrained nnU-Net model run by nnunetv2).
     """
 
     kind: str
