@@ -20,10 +20,11 @@ export is set to it too):
 * medrecon: :func:`medrecon.models.nnunet_predict.predict_array`, once with its
   default precision (``auto``) and once in float32 (``--precisions``).
 
-It prints each time, the ratios and how many voxels the label maps share. At the
-default size nnunetv2 needs about 40 GB of memory for its export (117 classes of
-float64 logits at input resolution); ``--shape 256 256 150`` keeps the spacing and
-plans and needs an eighth.
+It prints each time, the ratios and how many voxels the label maps share;
+``--repeats`` interleaves rounds so that a change of load hits every row. At the
+default size nnunetv2 needs about 45 GB of memory for its export (117 classes of
+logits in float64 and at input resolution); ``--shape 256 256 150`` keeps the spacing
+and plans and needs an eighth.
 """
 
 from __future__ import annotations
