@@ -201,3 +201,15 @@ def test_whole_body_bundle_channels_map_onto_the_vocabulary(tmp_path):
         assert label == VOCAB_ID[name] if name in VOCAB_ID else label >= 300
     assert ids[7] == 52 and ids[5] == 5 and ids[1] == 1  # aorta, liver, spleen as in TotalSegmentator v2
     assert ids[44] >= 300 and model.names[ids[44]] == "heart_myocardium"  # v1 only: a new id, its own name
+
+
+def test_engines_say_which_modality_they_need(tmp_path):
+    from medrecon.sources.nnunet import NnunetSource
+    from medrecon.sources.plausibility import required_modality
+    from medrecon.sources.totalseg import TotalSegmentatorSource
+
+    assert required_modality(TotalSegmentatorSource("total")) == "CT"
+    assert required_modality(TotalSegmentatorSource("total_mr")) == "MR"
+    for channels, needed in (({"0": "CT"}, "CT"), ({"0": "T1"}, None), ({"0": "CT", "1": "T2"}, None)):
+        (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": channels}))
+        assert required_modality(NnunetSource(tmp_path)) == needed

@@ -311,11 +311,15 @@ def _load_cached(folder: str, folds: tuple[str, ...], checkpoint: str, stamp: tu
         raise ModelError(f"{root}: the model takes {n_in} input channels; medrecon gives it one image")
     networks = []
     for f, ckpt in zip(files, checkpoints, strict=True):
-        net = get_network_from_plans(configuration.network_arch_class_name,
-                                     configuration.network_arch_init_kwargs,
-                                     configuration.network_arch_init_kwargs_req_import,
-                                     n_in, labels.num_segmentation_heads, allow_init=False,
-                                     deep_supervision=False)
+        try:
+            net = get_network_from_plans(configuration.network_arch_class_name,
+                                         configuration.network_arch_init_kwargs,
+                                         configuration.network_arch_init_kwargs_req_import,
+                                         n_in, labels.num_segmentation_heads, allow_init=False,
+                                         deep_supervision=False)
+        except Exception as exc:  # noqa: BLE001 - pydoc's import errors, a missing optional package
+            raise ModelError(f"{root}/plans.json: cannot build {configuration.network_arch_class_name}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         try:
             net.load_state_dict(ckpt["network_weights"])
         except (RuntimeError, KeyError) as exc:

@@ -180,9 +180,12 @@ def _sliding_window(model: NnunetModel, x, *, mirroring: bool, step: float, devi
                             out = net(torch.flip(tile, f) if f else tile)
                         out = (torch.flip(out, f) if f else out).float()
                         mean = out if mean is None else mean.add_(out)
-                    mean = mean[0].div_(len(flips))
+                    mean = mean[0].div_(len(flips)) if len(flips) > 1 else mean[0]
                     outs.append(mean if features or head is None else _apply_head(head, mean))
-                pred = torch.cat(outs) if features else sum(outs[1:], outs[0]) / n_nets
+                if len(outs) == 1:
+                    pred = outs[0]
+                else:
+                    pred = torch.cat(outs) if features else sum(outs[1:], outs[0]) / n_nets
                 acc[(slice(None), slice(None), *sl)].addcmul_(pred, gaussian)
                 weight[(slice(None), *sl)].add_(gaussian)
             report(progress, "segmenting", (r + 1) / len(rows))

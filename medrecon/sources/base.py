@@ -23,8 +23,8 @@ class LabelSource(Protocol):
     Attributes
     ----------
     kind : str
-        What sort of source this is: ``"network"``, ``"preset"`` or ``"imported"``
-        (an engine may name its own). Every kind but ``"preset"`` and
+        What sort of source this is: ``"network"``, ``"preset"``, ``"imported"`` or
+        ``"engine"`` (a pretrained nnU-Net model run by nnunetv2). Every kind but ``"preset"`` and
         ``"imported"`` counts as a model: its organs must pass the plausibility
         checks (:mod:`medrecon.sources.plausibility`) to be meshed.
 

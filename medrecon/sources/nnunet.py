@@ -65,7 +65,10 @@ def predict_volume(model, volume: Volume, *, reorient_to_ras: bool, mirroring: b
     if reorient_to_ras:
         back = LabelMap(np.ascontiguousarray(labels), work.affine).reorient(volume.orientation)
         if not back.same_grid(volume, atol=1e-4):
-            raise AssertionError("reorienting the labels back did not restore the input grid")
+            from medrecon.errors import GeometryError
+
+            raise GeometryError(f"{volume.source or 'the volume'}: its labels could not be put back on its "
+                                "grid from the RAS axes the model saw; is the affine degenerate?")
         labels = np.asarray(back.array)
     return np.ascontiguousarray(labels)
 
@@ -115,6 +118,18 @@ class NnunetSource:
     mirroring: bool = True
     folds: tuple[str, ...] | None = None
     precision: str = "auto"
+
+    @property
+    def modality(self) -> str:
+        """``"CT"`` when ``dataset.json`` names only CT channels, else ``""`` (any modality)."""
+        import json
+
+        try:
+            channels = json.loads((Path(self.folder) / "dataset.json").read_text(encoding="utf-8"))
+            names = {str(v).strip().upper() for v in dict(channels.get("channel_names", {})).values()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return ""
+        return "CT" if names == {"CT"} else ""
 
     def load(self):
         """Load the model folder (cached); see :func:`medrecon.models.nnunet.load_nnunet_folder`."""

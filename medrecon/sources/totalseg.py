@@ -142,6 +142,11 @@ class TotalSegmentatorSource:
         object.__setattr__(self, "organs", tuple(str(o) for o in self.organs))
 
     @property
+    def modality(self) -> str:
+        """The modality the task was trained on (``"MR"`` for ``total_mr``, else ``"CT"``)."""
+        return "MR" if self.task.endswith("_mr") else "CT"
+
+    @property
     def spec(self) -> Task:
         """The task's parts, trainer and class map."""
         return TASKS[(self.task, self.fast)]
