@@ -5,7 +5,7 @@ import pytest
 import trimesh
 from _builders import CENTRE, ellipsoid_mask
 
-from medrecon.errors import EmptySegmentationError
+from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.mesh import (
     MeshOptions,
     build_organ_meshes,
@@ -50,8 +50,32 @@ def test_staircase_then_default_smoothing_matches_analytic_sphere(sphere_2mm):
 def test_smoothing_factor_zero_is_identity_and_range_checked(sphere_2mm):
     _, _, raw = sphere_2mm
     assert np.array_equal(smooth(raw, 0.0).vertices, raw.vertices)
-    with pytest.raises(ValueError, match="Slicer"):
-        smooth(raw, 1.5)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(InputError, match="Slicer") as info:
+            smooth(raw, bad)
+        assert "\n" not in str(info.value)
+        with pytest.raises(InputError, match="Slicer"):
+            MeshOptions(smooth=bad)
+
+
+def test_every_smoothing_factor_keeps_a_low_pass_filter():
+    # factors 0.1 and 0.3 once sent the cut-off search astray: coefficients of 1e34
+    for factor in np.linspace(0.01, 1.0, 100):
+        band = pass_band(factor)
+        c = sinc_coefficients(band)
+        # Chebyshev axis: a Laplacian eigenvalue k sits at cos(theta) = 1 - k / 2
+        assert np.polynomial.chebyshev.chebval(1.0 - 0.5 * band, c) == pytest.approx(1.0, abs=1e-9)
+        assert np.polynomial.chebyshev.chebval(1.0, c) == pytest.approx(1.0, abs=1e-4)  # k = 0: volume
+        assert np.all(np.abs(np.polynomial.chebyshev.chebval(np.linspace(-1.0, 1.0, 201), c)) < 1.01)
+
+
+@pytest.mark.parametrize("factor", [0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0])
+def test_every_smoothing_factor_gives_a_closed_mesh_of_the_sphere_volume(sphere_2mm, factor):
+    _, _, raw = sphere_2mm
+    volume = 4 / 3 * np.pi * 25.0**3
+    out = smooth(raw, factor)
+    assert check(out).printable
+    assert abs(out.to_trimesh().volume / volume - 1) < 0.02
 
 
 def test_tight_pass_band_keeps_thin_structures(totalseg_dir):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medrecon.errors import InputError
 from medrecon.mesh.decimate import decimate
 from medrecon.mesh.fit import fit_scale, scale_matrix, scene_bounds
 from medrecon.mesh.hollow import hollow
@@ -107,7 +108,7 @@ class MeshOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smooth <= 1.0:
-            raise ValueError(f"smooth must be in [0, 1] (3D Slicer's scale), got {self.smooth}")
+            raise InputError(f"smooth must be in [0, 1] (3D Slicer's scale), got {self.smooth}")
         if not 0.0 <= self.decimate < 1.0:
             raise ValueError(f"decimate must be a fraction in [0, 1), got {self.decimate}")
         if self.target_faces is not None and self.target_faces < 4:

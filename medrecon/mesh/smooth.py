@@ -25,6 +25,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
+from medrecon.errors import InputError
 from medrecon.triangles import TriangleMesh
 
 #: Slicer's default smoothing factor for segmentation closed surfaces.
@@ -56,8 +57,9 @@ def sinc_coefficients(
 ) -> np.ndarray:
     """Chebyshev coefficients of the windowed-sinc filter for pass band ``band``.
 
-    The cut-off is shifted (Newton's method) so that the filter's response at
-    the pass band is exactly 1: that is what keeps the volume.
+    The cut-off is shifted (Newton's method, kept in a bracket of the first
+    solution) so that the filter's response at the pass band is exactly 1: that
+    is what keeps the volume.
 
     Returns
     -------
@@ -76,16 +78,31 @@ def sinc_coefficients(
     def coeffs(th: float) -> np.ndarray:
         return np.r_[w[0] * th / np.pi, 2.0 * w[1:] * np.sin(i * th) / (i * np.pi)]
 
+    # The response at the pass band rises from about 1/2 (sigma = 0) to 1, then ripples
+    # about 1 by ~1e-6: plain Newton, asked for 1e-9, lands in the ripple and may leap
+    # anywhere (the coefficients then blow up, e.g. at s = 0.1 and 0.3). So the first
+    # crossing of 1 is bracketed on a fine grid and Newton's steps are kept inside the
+    # bracket (bisection where one would leave it); from sigma = 0, as in VTK.
+    grid = np.linspace(0.0, np.pi - theta, 4097)
+    at = theta + grid[:, None]
+    rise = w[0] * at[:, 0] / np.pi + (2.0 * w[1:] * np.sin(i * at) / (i * np.pi)) @ cos_at
+    above = np.flatnonzero(rise >= 1.0)  # the last point (cut-off at pi) passes everything: 1
+    lo, hi = 0.0, float(grid[above[0]] if len(above) else grid[-1])
     sigma = 0.0
-    for _ in range(100):
+    for _ in range(200):
         c = coeffs(theta + sigma)
         f = c[0] + np.dot(c[1:], cos_at)
-        if abs(f - 1.0) < tolerance:
+        if abs(f - 1.0) < tolerance or hi - lo < 1e-15:
             break
+        if f < 1.0:
+            lo = sigma
+        else:
+            hi = sigma
         # derivative of f with respect to sigma
         dc = np.r_[w[0] / np.pi, 2.0 * w[1:] * np.cos(i * (theta + sigma)) / np.pi]
         df = dc[0] + np.dot(dc[1:], cos_at)
-        sigma -= (f - 1.0) / df
+        step = sigma - (f - 1.0) / df if df != 0.0 else lo
+        sigma = step if lo < step < hi else 0.5 * (lo + hi)
     return coeffs(theta + sigma)
 
 
@@ -173,7 +190,7 @@ def smooth(mesh: TriangleMesh, factor: float = SLICER_DEFAULT_SMOOTHING) -> Tria
     have no low-frequency shape to keep) are left unsmoothed.
     """
     if not 0.0 <= factor <= 1.0:
-        raise ValueError(f"smoothing factor must be in [0, 1] (Slicer's scale), got {factor}")
+        raise InputError(f"smoothing factor must be in [0, 1] (3D Slicer's scale), got {factor}")
     if factor == 0.0 or len(mesh.faces) == 0:
         return mesh
     faces = np.asarray(mesh.faces, dtype=np.int64)
