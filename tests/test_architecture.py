@@ -403,3 +403,21 @@ def test_checker_finds_gui_imports(fake: tuple[Path, Graph]) -> None:
         "fake/gui.py:3: fake.gui imports napari: GUI code lives in napari_plugin/ only",
         "fake/gui.py:2: fake.gui imports qtpy: GUI code lives in napari_plugin/ only",
     ]
+
+
+def private_imports(root: Path, package: str) -> list[str]:
+    """``file:line name`` of every underscore name a module of ``package`` imports from another module."""
+    found = []
+    for path in sorted((root / package.replace(".", "/")).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("medrecon"):
+                found += [f"{path.relative_to(root)}:{node.lineno} {alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_mesh_modules_share_public_helpers_only(tmp_path: Path) -> None:
+    assert private_imports(REPO, "medrecon.mesh") == []
+    (tmp_path / "medrecon" / "mesh").mkdir(parents=True)
+    (tmp_path / "medrecon" / "mesh" / "a.py").write_text("import numpy\nfrom medrecon.mesh.b import c, _d\n")
+    assert private_imports(tmp_path, "medrecon.mesh") == ["medrecon/mesh/a.py:2 _d"]

@@ -9,7 +9,8 @@ import trimesh
 from medrecon.mesh import nesting
 from medrecon.mesh.bvh import BoxTree, first_hits, ray_hits, triangle_tree
 from medrecon.mesh.nesting import nesting_depth
-from medrecon.mesh.repair import _edge_table, _shells, check, fix_orientation
+from medrecon.mesh.repair import check, fix_orientation
+from medrecon.mesh.shells import edge_table, face_shells
 
 
 def solid_angle_depth(vertices, faces, shell_of_face, n):
@@ -37,7 +38,7 @@ def solid_angle_depth(vertices, faces, shell_of_face, n):
 
 def shells_of(mesh):
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    n, shell = _shells(faces, _edge_table(faces)[0])
+    n, shell = face_shells(faces, edge_table(faces)[0])
     return np.asarray(mesh.vertices, dtype=np.float64), faces, shell, n
 
 

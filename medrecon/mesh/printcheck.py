@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from medrecon.mesh.bvh import first_hits, triangle_tree
-from medrecon.mesh.repair import _edge_table, _expected_signs, _shells, _signed_volumes
 from medrecon.mesh.selfintersect import count_self_intersections
+from medrecon.mesh.shells import OutwardShells
 from medrecon.triangles import TriangleMesh
 
 
@@ -63,27 +63,6 @@ PROCESSES: dict[str, PrintProcess] = {
 }
 
 
-@dataclass(frozen=True, eq=False)
-class _Shells:
-    """A mesh's faces wound outward, the shell of each face and which shells are cavities."""
-
-    faces: np.ndarray
-    shell: np.ndarray
-    cavity: np.ndarray
-
-    @classmethod
-    def of(cls, mesh: TriangleMesh) -> _Shells:
-        vertices = np.asarray(mesh.vertices, dtype=np.float64)
-        faces = np.array(mesh.faces, dtype=np.int64)
-        if len(faces) == 0:
-            return cls(faces, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool))
-        n, shell = _shells(faces, _edge_table(faces)[0])
-        expected = _expected_signs(vertices, faces, shell, n)
-        flip = (np.sign(_signed_volumes(vertices, faces, shell, n)) * expected < 0)[shell]
-        faces[flip] = faces[flip][:, ::-1]
-        return cls(faces, shell, expected < 0)
-
-
 def outward_faces(mesh: TriangleMesh) -> np.ndarray:
     """Faces of ``mesh`` wound so that every normal points out of the material.
 
@@ -96,7 +75,7 @@ def outward_faces(mesh: TriangleMesh) -> np.ndarray:
     (F, 3) ndarray of int64
         A new array (``mesh`` is not modified).
     """
-    return _Shells.of(mesh).faces
+    return OutwardShells.of(mesh).faces
 
 
 def face_thickness(
@@ -301,7 +280,7 @@ class SmallFeatures:
         }
 
 
-def _small_shells(mesh: TriangleMesh, resolution_mm: float, shells: _Shells) -> tuple[int, int]:
+def _small_shells(mesh: TriangleMesh, resolution_mm: float, shells: OutwardShells) -> tuple[int, int]:
     if len(shells.faces) == 0:
         return 0, 0
     tri = np.asarray(mesh.vertices, dtype=np.float64)[shells.faces]
@@ -327,13 +306,13 @@ def small_features(mesh: TriangleMesh, *, resolution_mm: float, max_faces: int |
         As for :func:`wall_thickness`.
     """
     _positive("resolution_mm", resolution_mm)
-    shells = _Shells.of(mesh)
+    shells = OutwardShells.of(mesh)
     thickness, area = _sampled_thickness(mesh, shells.faces, max_faces)
     return _features(mesh, thickness, area, resolution_mm, shells)
 
 
 def _features(
-    mesh: TriangleMesh, thickness: np.ndarray, area: np.ndarray, resolution_mm: float, shells: _Shells
+    mesh: TriangleMesh, thickness: np.ndarray, area: np.ndarray, resolution_mm: float, shells: OutwardShells
 ) -> SmallFeatures:
     pieces, cavities = _small_shells(mesh, resolution_mm, shells)
     thin = float(area[~np.isnan(thickness) & (thickness < resolution_mm)].sum())
@@ -415,7 +394,7 @@ def print_checks(
         # the self-intersection count and the thickness rays are independent: a second
         # thread counts meanwhile (the BVH work is numpy, which releases the GIL)
         crossings = pool.submit(count_self_intersections, mesh)
-        shells = _Shells.of(mesh)
+        shells = OutwardShells.of(mesh)
         thickness, area = _sampled_thickness(mesh, shells.faces, max_faces)
         count = crossings.result()
     return PrintChecks(

@@ -18,7 +18,7 @@ import numpy as np
 
 from medrecon.errors import MedreconError
 from medrecon.mesh.bvh import first_hits, triangle_tree
-from medrecon.mesh.printcheck import _Shells
+from medrecon.mesh.shells import OutwardShells
 from medrecon.triangles import TriangleMesh
 
 
@@ -142,7 +142,7 @@ def drain_holes(
         raise ValueError(f"segments must be >= 3, got {segments}")
     up = _unit_vector(up)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    shells = _Shells.of(mesh)
+    shells = OutwardShells.of(mesh)
     faces, shell = shells.faces, shells.shell
     if len(faces) == 0:
         raise MedreconError("the mesh has no faces: there is nothing to drill")

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from medrecon.mesh.nesting import nesting_depth
+from medrecon.mesh.shells import edge_table, expected_signs, face_shells, signed_volumes
 from medrecon.triangles import TriangleMesh
 
 if TYPE_CHECKING:
@@ -64,39 +64,12 @@ class MeshCheck:
         return self.watertight and self.manifold and self.winding_consistent and self.outward
 
 
-def _edge_table(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Edge table of the 3F half-edges, from one sort.
-
-    Returns each half-edge's undirected edge id, the unique edge keys, their
-    face counts and the half-edges ordered by edge id.
-    """
-    half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
-    key = pair_keys(half)
-    order = np.argsort(key)
-    sorted_key = key[order]
-    first = np.empty(len(key), dtype=bool)
-    first[:1] = True
-    np.not_equal(sorted_key[1:], sorted_key[:-1], out=first[1:])
-    inverse = np.empty(len(key), dtype=np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    counts = np.diff(np.append(starts, len(key)))
-    return inverse, sorted_key[starts], counts, order
-
-
-def pair_keys(pairs: np.ndarray) -> np.ndarray:
-    """One int64 per unordered pair of non-negative ints (rows of an (N, 2) array)."""
-    lo = np.minimum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
-    hi = np.maximum(pairs[:, 0], pairs[:, 1]).astype(np.int64)
-    return lo * (int(hi.max(initial=0)) + 1) + hi
-
-
 def nonmanifold_vertex_count(faces: np.ndarray, n_vertices: int, *, _table: tuple | None = None) -> int:
     """Vertices whose incident faces form more than one edge-connected fan."""
     faces = np.asarray(faces, dtype=np.int64)
     if len(faces) == 0:
         return 0
-    edge_of_half, _, counts, order = _edge_table(faces) if _table is None else _table
+    edge_of_half, _, counts, order = edge_table(faces) if _table is None else _table
     n_corner = faces.size
     # half-edge h of face f goes from corner (f, h) to corner (f, h+1)
     corner_a = np.arange(n_corner)
@@ -127,7 +100,7 @@ def check(mesh: TriangleMesh) -> MeshCheck:
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if len(faces) == 0:
         return MeshCheck(False, False, False, False, 0, 0, 0, 0)
-    table = _edge_table(faces)
+    table = edge_table(faces)
     edge_of_half, _, counts, _ = table
     boundary = int(np.count_nonzero(counts == 1))
     nm_edges = int(np.count_nonzero(counts > 2))
@@ -138,12 +111,12 @@ def check(mesh: TriangleMesh) -> MeshCheck:
     fwd_count = np.bincount(edge_of_half, weights=forward, minlength=len(counts))
     manifold_edge = counts == 2
     consistent = bool(np.all(fwd_count[manifold_edge] == 1))
-    n_shells, shell_of_face = _shells(faces, edge_of_half)
+    n_shells, shell_of_face = face_shells(faces, edge_of_half)
     outward = False
     if consistent and boundary == 0 and nm_edges == 0:
         vertices = np.asarray(mesh.vertices)
-        signs = np.sign(_signed_volumes(vertices, faces, shell_of_face, n_shells))
-        outward = bool(np.all(signs == _expected_signs(vertices, faces, shell_of_face, n_shells)))
+        signs = np.sign(signed_volumes(vertices, faces, shell_of_face, n_shells))
+        outward = bool(np.all(signs == expected_signs(vertices, faces, shell_of_face, n_shells)))
     return MeshCheck(
         watertight=boundary == 0 and nm_edges == 0,
         manifold=nm_edges == 0 and nm_verts == 0,
@@ -154,32 +127,6 @@ def check(mesh: TriangleMesh) -> MeshCheck:
         nonmanifold_edges=nm_edges,
         nonmanifold_vertices=nm_verts,
     )
-
-
-def _shells(faces: np.ndarray, edge_of_half: np.ndarray) -> tuple[int, np.ndarray]:
-    n_faces = len(faces)
-    face_of_half = np.repeat(np.arange(n_faces), 3)
-    graph = sparse.coo_matrix(
-        (np.ones(len(face_of_half)), (face_of_half, edge_of_half + n_faces)),
-        shape=(n_faces + edge_of_half.max() + 1,) * 2,
-    )
-    _, comp = connected_components(graph, directed=False)
-    labels = np.unique(comp[:n_faces], return_inverse=True)[1].ravel()
-    return int(labels.max()) + 1, labels
-
-
-def _signed_volumes(vertices: np.ndarray, faces: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
-    tri = vertices[faces]
-    # centre first: the signed-tetrahedra sum is exact but loses digits far from the origin
-    tri = tri - vertices.mean(axis=0)
-    six_v = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
-    return np.bincount(group, weights=six_v, minlength=n) / 6.0
-
-
-def _expected_signs(vertices: np.ndarray, faces: np.ndarray, shell_of_face: np.ndarray, n: int) -> np.ndarray:
-    """+1 for shells nested in an even number of others (solids), -1 for cavities."""
-    depth = nesting_depth(vertices, faces, shell_of_face, n)
-    return np.where(depth % 2 == 0, 1.0, -1.0)
 
 
 def clean(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -233,7 +180,7 @@ def fill_holes(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     import trimesh
 
     faces = np.asarray(mesh.faces, dtype=np.int64)
-    edge_of_half, _, counts, _ = _edge_table(faces)
+    edge_of_half, _, counts, _ = edge_table(faces)
     half = np.stack([faces, np.roll(faces, -1, axis=1)], axis=2).reshape(-1, 2)
     border = half[counts[edge_of_half] == 1]
     if len(border) == 0:
@@ -284,11 +231,11 @@ def fix_orientation(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     faces = np.asarray(out.faces, dtype=np.int64)
     if len(faces) == 0:
         return out
-    edge_of_half, _, _, _ = _edge_table(faces)
-    n, shell = _shells(faces, edge_of_half)
+    edge_of_half, _, _, _ = edge_table(faces)
+    n, shell = face_shells(faces, edge_of_half)
     vertices = np.asarray(out.vertices)
-    sign = np.sign(_signed_volumes(vertices, faces, shell, n))
-    flip = (sign * _expected_signs(vertices, faces, shell, n))[shell] < 0
+    sign = np.sign(signed_volumes(vertices, faces, shell, n))
+    flip = (sign * expected_signs(vertices, faces, shell, n))[shell] < 0
     if np.any(flip):
         faces = faces.copy()
         faces[flip] = faces[flip][:, ::-1]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from medrecon.mesh.bvh import BoxTree
-from medrecon.mesh.repair import _edge_table
+from medrecon.mesh.shells import edge_table
 from medrecon.triangles import TriangleMesh
 
 _TOL = 1e-9  # relative to the mesh's size (distances) or 1 (sines of angles)
@@ -209,7 +209,7 @@ def _simple_fans(vertices: np.ndarray, faces: np.ndarray, normal: np.ndarray) ->
     turned = np.bincount(corner, weights=~facing, minlength=n_vertices)
     # every edge at the vertex between exactly two faces: its faces close into fans, whose
     # angles add up to 2 pi times the turns they make (all angles being positive)
-    edge_of_half, _, counts, _ = _edge_table(faces)
+    edge_of_half, _, counts, _ = edge_table(faces)
     open_edge = counts[edge_of_half] != 2
     border = np.zeros(n_vertices, dtype=bool)
     border[faces.ravel()[open_edge]] = True
