@@ -91,14 +91,17 @@ def test_many_pieces_in_a_cavity_are_solids_and_check_outward():
     assert check(fix_orientation(bad)).outward
 
 
-def test_box_tree_pairs_match_brute_force():
+@pytest.mark.parametrize("leaf_size", [1, 3, 5])
+def test_box_tree_pairs_match_brute_force(leaf_size):
     rng = np.random.default_rng(3)
     lo = rng.uniform(0, 50, (700, 3))
     hi = lo + rng.uniform(0, 4, (700, 3))
     found = set()
-    for i, j in BoxTree.build(lo, hi, leaf_size=3).overlapping_pairs():
-        keep = np.all((lo[i] <= hi[j]) & (lo[j] <= hi[i]), axis=1)
-        found |= {(min(a, b), max(a, b)) for a, b in zip(i[keep].tolist(), j[keep].tolist(), strict=True)}
+    # every pair of overlapping boxes, each once, and no other
+    for i, j in BoxTree.build(lo, hi, leaf_size=leaf_size).overlapping_pairs():
+        pairs = [(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
+        assert len(set(pairs)) == len(pairs) and not found & set(pairs)
+        found |= set(pairs)
     touch = np.all((lo[:, None] <= hi[None]) & (lo[None] <= hi[:, None]), axis=2)
     expected = {(a, b) for a, b in zip(*np.nonzero(np.triu(touch, 1)), strict=True)}
     assert found == {(int(a), int(b)) for a, b in expected}

@@ -26,7 +26,7 @@ import numpy as np
 
 #: Rays traced together: bounds the memory of one traversal's frontier.
 RAY_CHUNK = 8192
-#: Leaf pairs expanded to box pairs together.
+#: Box pairs of overlapping leaves compared together.
 PAIR_CHUNK = 1 << 18
 
 
@@ -64,12 +64,17 @@ class BoxTree:
         node NaN (empty) where the level above needed the padding.
     leaf_size : int
         Boxes per leaf.
+    box_lo, box_hi : (3, leaf_size, L) ndarray of float64
+        Bounds of the box in each slot of each leaf (grown by the build's
+        ``pad``); ``inf`` and ``-inf`` for an empty slot.
     """
 
     item: np.ndarray
     lo: tuple[np.ndarray, ...]
     hi: tuple[np.ndarray, ...]
     leaf_size: int
+    box_lo: np.ndarray
+    box_hi: np.ndarray
 
     @classmethod
     def build(cls, lo: np.ndarray, hi: np.ndarray, *, leaf_size: int = 4, pad: float = 0.0) -> BoxTree:
@@ -110,7 +115,9 @@ class BoxTree:
             below_lo, below_hi = level_lo[-1], level_hi[-1]
             level_lo.append(np.fmin(below_lo[0::2], below_lo[1::2]))
             level_hi.append(np.fmax(below_hi[0::2], below_hi[1::2]))
-        return cls(item, tuple(level_lo[::-1]), tuple(level_hi[::-1]), leaf_size)
+        box_lo = np.ascontiguousarray(slot_lo.reshape(n_leaves, leaf_size, 3).transpose(2, 1, 0))
+        box_hi = np.ascontiguousarray(slot_hi.reshape(n_leaves, leaf_size, 3).transpose(2, 1, 0))
+        return cls(item, tuple(level_lo[::-1]), tuple(level_hi[::-1]), leaf_size, box_lo, box_hi)
 
     @property
     def depth(self) -> int:
@@ -164,12 +171,11 @@ class BoxTree:
         return ray[entry], box
 
     def overlapping_pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every pair ``(i, j)``, ``i != j``, of boxes that overlap (closed boxes), in chunks.
+        """Every pair ``(i, j)``, ``i != j``, of boxes that overlap (closed boxes grown by ``pad``), in chunks.
 
         Each unordered pair comes once, in no particular order of ``i`` and ``j``.
-        The boxes' own bounds are not re-tested here: the leaf pairs found
-        overlapping are expanded to all their box pairs; test the boxes again
-        (and whatever they hold) on what comes out.
+        The leaves found overlapping are compared slot by slot, all pairs of a
+        chunk of leaf pairs at once, so only pairs of overlapping boxes come out.
 
         Yields
         ------
@@ -192,19 +198,19 @@ class BoxTree:
             nb = np.concatenate([2 * sb, 2 * sb + 1, 2 * sb + 1, *(2 * db + k for k in (0, 1, 0, 1))])
             a, b = na, nb
         k = self.leaf_size
-        first, second = np.triu_indices(k, 1)
-        for start in range(0, len(a), PAIR_CHUNK):
-            la, lb = a[start:start + PAIR_CHUNK], b[start:start + PAIR_CHUNK]
-            same = la == lb
-            # within one leaf: the k (k - 1) / 2 slot pairs; across two leaves: k * k
-            si = (la[same, None] * k + first).ravel()
-            sj = (lb[same, None] * k + second).ravel()
-            di = (la[~same, None, None] * k + np.arange(k)[:, None] + np.zeros(k, dtype=np.int64)).ravel()
-            dj = (lb[~same, None, None] * k + np.zeros((k, 1), dtype=np.int64) + np.arange(k)).ravel()
-            i = self.item[np.concatenate([si, di])]
-            j = self.item[np.concatenate([sj, dj])]
-            keep = (i >= 0) & (j >= 0)
-            yield i[keep], j[keep]
+        # within one leaf, each slot pair once: s < t
+        upper = np.triu(np.ones((k, k), dtype=bool), 1)
+        chunk = max(1, PAIR_CHUNK // (k * k))
+        for start in range(0, len(a), chunk):
+            la, lb = a[start:start + chunk], b[start:start + chunk]
+            # (slot, slot, pair): the long axis last, where numpy's loops are fast
+            touch = np.ones((k, k, len(la)), dtype=bool)
+            for lo, hi in zip(self.box_lo, self.box_hi, strict=True):  # axis by axis: (k, L) each
+                touch &= lo[:, la][:, None] <= hi[:, lb][None]
+                touch &= lo[:, lb][None] <= hi[:, la][:, None]
+            touch &= upper[:, :, None] | (la != lb)
+            s, t, pair = np.nonzero(touch)
+            yield self.item[la[pair] * k + s], self.item[lb[pair] * k + t]
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrecon.mesh.bvh import first_hits, triangle_tree
+from medrecon.mesh.bvh import TriangleTree, first_hits, triangle_tree
 from medrecon.mesh.selfintersect import count_self_intersections
 from medrecon.mesh.shells import OutwardShells
 from medrecon.triangles import TriangleMesh
@@ -79,7 +79,8 @@ def outward_faces(mesh: TriangleMesh) -> np.ndarray:
 
 
 def face_thickness(
-    mesh: TriangleMesh, *, faces: np.ndarray | None = None, which: np.ndarray | None = None
+    mesh: TriangleMesh, *, faces: np.ndarray | None = None, which: np.ndarray | None = None,
+    tree: TriangleTree | None = None,
 ) -> np.ndarray:
     """Local wall thickness at each face, in mm (see the module docstring).
 
@@ -91,6 +92,9 @@ def face_thickness(
         ``mesh``'s faces wound outward (:func:`outward_faces`), if already known.
     which : (K,) ndarray of int, optional
         Measure these faces only (default: all).
+    tree : TriangleTree, optional
+        :func:`~medrecon.mesh.bvh.triangle_tree` of ``mesh``'s triangles in
+        face order, if already built.
 
     Returns
     -------
@@ -105,14 +109,14 @@ def face_thickness(
     out = np.full(len(which), np.nan)
     if len(faces) == 0 or len(which) == 0:
         return out
-    tri = vertices[faces]
-    start = tri[which]
+    start = vertices[faces[which]]
     normal = np.cross(start[:, 1] - start[:, 0], start[:, 2] - start[:, 0])
     length = np.linalg.norm(normal, axis=1)
     ok = length > 0
     inward = -normal[ok] / length[ok, None]
     size = float(np.ptp(vertices, axis=0).max()) or 1.0
-    t, _ = first_hits(triangle_tree(tri), start[ok].mean(axis=1), inward, t_min=1e-9 * size, skip=which[ok])
+    tree = triangle_tree(vertices[faces]) if tree is None else tree
+    t, _ = first_hits(tree, start[ok].mean(axis=1), inward, t_min=1e-9 * size, skip=which[ok])
     out[ok] = t
     return out
 
@@ -143,7 +147,7 @@ def _area_sample(area: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sampled_thickness(
-    mesh: TriangleMesh, faces: np.ndarray | None, max_faces: int | None
+    mesh: TriangleMesh, faces: np.ndarray | None, max_faces: int | None, tree: TriangleTree | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Thickness at every face, or at most ``max_faces`` faces sampled by area, and the areas they stand for.
 
@@ -157,7 +161,7 @@ def _sampled_thickness(
         which, weight = _area_sample(area, max_faces)
     else:
         which, weight = np.arange(n), area
-    return face_thickness(mesh, faces=faces, which=which), weight
+    return face_thickness(mesh, faces=faces, which=which, tree=tree), weight
 
 
 @dataclass(frozen=True)
@@ -390,12 +394,15 @@ def print_checks(
         if process not in PROCESSES:
             raise ValueError(f"process must be one of {sorted(PROCESSES)} or a PrintProcess, got {process!r}")
         process = PROCESSES[process]
+    # one tree over the faces' boxes serves both (a face's box does not depend on its winding)
+    tree = triangle_tree(np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)], leaf_size=3) if len(
+        mesh.faces) else None
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the self-intersection count and the thickness rays are independent: a second
         # thread counts meanwhile (the BVH work is numpy, which releases the GIL)
-        crossings = pool.submit(count_self_intersections, mesh)
+        crossings = pool.submit(count_self_intersections, mesh, tree=None if tree is None else tree.tree)
         shells = OutwardShells.of(mesh)
-        thickness, area = _sampled_thickness(mesh, shells.faces, max_faces)
+        thickness, area = _sampled_thickness(mesh, shells.faces, max_faces, tree)
         count = crossings.result()
     return PrintChecks(
         process=process,

@@ -222,16 +222,21 @@ def _test_pairs(
     tol: float,
 ) -> np.ndarray:
     """Which candidate pairs (i, j) intersect; ``normal`` holds each face's unit normal."""
-    fa, fb = faces[i], faces[j]
-    match = fa[:, :, None] == fb[:, None, :]
-    own_a = ~match.any(axis=2)  # corners of a not shared with b
-    # neighbours joined at a vertex with a simple fan meet only where they are joined
-    joined = np.any(~own_a & simple[fa], axis=1)
+    # neighbours joined at a vertex with a simple fan meet only where they are joined; most
+    # candidate pairs are such neighbours, so this is told corner by corner on flat arrays
+    corners = faces.T  # (3, F), each row contiguous
+    b0, b1, b2 = corners[0][j], corners[1][j], corners[2][j]
+    joined = np.zeros(len(i), dtype=bool)
+    for row in corners:
+        va = row[i]
+        joined |= ((va == b0) | (va == b1) | (va == b2)) & simple[va]
     hit = np.zeros(len(i), dtype=bool)
     rest = np.flatnonzero(~joined)
     if len(rest) == 0:
         return hit
-    hit[rest] = _test_unjoined(tri, normal, i[rest], j[rest], match[rest], tol)
+    i, j = i[rest], j[rest]
+    match = faces[i][:, :, None] == faces[j][:, None, :]
+    hit[rest] = _test_unjoined(tri, normal, i, j, match, tol)
     return hit
 
 
@@ -266,13 +271,17 @@ def _test_unjoined(
     return hit
 
 
-def intersecting_pairs(mesh: TriangleMesh) -> np.ndarray:
+def intersecting_pairs(mesh: TriangleMesh, *, tree: BoxTree | None = None) -> np.ndarray:
     """Every pair of faces of ``mesh`` that intersect (see the module docstring).
 
     Parameters
     ----------
     mesh : TriangleMesh
         ``vertices`` (V, 3) float64 in mm, ``faces`` (F, 3) int.
+    tree : BoxTree, optional
+        A tree over the bounding boxes of ``mesh``'s faces, in face order,
+        grown by ``1e-9`` of the mesh's size (``triangle_tree(...).tree``), to
+        share with other queries; used unless degenerate faces must be left out.
 
     Returns
     -------
@@ -291,7 +300,7 @@ def intersecting_pairs(mesh: TriangleMesh) -> np.ndarray:
     degenerate = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     live = np.flatnonzero(~degenerate)
     tri = vertices[faces[live]]
-    faces = faces[live]
+    faces = np.ascontiguousarray(faces[live].T).T  # column-major: a corner's column gathers fast
     if len(faces) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     lo, hi = tri.min(axis=1), tri.max(axis=1)
@@ -299,19 +308,16 @@ def intersecting_pairs(mesh: TriangleMesh) -> np.ndarray:
     tol = _TOL * size
     normal = _normals(tri)
     simple = _simple_fans(vertices, faces, normal)
-    tree = BoxTree.build(lo, hi, leaf_size=3, pad=tol)
-    (lx, ly, lz), (hx, hy, hz) = (lo - tol).T.copy(), (hi + tol).T.copy()  # contiguous columns gather fast
+    if tree is None or len(live) < len(mesh.faces):
+        tree = BoxTree.build(lo, hi, leaf_size=3, pad=tol)
     found = []
     for i, j in tree.overlapping_pairs():
-        near = (lx[i] <= hx[j]) & (lx[j] <= hx[i]) & (ly[i] <= hy[j]) & (ly[j] <= hy[i]) & (
-            lz[i] <= hz[j]) & (lz[j] <= hz[i])
-        i, j = i[near], j[near]
         hit = _test_pairs(tri, faces, normal, simple, i, j, tol)
         found.append(np.stack([live[i[hit]], live[j[hit]]], axis=1))
     pairs = np.sort(np.concatenate(found), axis=1) if found else np.zeros((0, 2), dtype=np.int64)
     return np.unique(pairs, axis=0)
 
 
-def count_self_intersections(mesh: TriangleMesh) -> int:
-    """Count the intersecting face pairs of ``mesh`` (0 for a clean print)."""
-    return len(intersecting_pairs(mesh))
+def count_self_intersections(mesh: TriangleMesh, *, tree: BoxTree | None = None) -> int:
+    """Count the intersecting face pairs of ``mesh`` (0 for a clean print); ``tree`` as for :func:`intersecting_pairs`."""
+    return len(intersecting_pairs(mesh, tree=tree))
