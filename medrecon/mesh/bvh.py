@@ -19,6 +19,7 @@ vertices use.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -105,8 +106,10 @@ class BoxTree:
         slot_hi = np.full((n_leaves * leaf_size, 3), -np.inf)
         slot_lo[:n] = lo[order] - pad
         slot_hi[:n] = hi[order] + pad
-        level_lo = [slot_lo.reshape(n_leaves, leaf_size, 3).min(axis=1)]
-        level_hi = [slot_hi.reshape(n_leaves, leaf_size, 3).max(axis=1)]
+        # slot by slot: numpy's reductions over a short middle axis are slow
+        leaf_lo, leaf_hi = slot_lo.reshape(n_leaves, leaf_size, 3), slot_hi.reshape(n_leaves, leaf_size, 3)
+        level_lo = [functools.reduce(np.minimum, (leaf_lo[:, k] for k in range(leaf_size)))]
+        level_hi = [functools.reduce(np.maximum, (leaf_hi[:, k] for k in range(leaf_size)))]
         while len(level_lo[-1]) > 1:
             if len(level_lo[-1]) % 2:
                 # an empty node makes every level even; NaN bounds fail every test
@@ -234,15 +237,35 @@ class TriangleTree:
     size: float
 
 
+def triangle_boxes(triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes ``lo, hi`` ((F, 3) each) of (F, 3, 3) triangles, corner by corner (fast)."""
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    return np.minimum(np.minimum(a, b), c), np.maximum(np.maximum(a, b), c)
+
+
+def group_boxes(lo: np.ndarray, hi: np.ndarray, group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box of each of ``n`` groups of boxes (``group``: (N,) ids in [0, n)); empty: ``inf, -inf``."""
+    out_lo = np.full((n, 3), np.inf)
+    out_hi = np.full((n, 3), -np.inf)
+    if len(group):
+        order = np.argsort(group, kind="stable")
+        ids = group[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        out_lo[ids[starts]] = np.minimum.reduceat(lo[order], starts, axis=0)
+        out_hi[ids[starts]] = np.maximum.reduceat(hi[order], starts, axis=0)
+    return out_lo, out_hi
+
+
 def triangle_tree(triangles: np.ndarray, *, leaf_size: int = 4) -> TriangleTree:
     """Build a :class:`TriangleTree` over (F, 3, 3) triangles (F >= 1), in mm."""
     tri = np.asarray(triangles, dtype=np.float64)
     if tri.ndim != 3 or tri.shape[1:] != (3, 3) or len(tri) == 0:
         raise ValueError(f"triangles must be (F, 3, 3) with F >= 1, got {tri.shape}")
-    lo, hi = tri.min(axis=1), tri.max(axis=1)
+    lo, hi = triangle_boxes(tri)
     scale = float(np.max(hi.max(axis=0) - lo.min(axis=0))) or 1.0
     tree = BoxTree.build(lo, hi, leaf_size=leaf_size, pad=1e-9 * scale)
-    typical = float(np.median((hi - lo).max(axis=1))) or scale
+    extent = hi - lo
+    typical = float(np.median(np.maximum(np.maximum(extent[:, 0], extent[:, 1]), extent[:, 2]))) or scale
     return TriangleTree(tree, tri[:, 0].copy(), tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], typical)
 
 

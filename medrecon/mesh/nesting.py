@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medrecon.mesh.bvh import BoxTree, ray_hits, triangle_tree
+from medrecon.mesh.bvh import BoxTree, group_boxes, ray_hits, triangle_boxes, triangle_tree
 
 #: Ray directions for the inside test, tried in turn while a ray meets an edge:
 #: fixed (reproducible) and far from every axis and diagonal.
@@ -43,11 +43,7 @@ def _solid_angle(point: np.ndarray, tri: np.ndarray) -> float:
 
 
 def _shell_boxes(tri: np.ndarray, shell_of_face: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.full((n, 3), np.inf)
-    hi = np.full((n, 3), -np.inf)
-    np.minimum.at(lo, shell_of_face, tri.min(axis=1))
-    np.maximum.at(hi, shell_of_face, tri.max(axis=1))
-    return lo, hi
+    return group_boxes(*triangle_boxes(tri), shell_of_face, n)
 
 
 def _contained_pairs(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrecon.mesh.bvh import TriangleTree, first_hits, triangle_tree
+from medrecon.mesh.bvh import TriangleTree, first_hits, group_boxes, triangle_boxes, triangle_tree
 from medrecon.mesh.selfintersect import count_self_intersections
 from medrecon.mesh.shells import OutwardShells
 from medrecon.triangles import TriangleMesh
@@ -288,11 +288,7 @@ def _small_shells(mesh: TriangleMesh, resolution_mm: float, shells: OutwardShell
     if len(shells.faces) == 0:
         return 0, 0
     tri = np.asarray(mesh.vertices, dtype=np.float64)[shells.faces]
-    n = len(shells.cavity)
-    lo = np.full((n, 3), np.inf)
-    hi = np.full((n, 3), -np.inf)
-    np.minimum.at(lo, shells.shell, tri.min(axis=1))
-    np.maximum.at(hi, shells.shell, tri.max(axis=1))
+    lo, hi = group_boxes(*triangle_boxes(tri), shells.shell, len(shells.cavity))
     small = np.all(hi - lo < resolution_mm, axis=1)
     return int(np.count_nonzero(small & ~shells.cavity)), int(np.count_nonzero(small & shells.cavity))
 

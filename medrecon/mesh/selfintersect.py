@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medrecon.mesh.bvh import BoxTree
+from medrecon.mesh.bvh import BoxTree, triangle_boxes
 from medrecon.mesh.shells import edge_table
 from medrecon.triangles import TriangleMesh
 
@@ -303,7 +303,7 @@ def intersecting_pairs(mesh: TriangleMesh, *, tree: BoxTree | None = None) -> np
     faces = np.ascontiguousarray(faces[live].T).T  # column-major: a corner's column gathers fast
     if len(faces) < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    lo, hi = tri.min(axis=1), tri.max(axis=1)
+    lo, hi = triangle_boxes(tri)
     size = float(np.max(hi.max(axis=0) - lo.min(axis=0))) or 1.0
     tol = _TOL * size
     normal = _normals(tri)
