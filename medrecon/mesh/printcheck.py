@@ -8,7 +8,11 @@
   the winding: each shell's normals are taken outward from the material by its
   signed volume and its nesting (a cavity's normals point into the cavity), so a
   mesh made through a reflected affine, or wound inside out, reads the same.
-  Statistics are weighted by face area.
+  A ray whose first hit is a face sharing a corner with its own has crossed the
+  crease of its own face's edge (a fold sharper than a right angle, which
+  decimation leaves at the rim where an organ is cut by the field of view, and
+  at its creases): it measures how far the centroid lies from that edge, not a
+  wall, and is left out. Statistics are weighted by face area.
 * **Small features**: pieces smaller than the printer's resolution in every
   direction (they do not print at all), cavities that small (they print closed),
   and the area of walls thinner than the resolution.
@@ -100,8 +104,9 @@ def face_thickness(
     -------
     (K,) ndarray of float64
         Distance from each face's centroid, against its outward normal, to the
-        first other face met; ``inf`` where the ray meets none (an open mesh)
-        and ``nan`` for a degenerate (zero-area) face.
+        first other face met; ``inf`` where the ray meets none (an open mesh),
+        ``nan`` for a degenerate (zero-area) face and where the face met shares
+        a corner with the face itself (the crease of its own edge, not a wall).
     """
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     faces = outward_faces(mesh) if faces is None else np.asarray(faces, dtype=np.int64)
@@ -116,8 +121,10 @@ def face_thickness(
     inward = -normal[ok] / length[ok, None]
     size = float(np.ptp(vertices, axis=0).max()) or 1.0
     tree = triangle_tree(vertices[faces]) if tree is None else tree
-    t, _ = first_hits(tree, start[ok].mean(axis=1), inward, t_min=1e-9 * size, skip=which[ok])
-    out[ok] = t
+    t, hit = first_hits(tree, start[ok].mean(axis=1), inward, t_min=1e-9 * size, skip=which[ok])
+    own, met = faces[which[ok]], faces[np.maximum(hit, 0)]
+    crease = (hit >= 0) & np.any(own[:, :, None] == met[:, None, :], axis=(1, 2))
+    out[ok] = np.where(crease, np.nan, t)
     return out
 
 
