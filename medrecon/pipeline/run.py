@@ -346,8 +346,9 @@ def reconstruct(
     if mean_hu is not None:
         for entry in rep.organs:
             entry["mean_hu"] = round(mean_hu.get(int(entry["label"]), float("nan")), 2)
-    _add_checks(rep, checks, rejected)
-    rep.organs.sort(key=lambda e: int(e["label"]))
+    if rejected:
+        _add_checks(rep, checks, rejected)
+        rep.organs.sort(key=lambda e: int(e["label"]))
     rep.timings_s = {**timer.stages, "total": timer.total()}
     rep = _scrubbed(rep, identifiers, keep_phi=config.keep_phi)
     if out is not None:

@@ -11,7 +11,6 @@ organs that fail the checks are left out of the written label map (unless
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +136,8 @@ def segment_study(
     rep.add(method=config.method, **info, config=settings,
             input=_geometry(volume, keep_phi=config.keep_phi))
     _add_checks(rep, checks, checks)
-    _add_unchecked(rep, labels, volume, skip=checks)
+    if not checks:  # sources the checks skip (HU presets); checked ones cover every label present
+        _add_unchecked(rep, labels, volume)
     rep.organs.sort(key=lambda e: int(e["label"]))
     for entry in rep.organs:
         entry["kept"] = int(entry["label"]) not in rejected
@@ -161,12 +161,11 @@ def segment_study(
     return SegmentResult(volume=volume, labels=kept, report=rep.to_dict(), output=out)
 
 
-def _add_unchecked(rep: Report, labels: LabelMap, volume: Volume, *, skip: Mapping[int, Any]) -> None:
-    """Add an entry with its volume and mean HU for each label the checks did not see (HU presets)."""
+def _add_unchecked(rep: Report, labels: LabelMap, volume: Volume) -> None:
+    """Add an entry with its volume and mean HU for each label, without a verdict."""
     lab = np.asarray(labels.array)
     counts = np.bincount(lab[lab != 0].astype(np.int64, copy=False))
     ml_per_voxel = labels.voxel_volume_mm3 / 1000.0
     for label, hu in _mean_hu(volume, labels).items():
-        if label not in skip:
-            rep.add_organ({"label_volume_ml": round(int(counts[label]) * ml_per_voxel, 2),
-                           "mean_hu": round(hu, 2)}, name=labels.name_of(label), label=label)
+        rep.add_organ({"label_volume_ml": round(int(counts[label]) * ml_per_voxel, 2),
+                       "mean_hu": round(hu, 2)}, name=labels.name_of(label), label=label)
