@@ -20,7 +20,8 @@ export is set to it too):
 * medrecon: :func:`medrecon.models.nnunet_predict.predict_array`, once with its
   default precision (``auto``) and once in float32 (``--precisions``).
 
-It prints each time, the ratios and how many voxels the label maps share;
+It prints each time with the process's peak memory so far, the ratios and how
+many voxels the label maps share;
 ``--repeats`` interleaves rounds so that a change of load hits every row. At the
 default size nnunetv2 needs about 45 GB of memory for its export (117 classes of
 logits in float64 and at input resolution); ``--shape 256 256 150`` keeps the spacing
@@ -111,6 +112,13 @@ def make_ct(shape, spacing) -> np.ndarray:
     return np.ascontiguousarray(big.transpose(2, 1, 0))
 
 
+def _peak() -> str:
+    """The process's peak resident memory so far (Linux ``ru_maxrss``, KiB)."""
+    import resource
+
+    return f"peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(512, 512, 300), help="CT voxels i j k")
@@ -136,7 +144,7 @@ def main() -> int:
         spacing = [float(s) for s in args.spacing[::-1]]
         print(f"CT {tuple(args.shape)} at {tuple(args.spacing)} mm; plans: patch {plans['patch_size']}, "
               f"spacing {plans['spacing']}, 117 classes; {args.threads} threads; "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+              f"load {os.getloadavg()[0]:.1f}; before the runs: {_peak()}", flush=True)
         model = load_nnunet_folder(folder, folds=("0",))
         predictor = None
         if not args.skip_nnunet:
@@ -151,13 +159,13 @@ def main() -> int:
                 t = time.perf_counter()
                 labels[key] = predict_array(model, image, spacing, mirroring=False, precision=precision)
                 times.setdefault(key, []).append(time.perf_counter() - t)
-                print(f"{key}: {times[key][-1]:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+                print(f"{key}: {times[key][-1]:.1f} s (load {os.getloadavg()[0]:.1f}, {_peak()})", flush=True)
             if predictor is not None:
                 t = time.perf_counter()
                 labels["nnunetv2"] = predictor.predict_single_npy_array(image[None], {"spacing": spacing})
                 times.setdefault("nnunetv2", []).append(time.perf_counter() - t)
                 print(f"nnunetv2 nnUNetPredictor: {times['nnunetv2'][-1]:.1f} s "
-                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                      f"(load {os.getloadavg()[0]:.1f}, {_peak()})", flush=True)
         if predictor is not None:
             for key in times:
                 if key != "nnunetv2":

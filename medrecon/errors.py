@@ -44,7 +44,15 @@ class EmptySegmentationError(MedreconError):
 
 
 class ImplausibleSegmentationError(EmptySegmentationError):
-    """A label source found organs, but none of them is plausible anatomy (nothing to mesh)."""
+    """A label source found organs, but none of them is plausible anatomy (nothing to mesh).
+
+    ``report`` is the run's report (a dict, each organ with its ``reasons``) where
+    the run made one, else None.
+    """
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class ModelError(MedreconError):

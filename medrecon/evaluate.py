@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from medrecon.errors import EmptySegmentationError, GeometryError, require
+from medrecon.labels import name_key
 from medrecon.volume import LabelMap
 
 #: Tolerance of the normalised surface Dice, in mm.
@@ -72,24 +73,33 @@ def organ_scores(pred: np.ndarray, gt: np.ndarray, spacing, *,
 
 
 def evaluate(pred: LabelMap, gt: LabelMap, *, names: Mapping[int, str] | None = None,
-             labels=None) -> dict:
+             labels: Iterable[int] | str | None = None) -> dict:
     """Per-organ Dice, HD95 and surface Dice of a prediction against ground truth.
+
+    Organs are matched by name when both maps name their labels (the vocabulary's
+    name rule, :func:`medrecon.labels.name_key`: ``"Kidney Left"`` is
+    ``kidney_left``), so a prediction with TotalSegmentator's ids meets a truth
+    with other ids; by id when either map has no names, or with ``names`` (one
+    table for both). The result says which (``"matched_by"``).
 
     Parameters
     ----------
     pred, gt : LabelMap
         On the same grid (same shape, affines within 1e-3 mm).
     names : Mapping[int, str], optional
-        Label id -> name; default: ``gt``'s names, then ``pred``'s.
-    labels : iterable of int, optional
-        Label ids to score; default: every id present in ``gt``.
+        Label id -> name for both maps (they share ids); default: each map's own names.
+    labels : iterable of int or "predicted", optional
+        Ground-truth label ids to score; ``"predicted"``: the prediction's labels
+        (named or present); default: every id present in ``gt``.
 
     Returns
     -------
     dict
         ``{"organs": [{"name", "label", "dice", "hd95_mm", "nsd"}, ...], "mean_dice",
-        "spacing_mm", "nsd_tolerance_mm"}``; Dice in [0, 1], distances in mm, NaN
-        written as ``None`` for JSON.
+        "matched_by", "spacing_mm", "nsd_tolerance_mm"}``; Dice in [0, 1], distances
+        in mm, NaN written as ``None`` for JSON. Matched by name, ``label`` is the
+        ground truth's id and ``pred_label`` the prediction's (None where the other
+        map lacks the organ).
 
     Raises
     ------
@@ -104,34 +114,66 @@ def evaluate(pred: LabelMap, gt: LabelMap, *, names: Mapping[int, str] | None = 
             f"prediction grid {pred.shape} and ground-truth grid {gt.shape} differ (or their "
             "affines do): resample one onto the other first, e.g. labels.resample_like(gt)"
         )
-    table = dict(pred.names)
-    table.update(gt.names)
-    if names:
-        table.update({int(k): str(v) for k, v in names.items()})
-    ids = sorted(int(i) for i in labels) if labels is not None else gt.labels
-    if not ids:
+    by_name = not names and bool(pred.names) and bool(gt.names)
+    if by_name:
+        pairs = _pairs_by_name(pred, gt, labels)
+    else:
+        table = dict(pred.names)
+        table.update(gt.names)
+        if names:
+            table.update({int(k): str(v) for k, v in names.items()})
+        if labels == "predicted":
+            ids = sorted(set(pred.names) | set(pred.labels))
+        else:
+            ids = sorted(int(i) for i in labels) if labels is not None else gt.labels
+        pairs = [(table.get(label, f"label_{label}"), label, label) for label in ids]
+    if not pairs:
         raise EmptySegmentationError("the ground truth holds no labels to evaluate against")
     p = np.asarray(pred.array)
     g = np.asarray(gt.array)
     organs = []
-    for label in ids:
-        scores = organ_scores(p == label, g == label, gt.spacing)
-        organs.append({"name": table.get(label, f"label_{label}"), "label": label,
-                       **{k: (None if math.isnan(v) else round(v, 5)) for k, v in scores.items()}})
+    for name, label, pred_label in pairs:
+        scores = organ_scores(_mask(p, pred_label), _mask(g, label), gt.spacing)
+        entry = {"name": name, "label": label}
+        if by_name:
+            entry["pred_label"] = pred_label
+        entry.update({k: (None if math.isnan(v) else round(v, 5)) for k, v in scores.items()})
+        organs.append(entry)
     mean = float(np.mean([o["dice"] for o in organs]))
-    return {"organs": organs, "mean_dice": round(mean, 5),
+    return {"organs": organs, "mean_dice": round(mean, 5), "matched_by": "name" if by_name else "id",
             "spacing_mm": [round(float(s), 5) for s in gt.spacing],
             "nsd_tolerance_mm": NSD_TOLERANCE_MM}
 
 
+def _mask(array: np.ndarray, label: int | None) -> np.ndarray:
+    return np.zeros(array.shape, bool) if label is None else array == label
+
+
+def _pairs_by_name(pred: LabelMap, gt: LabelMap,
+                   labels: Iterable[int] | str | None) -> list[tuple[str, int | None, int | None]]:
+    """(name, ground-truth id, prediction id) of each organ to score, matched by name key."""
+    pred_ids = {name_key(pred.name_of(i)): i for i in sorted(set(pred.names) | set(pred.labels))}
+    gt_ids = {name_key(gt.name_of(i)): i for i in sorted(set(gt.names) | set(gt.labels))}
+    if labels == "predicted":
+        return [(pred.name_of(i), gt_ids.get(key), i) for key, i in pred_ids.items()]
+    ids = sorted(int(i) for i in labels) if labels is not None else gt.labels
+    return [(gt.name_of(i), i, pred_ids.get(name_key(gt.name_of(i)))) for i in ids]
+
+
 def format_table(result: Mapping) -> str:
-    """Plain-text table of an :func:`evaluate` result."""
+    """Plain-text table of an :func:`evaluate` result, with how the organs were matched."""
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = [f"{'label':>5}  {'name':<24} {'Dice':>7} {'HD95 mm':>8} {'NSD':>6}"]
+    by_name = result.get("matched_by") == "name"
+    pred = f" {'pred':>5}" if by_name else ""
+    lines = [f"{'label':>5}{pred}  {'name':<24} {'Dice':>7} {'HD95 mm':>8} {'NSD':>6}"]
     for o in result["organs"]:
-        lines.append(f"{o['label']:>5}  {o['name'][:24]:<24} {num(o['dice'], '.4f'):>7} "
+        pred = f" {num(o.get('pred_label'), 'd'):>5}" if by_name else ""
+        lines.append(f"{num(o['label'], 'd'):>5}{pred}  {o['name'][:24]:<24} {num(o['dice'], '.4f'):>7} "
                      f"{num(o['hd95_mm'], '.2f'):>8} {num(o['nsd'], '.3f'):>6}")
-    lines.append(f"{'':>5}  {'mean Dice':<24} {result['mean_dice']:>7.4f}")
+    lines.append(f"{'':>5}{' ' * 6 if by_name else ''}  {'mean Dice':<24} {result['mean_dice']:>7.4f}")
+    if "matched_by" in result:
+        lines.append("organs matched by name (label: the ground truth's id, pred: the prediction's)" if by_name
+                     else "organs matched by label id")
     return "\n".join(lines)

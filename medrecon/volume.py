@@ -332,7 +332,11 @@ class LabelMap(_Grid):
     @property
     def labels(self) -> list[int]:
         """Sorted non-zero label ids present in the array."""
-        ids = np.unique(self.array)
+        array = np.asarray(self.array)
+        if array.dtype.kind == "u" and array.dtype.itemsize <= 2:  # a count per id: no sort
+            ids = np.flatnonzero(np.bincount(array.ravel(), minlength=1))
+        else:
+            ids = np.unique(array)
         return [int(i) for i in ids if i != 0]
 
     def name_of(self, label: int) -> str:

@@ -79,3 +79,41 @@ def test_cli_json_schema(tmp_path, capsys):
                  "--labels", "5,7", "--json"]) == 0
     organs = json.loads(capsys.readouterr().out)["organs"]
     assert [o["label"] for o in organs] == [5, 7] and organs[1]["dice"] == 1.0
+
+
+def test_organs_are_matched_by_name_when_ids_differ(tmp_path, capsys):
+    pred, gt = cubes(5)
+    a, b = np.asarray(pred.array), np.asarray(gt.array)
+    # a second organ, identical in both maps; the prediction numbers both differently
+    a2, b2 = a.copy(), b.copy()
+    a2[30:40, 5:15, 5:15] = 9
+    b2[30:40, 5:15, 5:15] = 1
+    pred = LabelMap(np.where(a2 == 5, 3, a2).astype(np.uint8), pred.affine, names={3: "Liver", 9: "spleen"})
+    gt = LabelMap(b2, gt.affine, names={5: "liver", 1: "spleen"})
+    result = evaluate(pred, gt)
+    assert result["matched_by"] == "name"
+    organs = {o["name"]: o for o in result["organs"]}
+    assert (organs["liver"]["label"], organs["liver"]["pred_label"]) == (5, 3)
+    assert organs["liver"]["dice"] == pytest.approx(0.75, abs=1e-6)  # the shifted cube, as by id above
+    assert (organs["spleen"]["label"], organs["spleen"]["pred_label"]) == (1, 9)
+    assert organs["spleen"]["dice"] == 1.0
+    # the prediction's organs, whatever their ids; one the truth lacks scores 0
+    extra = np.array(pred.array)
+    extra[45:48, 25:28, 25:28] = 7
+    extra = pred.replace(array=extra, names={**pred.names, 7: "gallbladder"})
+    by_pred = evaluate(extra, gt, labels="predicted")["organs"]
+    assert [(o["name"], o["label"], o["pred_label"]) for o in by_pred] == \
+        [("Liver", 5, 3), ("gallbladder", None, 7), ("spleen", 1, 9)]
+    assert by_pred[1]["dice"] == 0.0
+    # without the prediction's names, ids are all there is: liver 5 is missing from it
+    by_id = evaluate(pred.replace(names={}), gt)
+    assert by_id["matched_by"] == "id" and "pred_label" not in by_id["organs"][0]
+    assert {o["label"]: o["dice"] for o in by_id["organs"]} == {1: 0.0, 5: 0.0}
+    # the command line says which it used
+    save(pred, tmp_path / "pred.nii.gz")
+    save(gt, tmp_path / "gt.nii.gz")
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz")]) == 0
+    table = capsys.readouterr().out
+    assert "organs matched by name" in table and "0.7500" in table and "1.0000" in table
+    assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["matched_by"] == "name"

@@ -10,7 +10,7 @@ import pytest
 from _fuzz._rtstruct import write_rtstruct
 
 from medrecon.cli import main
-from medrecon.io import load_labels
+from medrecon.io import load, load_labels, save
 from medrecon.labels import (
     FIRST_NEW_LABEL,
     assign_ids,
@@ -21,6 +21,7 @@ from medrecon.labels import (
     total_class_map,
     total_id,
 )
+from medrecon.pipeline import ReconstructConfig, reconstruct
 from medrecon.sources.imported import import_labels
 from medrecon.volume import Volume
 
@@ -111,6 +112,25 @@ def test_totalsegmentator_extension_names_the_labels(totalseg_dir, tmp_path):
     copy.write_bytes(path.read_bytes())
     (tmp_path / "seg.json").write_text(json.dumps({"5": "hepar"}))
     assert dict(load_labels(copy).names) == {5: "hepar"}
+
+
+def test_labels_json_names_only_the_labels_present(totalseg_dir, tmp_path):
+    path = totalseg_dir / "example_seg.nii.gz"
+    raw = _extension_names(path)
+    data = np.asarray(nib.load(path).dataobj)
+    present = sorted(int(v) for v in np.unique(data) if v != 0)
+    assert len(present) == 41 and len(raw) == 117
+    labels = load_labels(path)
+    assert len(labels.names) == 117  # the file's whole table stays readable in memory
+    for dtype in (np.uint8, np.uint16, np.int16, np.int64):  # counted or sorted, the same ids
+        assert labels.replace(array=data.astype(dtype)).labels == present
+    save(labels, tmp_path / "seg.nii.gz")
+    assert json.loads((tmp_path / "seg.json").read_text()) == {str(k): raw[k] for k in present}
+    # and the pipeline's labels.nii.gz beside the meshes
+    out = tmp_path / "out"
+    ct = load(totalseg_dir / "example_ct_sm.nii.gz")
+    reconstruct(ct, out, config=ReconstructConfig.for_labels(path, organs=("liver", "spleen"), preview=False))
+    assert json.loads((out / "labels.json").read_text()) == {"1": "spleen", "5": "liver"}
 
 
 def test_no_name_is_guessed_from_a_bare_id(totalseg_dir, tmp_path):

@@ -214,3 +214,17 @@ def test_clean_up_keeps_each_organs_largest_component():
     assert cleaned[1, 7, 7, 7] == 0 and cleaned[2, 0, 9, 9] == 0
     assert torch.equal(cleaned[1][torch.from_numpy(out == 1)], torch.ones(27))
     assert torch.equal(probs, torch.nn.functional.one_hot(torch.from_numpy(lab), 3).permute(3, 0, 1, 2).float())
+
+
+def test_segment_takes_segment_scored_options_by_name():
+    import inspect
+
+    from medrecon.models import segment_scored
+
+    ours = inspect.signature(segment).parameters
+    theirs = inspect.signature(segment_scored).parameters
+    assert list(ours) == list(theirs)
+    for name, p in list(ours.items())[1:]:  # the volume, then keyword-only options with the same defaults
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY and p.default == theirs[name].default, name
+    with pytest.raises(TypeError):
+        segment(None, "default")  # options by name only

@@ -175,6 +175,54 @@ def test_batch_fails_a_study_without_plausible_organs(tmp_path, data_dir):
     assert "no plausible abdominal organ in this study" in summary.failed[0]["error"]
 
 
+def test_segment_leaves_implausible_organs_out_of_its_labels(tmp_path, totalseg_dir, capsys):
+    ct = totalseg_dir / "example_ct_dicom"
+    seg, rep_path = tmp_path / "seg.nii.gz", tmp_path / "report.json"
+    assert main(["segment", str(ct), "-o", str(seg), "--quiet", "--report", str(rep_path)]) == 0
+    printed = capsys.readouterr().out
+    rep = json.loads(rep_path.read_text())
+    organs = {o["name"]: o for o in rep["organs"]}
+    assert organs["liver"]["plausible"] and organs["liver"]["kept"]
+    rejected = [o for o in organs.values() if not o["plausible"]]
+    assert rejected
+    # the same verdicts, in the same fields, as reconstruct's report and check_organs on the same labels
+    volume = load(ct)
+    scored = NetworkSource().segment_scored(volume)
+    checks = {c.name: c for c in check_organs(scored.labels, volume, confidence=scored.confidence).values()}
+    assert set(checks) == set(organs)
+    for name, o in organs.items():
+        assert {k: o[k] for k in ("plausible", "reasons", "cut_at_edge", "confidence")} == \
+            checks[name].report_fields()
+        assert o["kept"] == o["plausible"] and o["label_volume_ml"] > 0 and "file" not in o
+        assert (f"{name}: plausible" if o["plausible"] else f"{name}: left out, implausible") in printed
+    # the written map holds the plausible organs only, voxel for voxel the model's
+    written = load_labels(seg)
+    model = np.asarray(scored.labels.array)
+    keep = [o["label"] for o in organs.values() if o["plausible"]]
+    assert np.array_equal(np.asarray(written.array), np.where(np.isin(model, keep), model, 0))
+    assert set(json.loads((tmp_path / "seg.json").read_text())) == {str(k) for k in keep}
+    # --keep-implausible writes every organ, still marked
+    assert main(["segment", str(ct), "-o", str(tmp_path / "all.nii.gz"), "--quiet", "--keep-implausible"]) == 0
+    assert np.array_equal(np.asarray(load_labels(tmp_path / "all.nii.gz").array), model)
+    assert "implausible (" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_segment_on_a_head_ct_writes_nothing_and_fails(tmp_path, data_dir, capsys):
+    seg, rep_path = tmp_path / "head.nii.gz", tmp_path / "report.json"
+    code = main(["segment", str(data_dir / "dcm_qa_ct_ge" / "GE"), "-o", str(seg), "--quiet",
+                 "--report", str(rep_path)])
+    captured = capsys.readouterr()
+    assert code == 1
+    err = captured.err.strip().splitlines()
+    assert err[-1].startswith("medrecon: error: no plausible abdominal organ in this study; is it an abdominal CT?")
+    assert not seg.exists()
+    rep = json.loads(rep_path.read_text())
+    assert rep["organs"] and not any(o["plausible"] or o["kept"] for o in rep["organs"])
+    for o in rep["organs"]:
+        assert f"{o['name']}: left out, implausible ({'; '.join(o['reasons'])})" in captured.out
+
+
 def test_mr_is_refused_by_the_ct_model_and_the_presets(tmp_path, data_dir, capsys):
     t1 = np.asarray(load(data_dir / "nibabel_mr" / "anatomical.nii").array)  # real T1 MR, scanner units
     write_series(tmp_path / "mr", z_positions(t1.shape[2], dz=2.0), values=lambda k: t1[:, :, k].T,

@@ -10,14 +10,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate", help="compare a label map with ground truth (Dice, HD95, NSD)",
         description="Per-organ Dice, 95%% Hausdorff distance (mm) and normalised surface Dice "
-                    "(2 mm) of PRED against GT. Names come from --names, else the sidecars.")
+                    "(2 mm) of PRED against GT. Organs are matched by name where both maps name their "
+                    "labels (sidecars or the files' own tables), else by id; --names gives one id -> name "
+                    "table for both (then ids match).")
     p.add_argument("pred", help="predicted label map")
     p.add_argument("gt", help="ground-truth label map")
     p.add_argument("--names", default=None, help="JSON file of label id -> name")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--labels", default=None,
-                   help="label ids to score, comma separated, or 'predicted' (ids the prediction's "
-                        "names table or array holds); default: every id in GT")
+                   help="GT label ids to score, comma separated, or 'predicted' (the labels the "
+                        "prediction's names table or array holds); default: every id in GT")
     p.add_argument("--resample", action="store_true",
                    help="resample PRED onto GT's grid (nearest) when the grids differ")
     p.set_defaults(func=run)
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         pred = pred.resample_like(gt)
     labels = None
     if args.labels == "predicted":
-        labels = sorted(set(pred.names) | set(pred.labels))
+        labels = "predicted"
     elif args.labels:
         try:
             labels = [int(v) for v in args.labels.split(",")]

@@ -86,7 +86,8 @@ def load_labels(
 def save(obj: Volume | LabelMap | StoredVolume, path: str | os.PathLike) -> Path:
     """Write a volume or label map in the format its suffix names (NIfTI or NRRD), atomically.
 
-    Label maps also get their ``<stem>.json`` names sidecar. An image whose
+    Label maps also get their ``<stem>.json`` names sidecar, naming the labels
+    present in the array (not a model's or a file's whole class table). An image whose
     ``meta`` gives ``stored_dtype`` and ``scaling`` (DICOM series, scaled NIfTI)
     keeps its stored integers in NIfTI where that is exact (see
     :func:`~medrecon.io.nifti.write_nifti`); a
@@ -108,5 +109,6 @@ def save(obj: Volume | LabelMap | StoredVolume, path: str | os.PathLike) -> Path
     if is_label:
         from medrecon.io.sidecar import sidecar_path, write_names
 
-        write_names(sidecar_path(p), obj.names)
+        present = set(obj.labels)  # a full class table (TotalSegmentator's 117) names only what is there
+        write_names(sidecar_path(p), {k: v for k, v in obj.names.items() if k in present})
     return p

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
-from typing import Any
 
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn, report, scaled
@@ -69,19 +68,59 @@ def _load_cached(path: str, stamp: int, trust_bundle: bool):
     return _load(path, trust_bundle=trust_bundle)
 
 
-def segment(volume: Volume, **options: Any) -> LabelMap:
-    """Segment organs in a CT volume.
+def segment(
+    volume: Volume,
+    *,
+    model="default",
+    device: str = "cpu",
+    planes: str | Sequence[str] = "auto",
+    trust_bundle: bool = False,
+    batch_size: int | None = None,
+    upsample: str = "auto",
+    largest_component: bool = True,
+    progress: ProgressFn | None = None,
+) -> LabelMap:
+    """Segment organs in a CT volume: the labels of :func:`segment_scored`, without the confidence.
 
-    The labels of :func:`segment_scored` (see there for the keyword-only
-    options: model, device, planes, trust_bundle, batch_size, upsample,
-    largest_component, progress), without the model's confidence.
+    Parameters
+    ----------
+    volume : Volume
+        (I, J, K) image, CT in Hounsfield units, any orientation.
+    model : str, path-like or SegModel
+        ``"default"`` (shipped model), a checkpoint folder/file, a MONAI bundle
+        folder (needs ``trust_bundle``) or an already loaded model.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    planes : str or sequence of str
+        ``"auto"`` (the planes the model was trained on, axial only where
+        :func:`segment_scored` says), ``"axial"``, or ``"all"`` to average axial,
+        coronal and sagittal passes.
+    trust_bundle : bool
+        Allow MONAI bundle folders (their configs contain code).
+    batch_size : int, optional
+        Slices (2D) or windows (3D) per forward pass (default: by network and device).
+    upsample : {"auto", "linear", "nearest"}
+        How labels return to the input grid (see :func:`segment_scored`).
+    largest_component : bool
+        Keep only the largest connected component of each organ.
+    progress : ProgressFn, optional
+        Called with (stage, fraction); may raise ``Cancelled``.
 
     Returns
     -------
     LabelMap
         Same shape and affine as ``volume``; ids and names from the model's label table.
+
+    Raises
+    ------
+    ModelError
+        Unloadable, unsafe or mismatched model.
+    EmptySegmentationError
+        The model found no organ at all.
     """
-    return segment_scored(volume, **options).labels
+    return segment_scored(volume, model=model, device=device, planes=planes, trust_bundle=trust_bundle,
+                          batch_size=batch_size, upsample=upsample, largest_component=largest_component,
+                          progress=progress).labels
 
 
 def segment_scored(

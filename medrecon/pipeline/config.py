@@ -74,6 +74,8 @@ class ReconstructConfig:
     keep_implausible : bool
         Mesh a model's organs that fail the plausibility checks too (they stay
         ``"plausible": false`` in the report).
+    batch_size : int or None
+        Slices per forward pass of a medrecon network (None: its default).
     """
 
     method: str = "model"
@@ -97,6 +99,7 @@ class ReconstructConfig:
     force_image: bool = False
     modality: str | None = None
     keep_implausible: bool = False
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -136,7 +139,8 @@ class ReconstructConfig:
 
         chosen = {"model": {"model": self.model}, "preset": {"preset": self.preset},
                   "labels": {"labels": self.labels, "names": self.names}}[self.method]
-        engine = {"fast": self.fast, "organs": self.organs} if self.method == "model" else {}
+        engine = ({"fast": self.fast, "organs": self.organs, "batch_size": self.batch_size}
+                  if self.method == "model" else {})
         return resolve_source(**chosen, device=self.device, planes=self.planes,
                               trust_bundle=self.trust_bundle, force_labels=self.force_labels, **engine)
 

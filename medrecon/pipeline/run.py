@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Version of the pipeline's additions to the mesh report schema.
 PIPELINE_REPORT_VERSION = 1
+#: The one line that says a model found organs but none is plausible.
+NO_PLAUSIBLE_ORGAN = "no plausible abdominal organ in this study; is it an abdominal CT?"
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,10 +287,7 @@ def reconstruct(
     kind = method_info["label_source"]["kind"] if given is None else "imported"
     with timer.stage("checks"):
         checks, rejected = _check(labels, volume, kind=kind, confidence=confidence, config=config)
-    if rejected:
-        kept = np.asarray(labels.array)
-        labels = labels.replace(array=np.where(np.isin(kept, sorted(rejected)), 0, kept).astype(kept.dtype),
-                                names={k: v for k, v in labels.names.items() if k not in rejected})
+    labels = _without(labels, rejected)
     nothing_plausible = bool(checks) and len(rejected) == len(checks)
 
     from medrecon.mesh import build_organ_meshes
@@ -347,7 +346,9 @@ def reconstruct(
     if mean_hu is not None:
         for entry in rep.organs:
             entry["mean_hu"] = round(mean_hu.get(int(entry["label"]), float("nan")), 2)
-    _add_checks(rep, checks, rejected)
+    if rejected:
+        _add_checks(rep, checks, rejected)
+        rep.organs.sort(key=lambda e: int(e["label"]))
     rep.timings_s = {**timer.stages, "total": timer.total()}
     rep = _scrubbed(rep, identifiers, keep_phi=config.keep_phi)
     if out is not None:
@@ -356,8 +357,8 @@ def reconstruct(
         rep.write(out / "report.json")
     if nothing_plausible:
         raise ImplausibleSegmentationError(
-            "no plausible abdominal organ in this study; is it an abdominal CT? "
-            "(the reasons are in report.json; --keep-implausible meshes them anyway)"
+            f"{NO_PLAUSIBLE_ORGAN} (the reasons are in report.json; --keep-implausible meshes them anyway)",
+            report=rep.to_dict(),
         )
     report(progress, "done", 1.0)
     return ReconstructResult(volume=volume, labels=labels, organ_meshes=organ_meshes,
@@ -472,15 +473,25 @@ def _check(labels: LabelMap, volume: Volume | None, *, kind: str, confidence: Ma
     return checks, failed
 
 
-def _add_checks(rep: Report, checks: Mapping[int, Any], rejected: set[int]) -> None:
-    """Add an entry for each rejected organ, without a mesh or file (meshed organs carry their verdict)."""
+def _without(labels: LabelMap, rejected: set[int]) -> LabelMap:
+    """``labels`` with the ``rejected`` ids set to 0 and left out of the names table."""
     if not rejected:
-        return
-    for label in sorted(rejected):
+        return labels
+    array = np.asarray(labels.array)
+    return labels.replace(array=np.where(np.isin(array, sorted(rejected)), 0, array).astype(array.dtype),
+                          names={k: v for k, v in labels.names.items() if k not in rejected})
+
+
+def _add_checks(rep: Report, checks: Mapping[int, Any], labels: Iterable[int]) -> None:
+    """Add an entry with its verdict and no mesh or file for each of ``labels`` (its volume and mean HU).
+
+    ``reconstruct`` adds the organs it rejected this way (meshed organs carry their
+    verdict), ``segment_study`` every organ it checked.
+    """
+    for label in sorted(labels):
         check = checks[label]
         measured = {k: check.measured[k] for k in ("label_volume_ml", "mean_hu") if k in check.measured}
         rep.add_organ(measured, name=check.name, label=label, **check.report_fields())
-    rep.organs.sort(key=lambda e: int(e["label"]))
 
 
 def _scrubbed(rep: Report, identifiers: frozenset[str], *, keep_phi: bool) -> Report:

@@ -36,16 +36,13 @@ from medrecon.anatomy import Anatomy, load_anatomy
 from medrecon.errors import ImageKindError
 from medrecon.imagekind import ImageKind, classify
 from medrecon.labels import name_key
+from medrecon.sources.measure import Trunk, label_sums, place
 from medrecon.volume import LabelMap, Volume
 
 #: Label source kinds whose output is the user's own: checked, never rejected.
 WARN_ONLY = frozenset({"imported"})
 #: Label source kinds that get no organ checks (only the CT check before running).
 NO_ORGAN_CHECKS = frozenset({"preset"})
-#: Voxel size (mm) of the coarse grid the trunk is found on.
-TRUNK_GRID_MM = 4.0
-#: Voxel size (mm) of the grid organ positions and pieces are measured on.
-GEOMETRY_GRID_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -157,114 +154,6 @@ def require_ct(volume: Volume, *, what: str, override: str | None = None) -> Ima
     return kind
 
 
-class _Trunk:
-    """The trunk's outline on a coarse grid, per axial slice: midline and half width in LPS x."""
-
-    def __init__(self, volume: Volume, *, body_hu: float) -> None:
-        from scipy import ndimage
-
-        from medrecon.sources.presets import body_mask
-
-        spacing = volume.spacing
-        self.step = np.maximum(1, np.floor(TRUNK_GRID_MM / spacing + 1e-6)).astype(int)
-        sl = tuple(slice(None, None, int(s)) for s in self.step)
-        affine = volume.affine.copy()
-        affine[:3, :3] = affine[:3, :3] * self.step
-        coarse = volume.replace(array=np.ascontiguousarray(np.asarray(volume.array)[sl]), affine=affine)
-        body = body_mask(coarse, body_hu=body_hu)
-        self.axis = int(np.argmax(np.abs(volume.direction[2])))
-        trunk = np.zeros_like(body)
-        n = body.shape[self.axis]
-        self.mid = np.full(n, np.nan)
-        self.half = np.full(n, np.nan)
-        x_row = affine[0, :3]
-        for k in range(n):
-            sel = [slice(None)] * 3
-            sel[self.axis] = k
-            plane = body[tuple(sel)]
-            lab, count = ndimage.label(plane)
-            if count == 0:
-                continue
-            sizes = np.bincount(lab.ravel())
-            sizes[0] = 0
-            keep = lab == int(sizes.argmax())
-            trunk[tuple(sel)] = keep
-            ij = np.argwhere(keep)
-            full = np.insert(ij, self.axis, k, axis=1)
-            x = full @ x_row + affine[0, 3]
-            lo, hi = float(x.min()), float(x.max())
-            self.mid[k] = (lo + hi) / 2
-            self.half[k] = max((hi - lo) / 2, 1e-6)
-        self.mask = trunk
-
-    def coarse(self, idx: np.ndarray) -> np.ndarray:
-        """Coarse-grid indices of full-grid voxel indices (N, 3)."""
-        return np.minimum(idx // self.step, np.asarray(self.mask.shape) - 1)
-
-
-class _Grid:
-    """The label map sampled on a grid of about :data:`GEOMETRY_GRID_MM` for positions and pieces.
-
-    A model's labels come from a grid of 1.5-2.5 mm; sampling finer labels at
-    about 2 mm changes an organ's centre by well under a voxel of that grid and
-    keeps the cost of the checks small next to segmentation on big studies.
-    """
-
-    def __init__(self, labels: LabelMap) -> None:
-        from scipy import ndimage
-
-        self.labels = labels
-        full = np.asarray(labels.array)
-        self.step = np.maximum(1, np.floor(GEOMETRY_GRID_MM / labels.spacing + 1e-6)).astype(int)
-        sampled = np.ascontiguousarray(full[tuple(slice(None, None, int(s)) for s in self.step)])
-        self.array = sampled if sampled.dtype.kind in "iu" else sampled.astype(np.int64)
-        self.boxes = ndimage.find_objects(self.array)
-
-    def place(self, label: int, trunk: _Trunk | None, *, min_fraction: float) -> dict[str, Any]:
-        """Centre height, pieces, and with a trunk the inside fraction and lateral position."""
-        box = self.boxes[label - 1] if label <= len(self.boxes) else None
-        if box is not None:
-            array, step = self.array, self.step
-        else:  # too small to show on the sampled grid: use every voxel
-            array, step = np.asarray(self.labels.array), np.ones(3, int)
-            hit = np.argwhere(array == label)
-            box = tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(hit.min(0), hit.max(0), strict=True))
-        mask = array[box] == label
-        starts = np.array([b.start for b in box])
-        touches = np.stack([starts == 0, np.array([b.stop for b in box]) == array.shape], axis=1)
-        idx = (np.argwhere(mask) + starts) * step  # full-grid voxel indices
-        affine = self.labels.affine
-        out: dict[str, Any] = {"pieces": _pieces(mask, touches, min_fraction=min_fraction),
-                               "centre_z_mm": float(idx.mean(axis=0) @ affine[2, :3] + affine[2, 3])}
-        if trunk is not None:
-            c = trunk.coarse(idx)
-            out["inside_body"] = float(trunk.mask[c[:, 0], c[:, 1], c[:, 2]].mean())
-            k = c[:, trunk.axis]
-            x = idx @ affine[0, :3] + affine[0, 3]
-            ok = np.isfinite(trunk.half[k])
-            out["lateral"] = float(np.mean((x[ok] - trunk.mid[k[ok]]) / trunk.half[k[ok]])) if ok.any() else None
-        return out
-
-
-def _pieces(mask: np.ndarray, box_touches: np.ndarray, *, min_fraction: float) -> int:
-    """Pieces holding at least ``min_fraction`` of the voxels; those on the grid's edge count as one."""
-    from scipy import ndimage
-
-    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    if n <= 1:
-        return n
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    big = np.flatnonzero(sizes >= min_fraction * sizes.sum())
-    edge = set()
-    for axis in range(3):
-        for end, touches in ((0, box_touches[axis, 0]), (-1, box_touches[axis, 1])):
-            if touches:
-                edge.update(np.unique(np.take(lab, end, axis=axis)).tolist())
-    on_edge = [b for b in big if b in edge]
-    return len(big) - max(0, len(on_edge) - 1)
-
-
 def _fmt(x: float) -> str:
     return f"{x:.0f}" if abs(x) >= 10 else f"{x:.1f}"
 
@@ -301,32 +190,28 @@ def check_organs(
     if volume is not None and tuple(volume.shape) != tuple(lab.shape):
         raise ValueError(f"labels {lab.shape} and image {volume.shape} must share one grid")
     # exact counts and mean HU in one pass over the labelled voxels
-    inside = lab > 0
-    ids = lab[inside]
-    counts = np.bincount(ids)
-    mean_hu = None
-    if volume is not None:
-        sums = np.bincount(ids, weights=np.asarray(volume.array)[inside], minlength=len(counts))
-        mean_hu = sums / np.maximum(counts, 1)
-    del inside, ids
+    counts, sums = label_sums(lab, None if volume is None else np.asarray(volume.array))
+    mean_hu = None if sums is None else sums / np.maximum(counts, 1)
     cut = set()
     for axis in range(3):
         for end in (0, -1):
             cut.update(np.unique(np.take(lab, end, axis=axis)).tolist())
-    trunk = None if volume is None else _Trunk(volume, body_hu=table.body_hu)
-    grid = _Grid(labels)
+    trunk = None if volume is None else Trunk(volume, body_hu=table.body_hu)
     ml_per_voxel = labels.voxel_volume_mm3 / 1000.0
+    present = [int(label) for label in np.flatnonzero(counts) if label != 0]
+    # where each organ with norms is
+    wanted = [label for label in present if table.organ(labels.name_of(label)) is not None]
+    placed = place(labels, wanted, trunk, min_fraction=table.piece_fraction) if wanted else {}
     found: dict[int, dict[str, Any]] = {}
-    for label in np.flatnonzero(counts):
-        label = int(label)
-        if label == 0:
-            continue
+    for label in present:
         m: dict[str, Any] = {"label_volume_ml": round(int(counts[label]) * ml_per_voxel, 2),
                              "cut_at_edge": label in cut}
         if mean_hu is not None:
             m["mean_hu"] = float(mean_hu[label])
-        if table.organ(labels.name_of(label)) is not None:  # where it is, for the organs with norms
-            m.update(grid.place(label, trunk, min_fraction=table.piece_fraction))
+        if label in placed:
+            m["pieces"] = placed[label]["pieces"]
+            m["centre_z_mm"] = placed[label]["centre_z_mm"]
+            m.update({k: placed[label][k] for k in ("inside_body", "lateral") if k in placed[label]})
         found[label] = m
 
     reasons: dict[int, list[str]] = {label: [] for label in found}
