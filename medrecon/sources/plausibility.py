@@ -195,7 +195,8 @@ def check_organs(
     cut = set()
     for axis in range(3):
         for end in (0, -1):
-            cut.update(np.unique(np.take(lab, end, axis=axis)).tolist())
+            # a plain slice: np.take copies a Fortran-ordered map whole first (seconds at 512^3)
+            cut.update(np.unique(lab[(slice(None),) * axis + (end,)]).tolist())
     trunk = None if volume is None else Trunk(volume, body_hu=table.body_hu)
     ml_per_voxel = labels.voxel_volume_mm3 / 1000.0
     present = [int(label) for label in np.flatnonzero(counts) if label != 0]
