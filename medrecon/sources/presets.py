@@ -66,6 +66,12 @@ class Preset:
         Clean-up operations, in order (see :data:`STEP_OPS`).
     description : str
         One line for ``medrecon presets``.
+    detail_mm : float or None
+        Finest detail the preset's mesh needs (mm): its surface is extracted
+        from blocks of voxels about this size (see
+        :func:`medrecon.surface.extract.mask_surface`), which keeps large,
+        convoluted surfaces (soft tissue, fat) to a face count a print needs.
+        None extracts at the scan's voxels.
     """
 
     name: str
@@ -75,13 +81,14 @@ class Preset:
     hu_max: float | None
     steps: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     description: str = ""
+    detail_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (as in ``presets.json``)."""
         return {
             "name": self.name, "label": self.label, "label_name": self.label_name,
             "hu": [self.hu_min, self.hu_max], "description": self.description,
-            "steps": [dict(s) for s in self.steps],
+            "steps": [dict(s) for s in self.steps], "detail_mm": self.detail_mm,
         }
 
 
@@ -90,13 +97,18 @@ def _parse(entry: Mapping[str, Any]) -> Preset:
     try:
         lo, hi = entry["hu"]
         steps = tuple(dict(s) for s in entry.get("steps", ()))
+        detail = entry.get("detail_mm")
         preset = Preset(
             name=name, label=int(entry["label"]), label_name=str(entry["label_name"]),
             hu_min=None if lo is None else float(lo), hu_max=None if hi is None else float(hi),
             steps=steps, description=str(entry.get("description", "")),
+            detail_mm=None if detail is None else float(detail),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"preset {name!r} is malformed ({exc}); see medrecon/data/presets.json") from exc
+    if preset.detail_mm is not None and not (np.isfinite(preset.detail_mm) and preset.detail_mm > 0):
+        raise InputError(f"preset {name!r}: detail_mm must be a positive size in mm or null, "
+                         f"got {preset.detail_mm}; see medrecon/data/presets.json")
     check_steps(preset.steps, name)
     return preset
 
