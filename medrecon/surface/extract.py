@@ -27,6 +27,11 @@ from medrecon.volume import Volume
 
 ENGINES = ("auto", "skimage", "vtk")
 
+#: Surfaces from voxel blocks (``detail_mm``): how far from half a block's count is moved
+#: before contouring, as a fraction of its voxels (vertices then lie on the middle
+#: third of each block edge, see :func:`mask_surface`).
+BLOCK_MARGIN = 0.25
+
 
 def _have_vtk() -> bool:
     try:
@@ -329,21 +334,46 @@ def _block_cleanup(counts: np.ndarray, level: float, n: int, mask: np.ndarray,
     return out
 
 
+def _keep_width(field: np.ndarray, margin: np.float32) -> None:
+    """Give every sheet and gap one block wide a width, in place (inside: ``field > 0``).
+
+    A count just above half between two blocks outside puts both sides of the
+    sheet next to its block's centre, where smoothing crosses them; the same
+    for a gap between two blocks inside. Such blocks get at least ``margin``
+    from half, so their vertices stay off the centre (a third of a block and
+    more for a margin of n / 4); all other blocks keep their count.
+    """
+    inside = field > 0
+    thin = np.zeros_like(inside)
+    gap = np.zeros_like(inside)
+    for axis in range(3):
+        mid, before, after = ([slice(None)] * 3 for _ in range(3))
+        mid[axis], before[axis], after[axis] = slice(1, -1), slice(None, -2), slice(2, None)
+        mid, before, after = tuple(mid), tuple(before), tuple(after)
+        thin[mid] |= inside[mid] & ~inside[before] & ~inside[after]
+        gap[mid] |= ~inside[mid] & inside[before] & inside[after]
+    field[thin] = np.maximum(field[thin], margin)
+    field[gap] = np.minimum(field[gap], -margin)
+
+
 def _block_surface(mask: np.ndarray, box: tuple[slice, slice, slice], factors: np.ndarray,
                    affine: np.ndarray, engine: str) -> TriangleMesh | None:
     """Surface at half the voxel count of each block (see :func:`mask_surface`), None if none."""
     counts, first = block_counts(mask, box, factors)
     n = int(np.prod(factors))
-    # a block holding exactly half would put vertices on block centres (triangles of
-    # zero area): the level sits just below half, by 1e-3 voxel (1e-3 / n of a block)
-    level = n / 2.0 - 1e-3
+    level = n / 2.0 - 0.25  # inside: at least half of the block's voxels (counts are whole)
     if counts.max() <= level:
         return None
     counts = _block_cleanup(counts, level, n, mask, box)
+    field = counts.astype(np.float32) - np.float32(n / 2.0)
+    # a block holding exactly half is inside, its vertices next to its centre (a
+    # boundary through the middle of the block); not on it: no triangles of zero area
+    field[field == 0] = np.float32(1e-3)
+    _keep_width(field, np.float32(BLOCK_MARGIN * n))
     # block (a, b, c) is centred on voxel first + factors * (a, b, c) + (factors - 1) / 2
     place = np.diag(np.r_[factors.astype(np.float64), 1.0])
     place[:3, 3] = first + (factors - 1) / 2.0
-    return contour(counts, level, np.zeros(3), affine @ place, engine)
+    return contour(field, 0.0, np.zeros(3), affine @ place, engine)
 
 
 def iso_surface(
