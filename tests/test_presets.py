@@ -59,6 +59,10 @@ def test_presets_are_data_with_known_steps():
     labels = [p.label for p in presets.values()]
     assert len(set(labels)) == len(labels) and min(labels) >= 200
     assert json.loads(json.dumps(bone.to_dict()))["hu"] == [300.0, 3000.0]
+    # the large, convoluted surfaces state the detail their meshes need; bone keeps its voxels
+    assert bone.detail_mm is None and bone.to_dict()["detail_mm"] is None
+    assert presets["soft_tissue"].detail_mm == presets["fat"].detail_mm == 2.0
+    assert get_preset("fat:-150..-50").detail_mm == 2.0  # a changed range keeps it
 
 
 def test_unknown_preset_lists_known_ones():

@@ -147,3 +147,78 @@ def test_bone_iso_surface_lies_on_300_hu_of_real_ct(totalseg_dir):
     largest = iso_surface(ct, 300.0, largest_only=True).to_trimesh()
     assert len(mesh.split(only_watertight=False)) > 1
     assert len(largest.split(only_watertight=False)) == 1 and len(largest.faces) < len(mesh.faces)
+
+
+def _shells(mesh):
+    """Signed volumes (mm^3) of the shells of a closed mesh: > 0 a piece, < 0 a cavity."""
+    tm = mesh.to_trimesh()
+    return sorted(part.volume for part in tm.split(only_watertight=False))
+
+
+@pytest.mark.parametrize("engine", ["skimage", "vtk"])
+def test_detail_mm_surface_keeps_the_volume_of_a_hollow_ball_on_an_oblique_flipped_grid(engine):
+    spacing = (0.8, 0.9, 1.0)
+    affine, shape = oblique_grid(spacing, 26.0)
+    r = np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1).reshape(shape)
+    mask = (r <= 20.0) & (r > 8.0)
+    exact = 4.0 / 3.0 * np.pi * (20.0**3 - 8.0**3)
+    fine = mask_surface(mask, affine, engine=engine)
+    coarse = mask_surface(mask, affine, detail_mm=2.0, engine=engine)
+    tm = coarse.to_trimesh()
+    assert tm.is_watertight and tm.volume > 0  # closed, outward despite the reflection
+    assert abs(tm.volume / exact - 1) < 0.01
+    # blocks of 2 x 2 x 2 voxels: about a quarter of the faces
+    assert len(coarse.faces) < 0.4 * len(fine.faces)
+    # the cavity is still there, at its size
+    pieces = _shells(coarse)
+    assert len(pieces) == 2 and abs(-pieces[0] / (4.0 / 3.0 * np.pi * 8.0**3) - 1) < 0.05
+    # the vertices lie within a block of the true sphere
+    d = np.linalg.norm(np.asarray(coarse.vertices) - CENTRE, axis=1)
+    assert np.all((np.abs(d - 20.0) < 1.2) | (np.abs(d - 8.0) < 1.2))
+
+
+def test_detail_mm_coarser_than_the_voxels_changes_nothing_and_rejects_iso_spacing():
+    mask, affine = ellipsoid_mask((12.0, 10.0, 8.0), (2.0, 2.0, 3.0))
+    plain = mask_surface(mask, affine)
+    same = mask_surface(mask, affine, detail_mm=1.5)  # smaller than a voxel: single voxels
+    np.testing.assert_array_equal(np.asarray(same.faces), np.asarray(plain.faces))
+    with pytest.raises(ValueError, match="not both"):
+        mask_surface(mask, affine, detail_mm=2.0, iso_spacing=1.0)
+    with pytest.raises(ValueError, match="positive"):
+        mask_surface(mask, affine, detail_mm=0.0)
+
+
+def test_detail_mm_makes_no_debris_and_no_cavity_the_mask_has_not():
+    # one piece: a ball with a 1-voxel wire out to knots of 3 x 3 x 3 voxels, and a
+    # 1-voxel channel from the outside into a small chamber inside the ball
+    mask = np.zeros((60, 40, 40), bool)
+    g = np.mgrid[:60, :40, :40]
+    mask[((g - np.array([20, 20, 20])[:, None, None, None]) ** 2).sum(0) <= 12**2] = True
+    mask[31:58, 20, 20] = True
+    for x in (38, 45, 52):
+        mask[x - 1:x + 2, 19:22, 19:22] = True
+    mask[18:23, 18:23, 16:21] = False  # the chamber
+    mask[20, 20, 20:40] = False  # its channel to the outside
+    assert ndimage.label(mask)[1] == 1
+    assert ndimage.label(~mask)[1] == 1  # no cavity
+    fine = mask_surface(mask, np.eye(4))
+    assert len(_shells(fine)) == 1
+    coarse = mask_surface(mask, np.eye(4), detail_mm=2.0)
+    # the wire and the channel fade in 2 x 2 x 2 blocks; the knots it leaves and the
+    # chamber it closes are not surfaces of their own
+    assert len(_shells(coarse)) == 1
+    assert coarse.to_trimesh().is_watertight
+    assert abs(coarse.to_trimesh().volume / fine.to_trimesh().volume - 1) < 0.02
+
+
+def test_detail_mm_gives_a_thin_plate_a_width_that_smoothing_does_not_cross():
+    from medrecon.mesh.selfintersect import count_self_intersections
+    from medrecon.mesh.smooth import smooth
+
+    mask = np.zeros((40, 40, 24), bool)
+    mask[4:36, 4:36, 4:8] = True  # a slab, and on it a plate one voxel thick, half a block
+    mask[4:36, 20, 8:20] = True
+    mask[8:32, 8:12, 8:20] = True  # and a block two voxels from the plate: a thin gap
+    mesh = mask_surface(mask, np.diag([0.8, 0.8, 0.8, 1.0]), detail_mm=1.6)
+    assert mesh.to_trimesh().is_watertight
+    assert count_self_intersections(smooth(mesh, 0.5)) == 0

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
             for s in p.steps)
         print(f"{p.name:<17} {_hu(p.hu_min, '-inf'):>6} .. {_hu(p.hu_max, 'inf'):<5} HU  "
               f"label {p.label} {p.label_name!r}: {p.description}")
-        print(f"{'':<17} steps: {steps}")
+        detail = f"; surface from {p.detail_mm:g} mm voxel blocks" if p.detail_mm else ""
+        print(f"{'':<17} steps: {steps}{detail}")
     print("custom ranges: --preset NAME:LOW..HIGH (e.g. bone:250), or --threshold LOW..HIGH "
           "alone or beside --preset NAME")
     return 0

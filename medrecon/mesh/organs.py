@@ -351,6 +351,7 @@ def build_organ_meshes(
     options: MeshOptions = MeshOptions(),
     *,
     organs: Iterable[int | str] | None = None,
+    detail_mm: Mapping[int, float] | None = None,
     progress: ProgressFn | None = None,
 ) -> list[OrganMesh]:
     """Turn each organ of a label map into a printable mesh with its report.
@@ -363,6 +364,10 @@ def build_organ_meshes(
         Smoothing, decimation, component filtering, hollowing, parallelism.
     organs : iterable of int or str, optional
         Label ids or names (default: every label present).
+    detail_mm : mapping of int to float, optional
+        Label id -> size (mm) of the voxel blocks its surface is extracted
+        from (an HU preset's ``detail_mm``; see
+        :func:`medrecon.surface.extract.mask_surface`); not with ``options.iso_spacing``.
     progress : ProgressFn, optional
         Called with ``("surfaces", f)`` then ``("meshes", f)``.
 
@@ -379,7 +384,7 @@ def build_organ_meshes(
     boxes = label_boxes(labels, organs)
     ids = list(boxes)
     raws = surfaces_in_boxes(
-        labels, boxes, iso_spacing=options.iso_spacing, workers=options.workers,
+        labels, boxes, iso_spacing=options.iso_spacing, detail_mm=detail_mm, workers=options.workers,
         engine=options.engine, progress=scaled(progress, 0.0, 0.3),
     )
     workers = (os.cpu_count() or 1) if options.workers == 0 else options.workers

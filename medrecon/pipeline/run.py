@@ -294,12 +294,17 @@ def reconstruct(
 
     organ_meshes = []
     if not nothing_plausible:
+        detail = _preset_detail(method_info, config)
         with timer.stage("meshes"):
             start = 0.5 if given is None else 0.0
-            organ_meshes = build_organ_meshes(labels, config.mesh, progress=scaled(progress, start, 0.85))
+            organ_meshes = build_organ_meshes(labels, config.mesh, detail_mm=detail,
+                                              progress=scaled(progress, start, 0.85))
         # each mesh carries its organ's verdict (napari's table shows it)
         organ_meshes = [replace(om, report={**om.report, **checks[om.label].report_fields()})
                         if om.label in checks else om for om in organ_meshes]
+        if detail:
+            organ_meshes = [replace(om, report={**om.report, "surface_detail_mm": detail[om.label]})
+                            if om.label in detail else om for om in organ_meshes]
     mean_hu: dict[int, float] | None = None
     if volume is not None:
         with timer.stage("statistics"):
@@ -408,6 +413,14 @@ def export_meshes(
     _add_print(rep)
     rep.write(Path(outdir) / "report.json")
     return rep.to_dict()
+
+
+def _preset_detail(method_info: Mapping[str, Any], config: ReconstructConfig) -> dict[int, float]:
+    """Label -> ``detail_mm`` of the HU presets that state one (none when ``iso_spacing`` resamples)."""
+    if config.mesh.iso_spacing is not None:
+        return {}
+    return {int(p["label"]): float(p["detail_mm"]) for p in method_info.get("presets", ())
+            if p.get("detail_mm") is not None}
 
 
 def _new_report(frame: str) -> Report:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +21,7 @@ def label_surfaces(
     *,
     organs: Iterable[int | str] | None = None,
     iso_spacing: float | None = None,
+    detail_mm: Mapping[int, float] | None = None,
     workers: int = 1,
     engine: str = "auto",
     progress: ProgressFn | None = None,
@@ -35,6 +36,10 @@ def label_surfaces(
         Label ids or names to extract (default: every label present).
     iso_spacing : float, optional
         Resample each mask to cubic voxels of this size (mm) before extraction.
+    detail_mm : mapping of int to float, optional
+        Label id -> size (mm) of the voxel blocks that label's surface is
+        extracted from (see :func:`medrecon.surface.extract.mask_surface`);
+        labels not in it are extracted at single voxels. Ignored with ``iso_spacing``.
     workers : int
         Threads extracting labels concurrently (0: one per CPU core).
     engine : {"auto", "skimage", "vtk"}
@@ -55,8 +60,8 @@ def label_surfaces(
     """
     boxes = label_boxes(labels, organs)
     engine = resolve_engine(engine)
-    return surfaces_in_boxes(labels, boxes, iso_spacing=iso_spacing, workers=workers, engine=engine,
-                             progress=progress)
+    return surfaces_in_boxes(labels, boxes, iso_spacing=iso_spacing, detail_mm=detail_mm, workers=workers,
+                             engine=engine, progress=progress)
 
 
 def surfaces_in_boxes(
@@ -64,6 +69,7 @@ def surfaces_in_boxes(
     boxes: dict[int, tuple[slice, slice, slice]],
     *,
     iso_spacing: float | None = None,
+    detail_mm: Mapping[int, float] | None = None,
     workers: int = 1,
     engine: str = "auto",
     progress: ProgressFn | None = None,
@@ -73,12 +79,14 @@ def surfaces_in_boxes(
     array = np.asarray(labels.array)
     ids = sorted(boxes)
     workers = (os.cpu_count() or 1) if workers == 0 else max(1, int(workers))
+    detail = {} if iso_spacing is not None or detail_mm is None else dict(detail_mm)
 
     def one(label: int) -> TriangleMesh:
         sub = array[boxes[label]] == label
         shift = np.eye(4)
         shift[:3, 3] = [s.start for s in boxes[label]]
-        return mask_surface(sub, labels.affine @ shift, iso_spacing=iso_spacing, engine=engine)
+        return mask_surface(sub, labels.affine @ shift, iso_spacing=iso_spacing, detail_mm=detail.get(label),
+                            engine=engine)
 
     out: dict[int, TriangleMesh] = {}
     report(progress, "surfaces", 0.0)
