@@ -124,6 +124,8 @@ def drawn_axes(array: np.ndarray) -> set[int]:
     array = np.asarray(array)
     coords = np.nonzero(array)
     values = array[coords].astype(np.int64)
+    if not values.size:
+        return set()
     # occupied slices per label and axis, from the drawn voxels only (sparse input is small)
     occupied: dict[int, list[np.ndarray]] = {}
     for a in range(3):
