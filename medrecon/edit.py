@@ -325,7 +325,8 @@ def grow_from_seeds(image: Volume, seeds: LabelMap, *, background: int, margin_m
     -------
     LabelMap
         Same grid, dtype and names as ``seeds``: every voxel of the box gets an
-        organ id or 0 (the background id is removed); 0 outside the box.
+        organ id or 0 (the background id is removed); 0 outside the box. Organ
+        strokes keep their label.
 
     Raises
     ------
@@ -370,6 +371,7 @@ def grow_from_seeds(image: Volume, seeds: LabelMap, *, background: int, margin_m
     if np.any(factor > 1):
         report(progress, "grow from seeds: refining", 0.6)
         grown = _refine(values, markers, grown, factor, spacing)
+    grown[markers != 0] = markers[markers != 0]  # every stroke keeps its label
     grown[grown == background] = 0
     out = np.zeros_like(strokes)
     out[box] = grown
