@@ -9,7 +9,6 @@ modifying them. No Qt here.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -355,37 +354,16 @@ def reconstruction_steps(
         surface = Surface((verts, faces), **kwargs)
         _keep_views(existing, surface)
         manage(surface, "surface", viewer.dims.ndisplay)  # the view may change between steps
-        with _not_activated(viewer.layers):
-            if existing is not None:
-                # replace, not edit: vertex count and colours change together
-                index = viewer.layers.index(existing)
-                viewer.layers.insert(index, surface)
-                viewer.layers.remove(existing)
-                surface.name = om.name  # napari renamed it while both were in
-            else:
-                viewer.layers.append(surface)
+        if existing is not None:
+            # replace, not edit: vertex count and colours change together
+            index = viewer.layers.index(existing)
+            viewer.layers.insert(index, surface)
+            viewer.layers.remove(existing)
+            surface.name = om.name  # napari renamed it while both were in
+        else:
+            viewer.layers.append(surface)
         yield surface
     sync.update_contours()
-
-
-@contextmanager
-def _not_activated(layers) -> Iterator[None]:
-    """Insert layers into ``layers`` without making each the active layer.
-
-    napari activates every inserted layer, which rebuilds the layer controls
-    and the viewer buttons: about half the cost of adding a small surface. The
-    active layer stays the one before (the result's Labels layer); with none
-    active, the layer goes in as napari does it.
-    """
-    before = getattr(layers, "_activate_on_insert", None)
-    if before is None or layers.selection.active is None:  # another napari, or nothing active
-        yield
-        return
-    layers._activate_on_insert = False
-    try:
-        yield
-    finally:
-        layers._activate_on_insert = before
 
 
 def _keep_views(old, new) -> None:
