@@ -9,8 +9,8 @@ Showing the result happens in the GUI thread. A result handler may return an
 iterator of steps (adding one layer each); the runner then takes them a few
 milliseconds at a time and pauses between batches, so that the canvas repaints
 and other events are handled between two layers, not after several: the
-viewer keeps drawing and answering while dozens of layers go in. The job is "done" only when the last
-step has run; an error in any step makes it "failed".
+viewer keeps drawing and answering while dozens of layers go in. The job is
+"done" only when the last step has run; an error in any step makes it "failed".
 
 While a job runs, the objects that existed before it are kept out of Python's
 full garbage collections (:func:`gc.freeze`): a full collection walks every
