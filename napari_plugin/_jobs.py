@@ -117,6 +117,10 @@ def reconstruct_for_viewer(
         Per organ, a decimated mesh to draw instead of the full one, or ``None``.
     """
     result, organ_meshes = reconstruct(volume, request, labels=labels, progress=progress)
+    # showing the meshes converts them with trimesh: its first import (a second or more) happens
+    # here, not in the GUI thread
+    import trimesh  # noqa: F401
+
     return result, organ_meshes, display_meshes(organ_meshes, progress=progress)
 
 

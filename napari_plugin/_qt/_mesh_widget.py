@@ -1,4 +1,9 @@
-"""Mesh and export: mesh options, a live print-readiness table, export to files."""
+"""Mesh and export: mesh and print options, a live print-readiness table, export to files.
+
+The options are those of ``medrecon mesh`` (:class:`medrecon.mesh.MeshOptions`),
+print process, minimum wall, drain holes and fit to the printer included; the
+checks and the table's numbers come from the pipeline's report.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -25,6 +31,7 @@ from qtpy.QtWidgets import (
 from medrecon.errors import InputError, MedreconError
 from medrecon.io.formats import MESH_FORMATS
 from medrecon.mesh import MeshOptions
+from medrecon.mesh.printcheck import PROCESSES
 from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct_for_viewer
 from napari_plugin._layers import META_KEY, labelmap_from_layer, reconstruction_steps
 from napari_plugin._qt._layer_combo import LayerCombo
@@ -41,12 +48,21 @@ COLUMNS = (
     ("HD95 to\nmask (mm)", "hd95_mm", "{:.2f}",
      "95th-percentile distance (both ways) between the printable mesh and the raw marching-cubes "
      "surface of the label mask: how far smoothing and decimation moved the surface"),
+    ("Print-\nready", "print_ready", None,
+     "Every print check passed: closed and manifold, no self-intersection, walls not thinner than "
+     "the process's minimum, no piece below its resolution (hover a cell for what failed)"),
+    ("Self-\ncrossings", "self_intersections", "{:d}",
+     "Pairs of faces of the mesh that cut through each other (a slicer prints them unpredictably)"),
+    ("Thinnest\nwall (mm)", ("wall_thickness_mm", "min"), "{:.2f}",
+     "Thinnest wall, measured inward along the surface normal (mm)"),
     ("Plausible", "plausible", None,
      "The organ checks (volume, position, mean HU, pieces, model confidence) passed"),
     ("Why not", "reasons", None, "Why the organ checks failed"),
 )
 #: An organ name the table shows whole at its smallest width (longer ones are elided).
 WIDTH_NAME = "inferior_vena_cava"
+#: Most drain holes per cavity the widget offers.
+MAX_DRAIN_HOLES = 8
 #: Milliseconds between the last option change and the automatic rebuild.
 LIVE_DELAY_MS = 600
 
@@ -87,6 +103,39 @@ class MeshExportWidget(QWidget):
         self.keep_largest_check.setToolTip("Drop the small loose pieces of each organ")
         self.hollow_spin = _spin(0.0, 20.0, 0.5, defaults.hollow_mm, 1, suffix=" mm")
         self.hollow_spin.setToolTip("Wall thickness of a hollow print in mm; 0 prints solid")
+        self.process_combo = QComboBox()
+        self.process_combo.addItems(list(PROCESSES))
+        self.process_combo.setCurrentText(defaults.process)
+        self.process_combo.setToolTip(
+            "Printing process the print checks judge against: "
+            + ", ".join(f"{p.name} (walls from {p.min_wall_mm:g} mm, details from {p.resolution_mm:g} mm)"
+                        for p in PROCESSES.values())
+        )
+        self.min_wall_spin = _spin(0.0, 20.0, 0.1, defaults.min_wall_mm or 0.0, 2, suffix=" mm")
+        self.min_wall_spin.setSpecialValueText("process default")
+        self.min_wall_spin.setToolTip(
+            "Thinnest wall a print-ready mesh may have (mm); 'process default' takes the process's"
+        )
+        self.drain_spin = QSpinBox()
+        self.drain_spin.setRange(0, MAX_DRAIN_HOLES)
+        self.drain_spin.setValue(defaults.drain_holes)
+        self.drain_spin.setToolTip(
+            "Drain holes per cavity of a hollow print, drilled at its lowest points (+z up), "
+            "so that resin or powder can leave; needs a hollow wall"
+        )
+        self.drain_diameter_spin = _spin(0.5, 20.0, 0.5, defaults.drain_diameter_mm, 1, suffix=" mm")
+        self.drain_diameter_spin.setToolTip("Diameter of the drain holes (mm)")
+        self.scale_spin = _spin(0.01, 10.0, 0.05, defaults.scale, 2)
+        self.scale_spin.setToolTip(
+            "Uniform scale of the whole scene (1: life size); the report states it, and the meshes "
+            "shown are scaled as well"
+        )
+        self.bed_edit = QLineEdit()
+        self.bed_edit.setPlaceholderText("none (or X,Y,Z mm, e.g. 200,200,180)")
+        self.bed_edit.setToolTip(
+            "Printable volume X,Y,Z in mm: shrink the whole scene uniformly until it fits (never "
+            "enlarged); instead of a scale. Empty: no fitting"
+        )
         self.live_check = QCheckBox("rebuild on every change")
         self.live_check.setChecked(True)
         self.live_check.setToolTip("Rebuild the meshes shortly after each option change")
@@ -140,6 +189,14 @@ class MeshExportWidget(QWidget):
         options.addRow("Decimation", self.decimate_spin)
         options.addRow("", self.keep_largest_check)
         options.addRow("Hollow wall", self.hollow_spin)
+        drain_row = QHBoxLayout()
+        drain_row.addWidget(self.drain_spin)
+        drain_row.addWidget(self.drain_diameter_spin)
+        options.addRow("Drain holes", drain_row)
+        options.addRow("Process", self.process_combo)
+        options.addRow("Min. wall", self.min_wall_spin)
+        options.addRow("Scale", self.scale_spin)
+        options.addRow("Fit bed", self.bed_edit)
         options.addRow("", self.live_check)
         export = QFormLayout()
         export.addRow("Folder", folder_row)
@@ -158,22 +215,37 @@ class MeshExportWidget(QWidget):
         self._timer.timeout.connect(self._live_rebuild)
         self.labels_combo.currentTextChanged.connect(self._labels_changed)
         self._labels_changed()
-        for spin in (self.smooth_spin, self.decimate_spin, self.hollow_spin):
+        for spin in (self.smooth_spin, self.decimate_spin, self.hollow_spin, self.min_wall_spin,
+                     self.drain_spin, self.drain_diameter_spin, self.scale_spin):
             spin.valueChanged.connect(self._option_changed)
         self.keep_largest_check.toggled.connect(self._option_changed)
+        self.process_combo.currentTextChanged.connect(self._option_changed)
+        self.bed_edit.editingFinished.connect(self._option_changed)
         self.runner.run_on_enter(self)
 
     # --- options and building ---------------------------------------------------------
     def options(self) -> MeshOptions:
         """Return the mesh options set in the widget."""
+        import argparse
+
+        # the CLI's --fit-bed parser: one reading of X,Y,Z
+        from medrecon.cli._common import bed_size
+
         try:
+            bed = self.bed_edit.text().strip()
             return MeshOptions(
                 smooth=self.smooth_spin.value(),
                 decimate=self.decimate_spin.value(),
                 keep_largest=self.keep_largest_check.isChecked(),
                 hollow_mm=self.hollow_spin.value(),
+                scale=self.scale_spin.value(),
+                fit_bed=bed_size(bed) if bed else None,
+                process=self.process_combo.currentText(),
+                min_wall_mm=self.min_wall_spin.value() or None,
+                drain_holes=self.drain_spin.value(),
+                drain_diameter_mm=self.drain_diameter_spin.value(),
             )
-        except ValueError as exc:  # out-of-range values are the user's to fix
+        except (ValueError, argparse.ArgumentTypeError) as exc:  # out-of-range values are the user's to fix
             raise InputError(str(exc)) from exc
 
     def build(self):
@@ -234,7 +306,9 @@ class MeshExportWidget(QWidget):
             organ.setCheckState(Qt.CheckState.Checked)
             self.table.setItem(row, 0, organ)
             for col, (_header, key, fmt, _tip) in enumerate(COLUMNS, start=1):
-                self.table.setItem(row, col, QTableWidgetItem(_cell(om.report.get(key), fmt)))
+                self.table.setItem(row, col, QTableWidgetItem(_cell(_value(om.report, key), fmt)))
+            ready = self.table.item(row, 1 + [c[1] for c in COLUMNS].index("print_ready"))
+            ready.setToolTip(_print_tooltip(om.report))
 
     # --- export ------------------------------------------------------------------
     def ticked(self) -> list:
@@ -284,6 +358,28 @@ def _spin(lo: float, hi: float, step: float, value: float, decimals: int, *, suf
     spin.setValue(value)
     spin.setSuffix(suffix)
     return spin
+
+
+def _value(report, key: str | tuple[str, ...]):
+    """Return the report's value at ``key``, a key or a path of keys into nested entries (None if absent)."""
+    for part in (key,) if isinstance(key, str) else key:
+        report = report.get(part) if isinstance(report, dict) else None
+    return report
+
+
+def _print_tooltip(report) -> str:
+    """Say what the print checks found for one organ, in the CLI's words, with its drain holes."""
+    from medrecon.cli._common import print_status
+
+    if "print_ready" not in report:
+        return "not checked"
+    text = f"{print_status(report)} ({report.get('process', '?')}, walls from {report.get('min_wall_mm', '?')} mm)"
+    holes = report.get("drain_holes")
+    if holes:
+        text += f"; {len(holes)} drain hole(s)"
+    if report.get("scale", 1.0) != 1.0:
+        text += f"; scale {report['scale']:.3g} (not life size)"
+    return text
 
 
 def _cell(value, fmt: str | None) -> str:

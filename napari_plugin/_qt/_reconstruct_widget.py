@@ -195,11 +195,11 @@ class ReconstructWidget(QWidget):
         steps = reconstruction_steps(
             self.viewer, None if method == "labels" else labels, organ_meshes, name=name, display=display,
         )
-        yield next(steps)  # the Labels layer, set to hide in 3D before 3D is drawn
         image = source if method != "labels" else self.image_combo.layer()
         if image is not None and image in self.viewer.layers:
             show_as_plane(image)  # an axial CT plane under the meshes, not a volume over them
-        # 3D before the surfaces: each is drawn as it comes, not all at once at the end
+        # 3D before the layers: each surface is drawn as it comes, not all at once at the end, and
+        # the Labels layer goes in hidden (it hides in 3D), so napari does not make a 3D texture of it
         self.viewer.dims.ndisplay = 3
         yield None
         yield from steps
