@@ -44,11 +44,12 @@ LAYERS: dict[str, int] = {
     "medrecon.surface": 1,
     "medrecon.mesh": 1,
     "medrecon.evaluate": 1,
-    # layer 2: label sources, the network library, phantoms, shape completion
+    # layer 2: label sources, the network library, phantoms, shape completion, editing
     "medrecon.sources": 2,
     "medrecon.models": 2,
     "medrecon.phantom": 2,
     "medrecon.completion": 2,
+    "medrecon.edit": 2,
     # layer 3: the pipeline and training
     "medrecon.pipeline": 3,
     "medrecon.train": 3,

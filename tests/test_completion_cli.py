@@ -50,3 +50,28 @@ def test_cli_reports_a_missing_model_as_one_line_error(sparse_files, tmp_path, c
     assert code == 1
     assert "not a shape model" in capsys.readouterr().err
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_cli_stop_at_drawn_ends_each_organ_at_its_drawn_slices(sparse_files, capsys):
+    folder, sparse, full = sparse_files
+    out = folder / "stopped.nii.gz"
+    assert main(["complete", str(folder / "sparse.nii.gz"), "-o", str(out), "--method", "sdf",
+                 "--stop-at-drawn", "--quiet"]) == 0
+    filled, drawn, truth = load_labels(out).array, sparse.array, full.array
+    for label in full.labels:
+        ks = np.flatnonzero((drawn == label).any(axis=(0, 1)))
+        inside = np.flatnonzero((filled == label).any(axis=(0, 1)))
+        assert inside[0] == ks[0] and inside[-1] == ks[-1]
+        # the phantom's organ does go on beyond its drawn slices, the default fill follows it
+        beyond = np.flatnonzero((truth == label).any(axis=(0, 1)))
+        assert beyond[0] < ks[0] or beyond[-1] > ks[-1]
+
+
+def test_cli_names_the_plane_of_labels_drawn_across_another_axis(sparse_files, tmp_path, capsys):
+    _, _, full = sparse_files
+    save(every_nth(full, 3, axis=0), tmp_path / "sagittal.nii.gz")
+    code = main(["complete", str(tmp_path / "sagittal.nii.gz"), "-o", str(tmp_path / "x.nii.gz"),
+                 "--method", "sdf", "--quiet"])
+    assert code == 1
+    assert "--axis 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.nii.gz").exists()

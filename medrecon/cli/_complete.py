@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--names", metavar="JSON", help="flat JSON id -> name map (default: the sidecar)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
                    help="array axis across which the slices were drawn (default 2, the slice axis)")
+    p.add_argument("--stop-at-drawn", action="store_true",
+                   help="end every organ at its first and last drawn slice (default: a little beyond)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     image = load(args.image) if args.image else None
     with TqdmProgress("complete", disable=args.quiet) as bar:
         labels = complete(sparse, image=image, method=args.method, model=args.model, axis=args.axis,
-                          progress=bar)
+                          stop_at_drawn=args.stop_at_drawn, progress=bar)
     save(labels, args.output)
     found = ", ".join(labels.name_of(i) for i in labels.labels)
     print(f"wrote {args.output} ({args.method}; {len(labels.labels)} structures: {found})")

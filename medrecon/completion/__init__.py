@@ -23,7 +23,8 @@ import numpy as np
 
 from medrecon.completion.fill import assemble
 from medrecon.completion.sdf import sdf_scores
-from medrecon.completion.sparse import annotations, every_nth, per_label
+from medrecon.completion.sparse import annotations, drawn_axes, every_nth, per_label, plane_name
+from medrecon.errors import InputError
 from medrecon.progress import ProgressFn, report
 from medrecon.volume import LabelMap, Volume
 
@@ -40,6 +41,7 @@ def complete(
     model: str = "default",
     axis: int = 2,
     slices: Iterable[int] | None = None,
+    stop_at_drawn: bool = False,
     progress: ProgressFn | None = None,
 ) -> LabelMap:
     """Fill every drawn label between (and a little beyond) its drawn slices.
@@ -60,6 +62,9 @@ def complete(
     slices : iterable of int, optional
         Slices the user annotated, including ones left empty on purpose. Default:
         the slices holding any label.
+    stop_at_drawn : bool
+        End every organ at its first and last drawn slice. By default an organ
+        extends up to one typical gap beyond them (it rarely ends exactly there).
     progress : ProgressFn, optional
         Called with (stage, fraction).
 
@@ -75,6 +80,9 @@ def complete(
     ------
     EmptySegmentationError
         If nothing is drawn.
+    InputError
+        If the labels were drawn on slices across another axis than ``axis``
+        (the message names their plane and the axis to pass).
     ModelError
         If the shape model cannot be loaded.
     """
@@ -84,6 +92,7 @@ def complete(
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
     axis %= 3
     report(progress, "completion: reading annotations", 0.0)
+    _check_plane(sparse, axis)
     array = np.moveaxis(np.asarray(sparse.array), axis, 2)
     spacing = np.asarray(sparse.spacing)[[a for a in range(3) if a != axis] + [axis]]
     anns = annotations(sparse, axis=axis, slices=slices)
@@ -100,5 +109,22 @@ def complete(
         scores = network_scores(array, anns, spacing=spacing, image=img, model=net, progress=progress)
     report(progress, "completion: assembling labels", 0.95)
     out = assemble(array, scores, anns)
+    if stop_at_drawn:
+        for label, ann in anns.items():
+            beyond = out == label
+            beyond[:, :, ann.present[0]:ann.present[-1] + 1] = False
+            out[beyond] = 0
     report(progress, "completion: done", 1.0)
     return sparse.replace(array=np.moveaxis(out, 2, axis), source="")
+
+
+def _check_plane(sparse: LabelMap, axis: int) -> None:
+    """Refuse labels drawn on slices across another axis: completing them across ``axis`` fails."""
+    found = drawn_axes(np.asarray(sparse.array))
+    if found and axis not in found:
+        other = min(found)
+        raise InputError(
+            f"the labels were drawn on {plane_name(sparse.affine, other)} slices (across array axis "
+            f"{other}), not across axis {axis} ({plane_name(sparse.affine, axis)}): complete with "
+            f"axis={other} (--axis {other})"
+        )

@@ -107,6 +107,58 @@ def annotations(
     return out
 
 
+def drawn_axes(array: np.ndarray) -> set[int]:
+    """Return the array axes across which some label looks drawn on separate slices.
+
+    A label looks drawn across an axis when it lies on a single slice of that
+    axis (and spans more than one along another), or on two or more runs of
+    slices of which most are one or two slices long (drawn every few slices).
+    A dense organ that is one piece, or two (left and right kidney under one
+    label), has long runs and counts for no axis.
+
+    Parameters
+    ----------
+    array : (I, J, K) ndarray of int
+        The drawn labels; slices not drawn are 0.
+    """
+    array = np.asarray(array)
+    coords = np.nonzero(array)
+    values = array[coords].astype(np.int64)
+    if not values.size:
+        return set()
+    # occupied slices per label and axis, from the drawn voxels only (sparse input is small)
+    occupied: dict[int, list[np.ndarray]] = {}
+    for a in range(3):
+        keys = np.unique(values * array.shape[a] + coords[a])
+        labels, slices = np.divmod(keys, array.shape[a])
+        for label, occ in zip(*_split_by(labels, slices), strict=True):
+            occupied.setdefault(label, []).append(occ)
+    found: set[int] = set()
+    for per_axis in occupied.values():
+        extent = [int(occ[-1] - occ[0] + 1) for occ in per_axis]
+        for a, occ in enumerate(per_axis):
+            if extent[a] == 1:
+                if max(extent) > 2:
+                    found.add(a)
+                continue
+            runs = np.diff(np.r_[0, np.flatnonzero(np.diff(occ) != 1) + 1, len(occ)])
+            if len(runs) >= 2 and 2 * runs[runs <= 2].sum() > len(occ):
+                found.add(a)
+    return found
+
+
+def _split_by(keys: np.ndarray, values: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """Group sorted ``values`` by the sorted ``keys`` they come with."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return [int(k) for k in keys[starts]], np.split(values, starts[1:])
+
+
+def plane_name(affine: np.ndarray, axis: int) -> str:
+    """Name the slices across array ``axis`` of an LPS ``affine``: sagittal, coronal or axial."""
+    direction = np.asarray(affine, dtype=np.float64)[:3, axis % 3]
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(direction)))]
+
+
 def _gap(present: Sequence[int], known: Sequence[int]) -> float:
     """Typical slice gap: of the label's own slices, else of all annotated slices."""
     for seq in (present, known):

@@ -484,6 +484,7 @@ def threshold_mask(
     *,
     steps: Sequence[Mapping[str, Any]] = (),
     name: str = "threshold",
+    ct_only: bool = True,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Voxels with ``low <= HU <= high``, then the clean-up ``steps`` in order.
@@ -502,6 +503,10 @@ def threshold_mask(
         ``[{"op": "keep_components", "min_mm3": 200}]``; none by default.
     name : str
         What the progress messages and errors call this threshold.
+    ct_only : bool
+        Refuse a volume that is not a CT in HU (presets). ``False`` thresholds
+        any intensities (an MR in scanner units); steps that name HU then
+        compare those values.
 
     Returns
     -------
@@ -511,9 +516,11 @@ def threshold_mask(
     Raises
     ------
     InputError
-        If the volume is not a CT in HU, ``low`` is above ``high`` or a step is unknown.
+        If the volume is not a CT in HU (with ``ct_only``), ``low`` is above ``high``
+        or a step is unknown.
     """
-    _check_ct(volume)
+    if ct_only:
+        _check_ct(volume)
     if low is not None and high is not None and low > high:
         raise InputError(f"HU range {_fmt_range(low, high)} is empty: LOW must not be above HIGH")
     steps = tuple(dict(s) for s in steps)
@@ -523,7 +530,8 @@ def threshold_mask(
         # a Fortran-ordered array (as DICOM loading gives): work on the C-ordered
         # transposed view with the affine's columns permuted to match; no copy
         swapped = volume.replace(array=hu.T, affine=volume.affine[:, [2, 1, 0, 3]])
-        return threshold_mask(swapped, low, high, steps=steps, name=name, progress=progress).T
+        return threshold_mask(swapped, low, high, steps=steps, name=name, ct_only=ct_only,
+                              progress=progress).T
     mask = np.ones(hu.shape, dtype=bool)
     if low is not None:
         mask &= hu >= low

@@ -1,0 +1,462 @@
+"""Segment-Editor tools on label maps: threshold, islands, margin, smooth, grow, fill.
+
+What 3D Slicer's Segment Editor and InVesalius offer, as plain functions that
+the napari Segment widget (and scripts) call. Every function takes and returns
+medrecon types and never changes its input; sizes are in millimetres (mm,
+mm^3) and points in world LPS mm (see :mod:`medrecon.volume`), never voxels,
+so anisotropic and oblique grids give the same physical result. Nothing here
+assumes a CT: thresholds and seed growing work on any intensities (HU, MR
+scanner units).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from medrecon.completion import complete
+from medrecon.errors import EmptySegmentationError, InputError
+from medrecon.progress import ProgressFn, report
+from medrecon.sources.presets import threshold_mask
+from medrecon.volume import LabelMap, Volume
+
+__all__ = ["fill_between_slices", "grow_from_seeds", "keep_island", "margin", "remove_islands",
+           "smooth", "threshold", "threshold_slice"]
+
+#: Voxel size (mm) on which grow_from_seeds grows before refining at full resolution.
+GROW_MM = 1.5
+
+#: Face-connected pieces, as the shells marching cubes makes from a mask.
+_FACES = ndimage.generate_binary_structure(3, 1)
+
+
+def _check_range(low: float | None, high: float | None) -> None:
+    if low is not None and high is not None and low > high:
+        raise InputError(f"threshold range {low:g}..{high:g} is empty: LOW must not be above HIGH")
+
+
+def threshold(image: Volume, *, low: float | None, high: float | None,
+              inside: np.ndarray | None = None) -> np.ndarray:
+    """Voxels with ``low <= value <= high``, optionally inside a mask.
+
+    The same comparison as ``--threshold`` and the presets
+    (:func:`medrecon.sources.presets.threshold_mask`), without the CT check, so
+    MR intensities work too.
+
+    Parameters
+    ----------
+    image : Volume
+        Any intensity image (HU, MR scanner units).
+    low, high : float or None
+        Inclusive range in the image's units; ``None`` leaves that end open.
+    inside : (I, J, K) ndarray of bool, optional
+        Keep only voxels of this mask (on the image's grid).
+
+    Returns
+    -------
+    (I, J, K) ndarray of bool
+        The voxels in range, on the image's grid.
+
+    Raises
+    ------
+    InputError
+        If ``low`` is above ``high`` or ``inside`` is not on the image's grid.
+    """
+    _check_range(low, high)
+    mask = threshold_mask(image, low, high, name="threshold", ct_only=False)
+    if inside is not None:
+        inside = np.asarray(inside, dtype=bool)
+        if inside.shape != image.shape:
+            raise InputError(f"the mask is {inside.shape} but the image is {image.shape}: "
+                             "restrict with a mask on the image's grid")
+        mask &= inside
+    return mask
+
+
+def threshold_slice(image: Volume, *, low: float | None, high: float | None, axis: int,
+                    index: int) -> np.ndarray:
+    """One slice of :func:`threshold` (no mask), cheap enough for a live preview.
+
+    Parameters
+    ----------
+    image : Volume
+        Any intensity image.
+    low, high : float or None
+        Inclusive range; ``None`` leaves that end open.
+    axis : int
+        Array axis across which the slice is taken.
+    index : int
+        Slice index along ``axis``.
+
+    Returns
+    -------
+    2D ndarray of bool
+        ``np.take(image.array, index, axis)`` in range.
+    """
+    _check_range(low, high)
+    if axis not in (0, 1, 2) or not 0 <= index < image.shape[axis]:
+        raise InputError(f"slice {index} across axis {axis} is outside the image {image.shape}")
+    plane = np.take(np.asarray(image.array), index, axis=axis)
+    mask = np.ones(plane.shape, dtype=bool)
+    if low is not None:
+        mask &= plane >= low
+    if high is not None:
+        mask &= plane <= high
+    return mask
+
+
+def _chosen(labels: LabelMap, label: int | None) -> list[int]:
+    present = labels.labels
+    if label is None:
+        return present
+    if int(label) not in present:
+        raise InputError(f"label {label} ({labels.name_of(label)}) is not in the label map; "
+                         f"present: {', '.join(map(str, present)) or 'none'}")
+    return [int(label)]
+
+
+def _bbox(mask: np.ndarray, pad: Sequence[int] = (0, 0, 0)) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` grown by ``pad`` voxels per axis, within the array."""
+    box = []
+    for a in range(3):
+        idx = np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))
+        box.append(slice(max(int(idx[0]) - pad[a], 0), min(int(idx[-1]) + 1 + pad[a], mask.shape[a])))
+    return tuple(box)
+
+
+def keep_island(labels: LabelMap, point_lps: tuple[float, float, float]) -> LabelMap:
+    """Keep only the piece of the label under a point; other labels are untouched.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        The label map to edit.
+    point_lps : tuple of 3 float
+        A world position in LPS mm (e.g. where the user clicked).
+
+    Returns
+    -------
+    LabelMap
+        Same grid and names; the clicked label keeps only its face-connected
+        piece that holds the point.
+
+    Raises
+    ------
+    InputError
+        If the point lies outside the grid or on background.
+    """
+    ijk = np.round(labels.world_to_voxel(np.asarray(point_lps, dtype=float)[None])[0]).astype(int)
+    if np.any(ijk < 0) or np.any(ijk >= labels.shape):
+        raise InputError(f"point {tuple(np.round(point_lps, 1))} mm lies outside the label map: "
+                         "click inside the image")
+    array = np.asarray(labels.array)
+    value = array[tuple(ijk)]
+    if value == 0:
+        raise InputError(f"point {tuple(np.round(point_lps, 1))} mm lies on background: "
+                         "click on the piece to keep")
+    pieces, _ = ndimage.label(array == value, structure=_FACES)
+    out = array.copy()
+    out[(array == value) & (pieces != pieces[tuple(ijk)])] = 0
+    return labels.replace(array=out)
+
+
+def remove_islands(labels: LabelMap, *, min_mm3: float, label: int | None = None) -> LabelMap:
+    """Remove the face-connected pieces smaller than ``min_mm3``.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        The label map to edit.
+    min_mm3 : float
+        Smallest piece kept, in mm^3.
+    label : int, optional
+        Edit only this label (default: every label).
+
+    Returns
+    -------
+    LabelMap
+        Same grid and names, small pieces set to 0.
+    """
+    if min_mm3 < 0:
+        raise InputError(f"min_mm3 must be >= 0, got {min_mm3:g}")
+    array = np.asarray(labels.array)
+    out = array.copy()
+    min_voxels = min_mm3 / labels.voxel_volume_mm3
+    for value in _chosen(labels, label):
+        pieces, n = ndimage.label(array == value, structure=_FACES)
+        small = np.bincount(pieces.ravel(), minlength=n + 1) < min_voxels
+        small[0] = False
+        out[small[pieces]] = 0
+    return labels.replace(array=out)
+
+
+def margin(labels: LabelMap, mm: float, *, label: int | None = None) -> LabelMap:
+    """Grow (``mm > 0``) or shrink (``mm < 0``) labels by a true distance in mm.
+
+    A voxel joins a grown label when its centre lies within ``mm`` of the
+    label's nearest voxel centre (an exact Euclidean distance transform with the
+    grid's spacing), so the surface moves by ``mm`` on any grid. Growth fills
+    background only, never another label; where several labels grow into the
+    same voxel the nearest wins. Shrinking keeps the voxels farther than
+    ``-mm`` from anything else.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        The label map to edit.
+    mm : float
+        Distance in mm; positive grows, negative shrinks.
+    label : int, optional
+        Edit only this label (default: every label).
+
+    Returns
+    -------
+    LabelMap
+        Same grid and names.
+    """
+    array = np.asarray(labels.array)
+    chosen = _chosen(labels, label)
+    if mm == 0 or not chosen:
+        return labels.replace(array=array.copy())
+    spacing = labels.spacing
+    pad = [int(np.ceil(abs(mm) / s)) + 1 for s in spacing]
+    box = _bbox(np.isin(array, chosen), pad)
+    sub = array[box]
+    out = array.copy()
+    if mm > 0:
+        seeds = np.isin(sub, chosen)
+        dist, (i, j, k) = ndimage.distance_transform_edt(~seeds, sampling=spacing, return_indices=True)
+        nearest = sub[i, j, k]
+        out[box][(sub == 0) & (dist <= mm)] = nearest[(sub == 0) & (dist <= mm)]
+    else:
+        for value in chosen:
+            mask = sub == value
+            # pad with background so that shrinking also works from the grid's edge
+            depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+            out[box][mask & (depth <= -mm)] = 0
+    return labels.replace(array=out)
+
+
+def smooth(labels: LabelMap, mm: float, *, label: int | None = None) -> LabelMap:
+    """Smooth label boundaries at a scale of ``mm`` (Gaussian sigma, in mm).
+
+    Each label's mask is blurred with a Gaussian of standard deviation ``mm``
+    along every world axis and thresholded at 0.5; a voxel claimed by several
+    smoothed labels goes to the one with the highest blurred value, and labels
+    not being smoothed are never overwritten, so labels stay disjoint.
+
+    Parameters
+    ----------
+    labels : LabelMap
+        The label map to edit.
+    mm : float
+        Gaussian standard deviation in mm (> 0).
+    label : int, optional
+        Smooth only this label (default: every label).
+
+    Returns
+    -------
+    LabelMap
+        Same grid and names.
+
+    Raises
+    ------
+    InputError
+        If ``mm`` is not positive.
+    EmptySegmentationError
+        If smoothing would remove a label (smaller than the scale).
+    """
+    if not mm > 0:
+        raise InputError(f"smoothing scale must be > 0 mm, got {mm:g}")
+    array = np.asarray(labels.array)
+    chosen = _chosen(labels, label)
+    sigma = mm / labels.spacing
+    pad = [int(np.ceil(4 * s)) + 1 for s in sigma]
+    out = array.copy()
+    out[np.isin(array, chosen)] = 0
+    best = np.zeros(array.shape, np.float32)
+    for value in chosen:
+        mask = array == value
+        box = _bbox(mask, pad)
+        blurred = ndimage.gaussian_filter(mask[box].astype(np.float32), sigma, mode="nearest")
+        free = (array[box] == 0) | np.isin(array[box], chosen)
+        wins = free & (blurred >= 0.5) & (blurred > best[box])
+        out[box][wins] = value
+        best[box][wins] = blurred[wins]
+    for value in chosen:
+        if not np.any(out == value):
+            raise EmptySegmentationError(f"smoothing at {mm:g} mm removes {labels.name_of(value)} "
+                                         "(smaller than the scale): use a smaller scale")
+    return labels.replace(array=out)
+
+
+def grow_from_seeds(image: Volume, seeds: LabelMap, *, background: int, margin_mm: float = 20.0,
+                    progress: ProgressFn | None = None) -> LabelMap:
+    """Grow strokes painted per organ and for background into a full 3D segmentation.
+
+    A marker-based watershed (seeded region growing that splits the image
+    where its edges are strongest) on the gradient magnitude (Gaussian, 1 mm),
+    in the box around the strokes grown by ``margin_mm``. Intensities are
+    judged only against the strokes, so CT and MR work alike: each organ's
+    range is that of its strokes (1st to 99th percentile, widened by its width
+    on both sides), and regions outside every organ's range become background
+    before growing, so that an organ does not leak into fat, air or bone
+    through a weak edge. Fine grids grow on voxels of about :data:`GROW_MM`
+    first; the boundaries are then grown again at full resolution in a band of
+    one coarse voxel.
+
+    Parameters
+    ----------
+    image : Volume
+        The image the strokes were painted on (resampled onto the strokes'
+        grid if it lies on another one).
+    seeds : LabelMap
+        Strokes: organ label ids, ``background`` for background, 0 unpainted.
+    background : int
+        The label id of the background strokes.
+    margin_mm : float
+        How far beyond the strokes' bounding box to grow, in mm.
+    progress : ProgressFn, optional
+        Called with (stage, fraction).
+
+    Returns
+    -------
+    LabelMap
+        Same grid, dtype and names as ``seeds``: every voxel of the box gets an
+        organ id or 0 (the background id is removed); 0 outside the box. Organ
+        strokes keep their label.
+
+    Raises
+    ------
+    EmptySegmentationError
+        If nothing is painted.
+    InputError
+        If there is no background stroke, no organ stroke, or ``margin_mm`` < 0.
+    """
+    strokes = np.asarray(seeds.array)
+    ids = seeds.labels
+    if not ids:
+        raise EmptySegmentationError("no strokes painted: paint a few strokes in each organ and "
+                                     f"in the background (label {background})")
+    if background not in ids:
+        raise InputError(f"no background stroke: paint a few strokes with label {background} "
+                         "around the organs")
+    organs = [i for i in ids if i != background]
+    if not organs:
+        raise InputError(f"only background (label {background}) is painted: paint a stroke in "
+                         "each organ to grow")
+    if margin_mm < 0:
+        raise InputError(f"margin_mm must be >= 0, got {margin_mm:g}")
+    if not image.same_grid(seeds):
+        image = image.resample_like(seeds)
+    report(progress, "grow from seeds: preparing", 0.05)
+    spacing = seeds.spacing
+    box = _bbox(strokes != 0, [int(np.ceil(margin_mm / s)) for s in spacing])
+    markers = strokes[box].astype(np.int32)
+    values = np.asarray(image.array)[box].astype(np.float32)
+    # intensity-agnostic: scale by the spread of the painted intensities
+    painted = values[markers != 0]
+    scale = float(np.subtract(*np.percentile(painted, [95, 5])))
+    values = (values - float(np.median(painted))) / (scale if scale > 0 else float(np.std(values)) or 1.0)
+    # grow on a grid of about GROW_MM voxels, then settle the boundaries at full resolution
+    factor = np.maximum(1, np.floor(GROW_MM / spacing)).astype(int)
+    coarse_shape = -(-np.asarray(values.shape) // factor)
+    coarse_markers = np.zeros(coarse_shape, np.int32)
+    at = np.nonzero(markers)
+    coarse_markers[tuple(i // f for i, f in zip(at, factor, strict=True))] = markers[at]
+    report(progress, "grow from seeds: growing", 0.2)
+    grown = _grow(_block_mean(values, factor), coarse_markers, organs, background, spacing * factor)
+    if np.any(factor > 1):
+        report(progress, "grow from seeds: refining", 0.6)
+        grown = _refine(values, markers, grown, factor, spacing)
+    grown[markers != 0] = markers[markers != 0]  # every stroke keeps its label
+    grown[grown == background] = 0
+    out = np.zeros_like(strokes)
+    out[box] = grown
+    report(progress, "grow from seeds: done", 1.0)
+    return seeds.replace(array=out, source="")
+
+
+def _block_mean(values: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Mean over blocks of ``factor`` voxels (the last blocks padded by repeating the edge)."""
+    if np.all(factor == 1):
+        return values
+    shape = -(-np.asarray(values.shape) // factor) * factor
+    padded = np.pad(values, [(0, n - m) for n, m in zip(shape, values.shape, strict=True)], mode="edge")
+    blocks = padded.reshape(shape[0] // factor[0], factor[0], shape[1] // factor[1], factor[1],
+                            shape[2] // factor[2], factor[2])
+    return blocks.mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def _grow(values: np.ndarray, markers: np.ndarray, organs: list[int], background: int,
+          spacing: np.ndarray) -> np.ndarray:
+    """Marker watershed on the gradient magnitude, with out-of-range regions marked background."""
+    from skimage.segmentation import watershed
+
+    one_mm = 1.0 / spacing
+    smoothed = ndimage.gaussian_filter(values, one_mm)
+    allowed = np.zeros(values.shape, dtype=bool)
+    for organ in organs:
+        lo, hi = np.percentile(smoothed[markers == organ], [1, 99])
+        allowed |= (smoothed >= 2 * lo - hi) & (smoothed <= 2 * hi - lo)
+    not_organ = ndimage.minimum_filter((~allowed).view(np.uint8), size=tuple(2 * np.round(one_mm).astype(int) + 1))
+    markers = np.where((not_organ > 0) & (markers == 0), background, markers)
+    return watershed(ndimage.gaussian_gradient_magnitude(values, one_mm), markers)
+
+
+def _refine(values: np.ndarray, markers: np.ndarray, coarse: np.ndarray, factor: np.ndarray,
+            spacing: np.ndarray) -> np.ndarray:
+    """Upsample coarse labels and grow again, at full resolution, in the band along their boundaries."""
+    from skimage.segmentation import watershed
+
+    index = np.ix_(*[np.arange(n) // f for n, f in zip(values.shape, factor, strict=True)])
+    fine = coarse[index]
+    reach = tuple(2 * factor + 1)
+    band = ndimage.maximum_filter(fine, size=reach) != ndimage.minimum_filter(fine, size=reach)
+    band &= markers == 0
+    seeds = np.where(band, 0, fine)
+    seeds[markers != 0] = markers[markers != 0]
+    box = _bbox(band, (1, 1, 1)) if band.any() else tuple(slice(0, 0) for _ in range(3))
+    mask = ndimage.binary_dilation(band[box])
+    grown = watershed(ndimage.gaussian_gradient_magnitude(values[box], 1.0 / spacing),
+                      np.where(mask, seeds[box], 0), mask=mask)
+    fine[box][band[box]] = grown[band[box]]
+    return fine
+
+
+def fill_between_slices(labels: LabelMap, *, image: Volume | None = None, axis: int = 2,
+                        method: str = "network", stop_at_drawn: bool = False,
+                        progress: ProgressFn | None = None) -> LabelMap:
+    """Fill organs drawn on a few slices (:func:`medrecon.completion.complete`).
+
+    Parameters
+    ----------
+    labels : LabelMap
+        Organs drawn on some slices across ``axis``; other slices 0.
+    image : Volume, optional
+        The image they were drawn on (helps the network method).
+    axis : int
+        Array axis across which the slices were drawn.
+    method : {"network", "sdf"}
+        The learned shape completion or signed-distance interpolation.
+    stop_at_drawn : bool
+        End every organ at its first and last drawn slice.
+    progress : ProgressFn, optional
+        Called with (stage, fraction).
+
+    Returns
+    -------
+    LabelMap
+        Same grid and names; drawn slices kept exactly.
+
+    Raises
+    ------
+    InputError
+        If the slices were drawn across another axis (the message names their plane).
+    EmptySegmentationError
+        If nothing is drawn.
+    """
+    return complete(labels, image=image, axis=axis, method=method, stop_at_drawn=stop_at_drawn,
+                    progress=progress)
