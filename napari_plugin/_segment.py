@@ -19,7 +19,12 @@ from medrecon.errors import GeometryError, InputError
 from medrecon.imagekind import looks_like_ct
 from medrecon.progress import ProgressFn, report
 from medrecon.volume import LabelMap, Volume
-from napari_plugin._geometry import array_axis_across, from_layer_array, layer_affine, to_layer_array
+from napari_plugin._geometry import (
+    array_axis_across,
+    from_layer_array,
+    layer_affine,
+    to_layer_array,
+)
 from napari_plugin._layers import META_KEY, labels_layer_data
 
 #: Name and colour (RGBA) of the threshold preview layer.
@@ -52,7 +57,7 @@ def ct_presets() -> list[tuple[str, float | None, float | None]]:
 
 
 def present_labels(layer: Any) -> list[int]:
-    """The label ids (not 0) in a Labels layer's data, ascending."""
+    """Return the label ids (not 0) in a Labels layer's data, ascending."""
     data = np.asarray(layer.data)
     if data.dtype.kind in "ub" and data.dtype.itemsize <= 2:
         ids = np.flatnonzero(np.bincount(data.ravel()))  # far faster than np.unique
@@ -147,14 +152,14 @@ def write_labels(layer: Any, labels: LabelMap | np.ndarray) -> int:
 
 
 def new_labels_data(image: Volume, *, name: str) -> tuple:
-    """An empty Labels ``LayerDataTuple`` on ``image``'s voxel grid (uint16 ids)."""
+    """Build an empty Labels ``LayerDataTuple`` on ``image``'s voxel grid (uint16 ids)."""
     empty = LabelMap(array=np.zeros(image.shape, np.uint16), affine=image.affine)
     data, kwargs, kind = labels_layer_data(empty, name=name)
     return np.array(data), kwargs, kind  # a writable copy to paint on
 
 
 def preview_data(image: Volume) -> tuple:
-    """An empty threshold preview Labels ``LayerDataTuple`` on ``image``'s grid (drawn in one colour)."""
+    """Build an empty threshold-preview Labels ``LayerDataTuple`` on ``image``'s grid (one colour)."""
     from napari.utils.colormaps import DirectLabelColormap
 
     kwargs = {
@@ -170,7 +175,7 @@ def preview_data(image: Volume) -> tuple:
 
 
 def displayed_slice(viewer: Any, image_layer: Any, image: Volume) -> tuple[int, int] | None:
-    """The (i, j, k) axis and index of ``image``'s slice shown in a 2D view, or ``None`` (3D, off the image)."""
+    """Return the (i, j, k) axis and index of ``image``'s slice shown in 2D, or ``None`` (3D, off it)."""
     if viewer.dims.ndisplay != 2 or len(viewer.dims.not_displayed) != 1 or image_layer.ndim != 3:
         return None
     axis = array_axis_across(image.affine, int(viewer.dims.not_displayed[0]))

@@ -115,19 +115,32 @@ def test_threshold_preview_apply_inside_a_label_and_undo(qtbot, ct_and_seg):
     assert "threshold preview" not in viewer.layers
 
 
-def test_grow_from_seeds_reaches_totalsegmentator_liver(qtbot, ct_and_seg):
-    viewer, ct, seg = ct_and_seg
-    truth = np.asarray(seg.data) == LIVER
-    widget = _widget(qtbot, viewer, ct, seg)
+def test_grow_from_seeds_reaches_totalsegmentator_liver(qtbot, make_napari_viewer, totalseg_dir):
+    from skimage.morphology import skeletonize
+
+    from medrecon.io import load, load_labels
+
+    viewer = make_napari_viewer(show=True)
+    [ct] = viewer.open(str(totalseg_dir / "example_ct_dicom"), plugin="medrecon")
+    # TotalSegmentator's liver on the CT's voxel grid, in layer order (k, j, i)
+    seg = load_labels(totalseg_dir / "example_seg_dicom.nii.gz").resample_like(load(totalseg_dir / "example_ct_dicom"))
+    truth = np.asarray(seg.array).transpose(2, 1, 0) == LIVER
+    hu = np.asarray(ct.data)
+    assert truth.shape == hu.shape == (20, 512, 512)
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image_combo.setCurrentText(ct.name)
     widget.new_button.click()
     strokes = viewer.layers[widget.labels_combo.currentText()]
-    # strokes on 3 axial slices: inside the liver (eroded 2 voxels = 6 mm) and a ring 6-12 mm around it
+    # strokes as a user draws them, on 3 axial slices: a line along the middle of the liver and
+    # lines through the rest of the body, both 5 mm (5 voxels) away from the liver's edge
     painted = np.zeros(truth.shape, np.uint16)
-    for k in (6, 15, 24):
-        inside = ndimage.binary_erosion(truth[k], iterations=2)
-        ring = ndimage.binary_dilation(truth[k], iterations=4) & ~ndimage.binary_dilation(truth[k], iterations=2)
-        painted[k][inside] = LIVER
-        painted[k][ring] = 99
+    for k in (3, 10, 16):
+        liver = ndimage.binary_erosion(truth[k], iterations=5)
+        body = ndimage.binary_fill_holes(hu[k] > -300)
+        other = ndimage.binary_erosion(body & ~ndimage.binary_dilation(truth[k], iterations=5), iterations=5)
+        painted[k][skeletonize(liver)] = LIVER
+        painted[k][skeletonize(other)] = 99
     strokes.data_setitem(np.nonzero(painted), painted[np.nonzero(painted)])
     widget.background_spin.setValue(99)
     assert _apply(qtbot, widget, "Grow from seeds") == "done"

@@ -98,6 +98,7 @@ class SegmentWidget(QWidget):
         self.tabs.currentChanged.connect(self.update_preview)
         napari_viewer.dims.events.current_step.connect(self.update_preview)
         napari_viewer.dims.events.ndisplay.connect(self.update_preview)
+        napari_viewer.layers.events.removed.connect(self._removed)
         self._image_changed()
         self._labels_changed()
         self.runner.run_on_enter(self)
@@ -155,6 +156,8 @@ class SegmentWidget(QWidget):
     # --- layers --------------------------------------------------------------------
     def _image_changed(self, *_args) -> None:
         layer = self.image_combo.layer()
+        if self._image is not None and layer is self._image[0]:
+            return  # the layer list changed, not the image
         self._image = None
         self.preset_combo.clear()
         self.preset_combo.addItem(CUSTOM)
@@ -183,9 +186,10 @@ class SegmentWidget(QWidget):
 
     def _labels_changed(self, *_args) -> None:
         layer = self.labels_combo.layer()
-        self._watch(layer)
-        if layer is not None:
-            self.label_spin.setValue(max(int(layer.selected_label), 1))
+        if layer is not self._watched:  # else the layer list changed, not the chosen layer
+            self._watch(layer)
+            if layer is not None:
+                self.label_spin.setValue(max(int(layer.selected_label), 1))
         self._refresh_inside()
 
     def _watch(self, layer) -> None:
@@ -206,10 +210,16 @@ class SegmentWidget(QWidget):
             layer.mouse_drag_callbacks.append(self._on_click)
 
     def _selected_label(self, event) -> None:
-        self.label_spin.setValue(max(int(event.value), 1))
+        try:
+            self.label_spin.setValue(max(int(event.value), 1))
+        except RuntimeError:  # the widget is gone, the layer stays
+            pass
 
     def _refresh_inside(self, *_args) -> None:
-        current = self.inside_combo.currentData()
+        try:
+            current = self.inside_combo.currentData()
+        except RuntimeError:  # the widget is gone, the layer stays
+            return
         self.inside_combo.clear()
         self.inside_combo.addItem(EVERYWHERE, None)
         layer = self.labels_combo.layer()
@@ -232,13 +242,15 @@ class SegmentWidget(QWidget):
     # --- threshold preview ---------------------------------------------------------------
     def update_preview(self, *_args) -> None:
         """Draw the voxels in range on the displayed slice (threshold tab, 2D views only)."""
+        try:
+            wanted = self.preview_check.isChecked() and self.tabs.currentIndex() == 0
+        except RuntimeError:  # the widget is gone (viewer closing)
+            return
         if self._adding:
             return
-        wanted = self.preview_check.isChecked() and self.tabs.currentIndex() == 0 and self._image is not None
+        wanted = wanted and self._image is not None
         if not wanted:
-            if self._preview is not None and self._preview in self.viewer.layers:
-                self.viewer.layers.remove(self._preview)
-            self._preview, self._shown = None, None
+            self._drop_preview()
             return
         layer, volume = self._image
         if self._preview is None or self._preview not in self.viewer.layers \
@@ -251,9 +263,21 @@ class SegmentWidget(QWidget):
             mask = edit.threshold_slice(volume, low=low, high=high, axis=where[0], index=where[1])
         self._shown = seg.show_preview(self._preview, mask, where, self._shown)
 
+    def _removed(self, event) -> None:
+        if event.value is self._preview and not self._adding:  # the user (or closing) took it away
+            self._preview, self._shown = None, None
+            try:
+                self.preview_check.setChecked(False)
+            except RuntimeError:  # the widget is gone (viewer closing)
+                pass
+
+    def _drop_preview(self) -> None:
+        preview, self._preview, self._shown = self._preview, None, None
+        if preview is not None and preview in self.viewer.layers:
+            self.viewer.layers.remove(preview)
+
     def _add_preview(self, volume) -> None:
-        if self._preview is not None and self._preview in self.viewer.layers:
-            self.viewer.layers.remove(self._preview)
+        self._drop_preview()
         active = self.viewer.layers.selection.active
         data, kwargs, _ = seg.preview_data(volume)
         self._adding = True  # adding a layer moves the dims, which asks for a preview again

@@ -39,7 +39,7 @@ class PlaneCombo(QComboBox):
             pass
 
     def array_axis(self, affine_lps) -> int:
-        """The (i, j, k) axis across the chosen plane, for an array with voxel-to-LPS ``affine_lps``."""
+        """Return the (i, j, k) axis across the chosen plane, for an array with voxel-to-LPS ``affine_lps``."""
         return array_axis_across(affine_lps, int(self.currentData()))
 
 
