@@ -279,6 +279,17 @@ def surface_to_mesh(data: Sequence[Any], state: Mapping[str, Any] | None = None)
     return mesh.apply_transform(to_lps)
 
 
+def world_to_lps(position: Sequence[float]) -> np.ndarray:
+    """Turn a napari world point (z, y, x) in mm, e.g. a mouse event's ``position``, into LPS (x, y, z) mm.
+
+    Extra leading dimensions (time, channels) are dropped.
+    """
+    point = np.asarray(position, dtype=np.float64)[-3:]
+    if point.shape != (3,):
+        raise GeometryError(f"expected a 3D world point (z, y, x), got {tuple(position)}")
+    return (AXIS_SWAP @ np.append(point, 1.0))[:3]
+
+
 def array_axis_across(affine_lps: Any, world_axis: int) -> int:
     """Return the (i, j, k) array axis closest to napari world axis ``world_axis``.
 

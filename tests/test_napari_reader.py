@@ -33,7 +33,7 @@ def test_manifest_is_discovered_and_valid():
     assert "medrecon" in {m.name for m in pm.iter_manifests()}
     contributions = pm.get_manifest("medrecon").contributions
     assert {w.display_name for w in contributions.widgets} == {
-        "Reconstruct organs", "Mesh and export", "Complete from slices",
+        "Reconstruct organs", "Mesh and export", "Complete from slices", "Segment (edit labels)",
     }
     assert [s.key for s in contributions.sample_data] == ["abdominal_phantom"]
 

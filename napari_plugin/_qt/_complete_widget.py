@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QVBoxLayout, QWidget
 
 from medrecon.errors import InputError, MedreconError
-from napari_plugin._geometry import array_axis_across
 from napari_plugin._layers import (
     labelmap_from_layer,
     labels_layer_data,
@@ -15,12 +14,10 @@ from napari_plugin._layers import (
 )
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
+from napari_plugin._qt._slices import MethodCombo, PlaneCombo, network_available
 from napari_plugin._view import attach
 
-#: (label shown, napari world axis the slices are taken across)
-PLANES = (("Axial", 0), ("Coronal", 1), ("Sagittal", 2))
-#: (label shown, medrecon.completion method)
-METHODS = (("Image-to-shape network", "network"), ("Signed-distance interpolation", "sdf"))
+__all__ = ["CompleteWidget", "network_available"]
 
 
 class CompleteWidget(QWidget):
@@ -44,21 +41,8 @@ class CompleteWidget(QWidget):
         self.image_combo.setToolTip(
             "The image the organs were drawn on; the network uses it to follow organ edges (optional)"
         )
-        self.plane_combo = QComboBox()
-        for text, axis in PLANES:
-            self.plane_combo.addItem(text, axis)
-        self.plane_combo.setToolTip(
-            "The plane the slices were drawn in; follows the viewer's 2D view until you choose"
-        )
-        self.method_combo = QComboBox()
-        for text, key in METHODS:
-            self.method_combo.addItem(text, key)
-        self.method_combo.setToolTip(
-            "Image-to-shape network (learned shapes, needs the installed model) or "
-            "signed-distance interpolation between the drawn slices"
-        )
-        if not network_available():  # until a shape model is installed, the classical method works
-            self.method_combo.setCurrentIndex(self.method_combo.findData("sdf"))
+        self.plane_combo = PlaneCombo(napari_viewer)
+        self.method_combo = MethodCombo()
         self.runner = JobRunner("Complete", self)
         self.runner.run_button.clicked.connect(self.run)
         form = QFormLayout()
@@ -70,23 +54,7 @@ class CompleteWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.runner.widget)
         layout.addStretch(1)
-        self._follow_view = True
-        self.plane_combo.activated.connect(self._plane_chosen)
-        napari_viewer.dims.events.order.connect(self._view_changed)
-        self._view_changed()
         self.runner.run_on_enter(self)
-
-    def _plane_chosen(self, *_args) -> None:
-        self._follow_view = False
-
-    def _view_changed(self, *_args) -> None:
-        if not self._follow_view:
-            return
-        try:
-            across = self.viewer.dims.order[-3] if self.viewer.dims.ndim >= 3 else 0
-            self.plane_combo.setCurrentIndex(self.plane_combo.findData(int(across)))
-        except RuntimeError:  # widget already deleted while the viewer closes
-            pass
 
     def run(self):
         """Start the completion in a worker; returns it (or ``None`` on a bad setting, said in the status line)."""
@@ -100,7 +68,7 @@ class CompleteWidget(QWidget):
             image_layer = self.image_combo.layer()
             image = volume_from_layer(image_layer) if image_layer is not None else None
             method = str(self.method_combo.currentData())
-            axis = array_axis_across(sparse.affine, int(self.plane_combo.currentData()))
+            axis = self.plane_combo.array_axis(sparse.affine)
             name = f"{layer.name} completed"
             return self.runner.start(
                 complete, lambda result: self._show(result, name),
@@ -114,11 +82,3 @@ class CompleteWidget(QWidget):
         data, kwargs, _ = labels_layer_data(labels, name=name)
         replace_layer(self.viewer, name, Labels(data, **kwargs))
 
-
-def network_available() -> bool:
-    """Tell whether the default shape-completion model is installed."""
-    try:
-        from medrecon.completion.shape_net import DEFAULT_MODEL
-    except ImportError:
-        return False
-    return DEFAULT_MODEL.is_dir()

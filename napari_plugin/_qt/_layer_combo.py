@@ -8,6 +8,8 @@ from qtpy.QtWidgets import QComboBox, QWidget
 class LayerCombo(QComboBox):
     """Lists the viewer's layers of ``layer_type`` by name; ``optional`` adds a "(none)" entry.
 
+    Previews drawn by a widget (``metadata["medrecon"]["kind"] == "preview"``) are not listed.
+
     The newest layer is chosen unless the user picked another one (or "(none)").
     """
 
@@ -31,7 +33,8 @@ class LayerCombo(QComboBox):
             current = self.currentText()
         except RuntimeError:  # the Qt side is gone (viewer closing); nothing to update
             return
-        names = [layer.name for layer in self._viewer.layers if isinstance(layer, self._type)]
+        names = [layer.name for layer in self._viewer.layers
+                 if isinstance(layer, self._type) and not _is_preview(layer)]
         self.blockSignals(True)
         self.clear()
         if self._optional:
@@ -51,3 +54,8 @@ class LayerCombo(QComboBox):
             return None
         layer = self._viewer.layers[name]
         return layer if isinstance(layer, self._type) else None
+
+
+def _is_preview(layer) -> bool:
+    meta = layer.metadata.get("medrecon") if isinstance(layer.metadata, dict) else None
+    return isinstance(meta, dict) and meta.get("kind") == "preview"
