@@ -123,7 +123,10 @@ def labels_layer_data(labels: LabelMap, *, name: str | None = None) -> tuple:
     colours = label_colour_dict(names, present)
     colours[None] = np.array([0.8, 0.8, 0.8, 1.0])  # labels painted later stay visible
     kwargs["colormap"] = DirectLabelColormap(color_dict=colours)
-    return to_layer_array(labels.array), kwargs, "labels"
+    data = to_layer_array(labels.array)
+    if not data.flags.writeable:  # a LabelMap is a read-only view; users paint on the layer
+        data = data.copy()
+    return data, kwargs, "labels"
 
 
 def _features(names: Mapping[int, str], present: list[int]) -> Any:

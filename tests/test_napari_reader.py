@@ -115,6 +115,17 @@ def test_dicom_and_nifti_labels_line_up_in_world_mm(make_napari_viewer, totalseg
     assert 30 < np.median(hu) < 120, np.median(hu)
 
 
+def test_opened_label_file_can_be_painted_and_undone(make_napari_viewer, totalseg_dir):
+    viewer = make_napari_viewer()
+    [seg] = viewer.open(str(totalseg_dir / "example_seg.nii.gz"), plugin="medrecon")
+    before = np.array(seg.data)
+    spot = tuple(int(v) for v in np.argwhere(before == 0)[0])
+    seg.paint(spot, 7, refresh=False)  # the brush, as a user's click would apply it
+    assert np.asarray(seg.data)[spot] == 7
+    seg.undo()
+    np.testing.assert_array_equal(np.asarray(seg.data), before)
+
+
 def test_sample_data_is_the_seeded_phantom_and_lines_up(make_napari_viewer, small_phantom):
     volume, truth = small_phantom  # generated in memory; the sample went through files
     viewer = make_napari_viewer()
