@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
-from skimage.morphology import skeletonize  # noqa: E402
 
 from medrecon.edit import grow_from_seeds  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _builders import seed_strokes  # noqa: E402  (the same strokes as tests/test_edit.py)
+
 from medrecon.io import load, load_labels  # noqa: E402
 from medrecon.volume import LabelMap, Volume  # noqa: E402
 
@@ -52,18 +55,7 @@ def region(size: int = 256, slices: int = 100) -> tuple[Volume, LabelMap]:
 
 def strokes(ct: Volume, truth: LabelMap, organs: list[int]) -> LabelMap:
     """Skeletons of each organ and of the other body tissue, 5 mm in, on three slices."""
-    hu, lab = np.asarray(ct.array), np.asarray(truth.array)
-    steps = int(round(5.0 / ct.spacing[0]))
-    seeds = np.zeros(ct.shape, np.uint8)
-    for k in STROKE_SLICES:
-        near = np.zeros(ct.shape[:2], bool)
-        for organ in organs:
-            mask = lab[:, :, k] == organ
-            seeds[:, :, k][skeletonize(ndimage.binary_erosion(mask, iterations=steps))] = organ
-            near |= ndimage.binary_dilation(mask, iterations=steps)
-        body = ndimage.binary_fill_holes(hu[:, :, k] > -300)
-        seeds[:, :, k][skeletonize(ndimage.binary_erosion(body & ~near, iterations=steps))] = BACKGROUND
-    return LabelMap(seeds, ct.affine, names={o: truth.name_of(o) for o in organs})
+    return seed_strokes(ct, truth, organs, slices=STROKE_SLICES, background=BACKGROUND)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

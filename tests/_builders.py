@@ -252,3 +252,34 @@ def enhanced_ct(path: Path, positions, values, *, slope=2.0, intercept=-1000.0, 
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
     ds.PixelData = np.stack([values(k) for k in range(len(positions))]).astype("<i2").tobytes()
     save_dataset(ds, path, "1.2.840.10008.5.1.4.1.1.2.1", ExplicitVRLittleEndian)
+
+
+# --- a user's strokes for grow-from-seeds ----------------------------------------------------------
+
+
+def seed_strokes(ct, truth, organs, *, slices, background: int):
+    """Strokes as a user paints them: skeletons of each organ and of the other body tissue.
+
+    On the axial ``slices`` only; each organ's skeleton is taken 5 mm inside it, the other
+    tissue's (HU > -300, holes filled) 5 mm away from every organ, labelled ``background``.
+    Returns a LabelMap on the CT's grid named after ``truth``.
+    """
+    from scipy import ndimage
+    from skimage.morphology import skeletonize
+
+    from medrecon.volume import LabelMap
+
+    hu, lab = np.asarray(ct.array), np.asarray(truth.array)
+    steps = int(round(5.0 / ct.spacing[0]))
+    seeds = np.zeros(ct.shape, np.uint8)
+    for k in slices:
+        near = np.zeros(ct.shape[:2], bool)
+        for organ in organs:
+            mask = lab[:, :, k] == organ
+            seeds[:, :, k][skeletonize(ndimage.binary_erosion(mask, iterations=steps))] = organ
+            near |= ndimage.binary_dilation(mask, iterations=steps)
+        body = ndimage.binary_fill_holes(hu[:, :, k] > -300)
+        other = ndimage.binary_erosion(body & ~near, iterations=steps)
+        seeds[:, :, k][skeletonize(other)] = background
+    names = {o: truth.name_of(o) for o in organs} | {background: "background"}
+    return LabelMap(seeds, ct.affine, names=names)

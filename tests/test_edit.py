@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _builders import seed_strokes
 from scipy import ndimage
-from skimage.morphology import skeletonize
 
 from medrecon import edit
 from medrecon.completion import every_nth
@@ -190,21 +190,7 @@ def real_ct(totalseg_dir):
 
 
 def strokes(ct: Volume, truth: LabelMap, organs: list[int]) -> LabelMap:
-    """Skeletons of each organ and of the other tissue, shrunk by 5 mm, on three slices."""
-    hu, lab = np.asarray(ct.array), np.asarray(truth.array)
-    steps = int(round(5.0 / ct.spacing[0]))
-    seeds = np.zeros(ct.shape, np.uint8)
-    for k in STROKE_SLICES:
-        near = np.zeros(ct.shape[:2], bool)
-        for organ in organs:
-            mask = lab[:, :, k] == organ
-            seeds[:, :, k][skeletonize(ndimage.binary_erosion(mask, iterations=steps))] = organ
-            near |= ndimage.binary_dilation(mask, iterations=steps)
-        body = ndimage.binary_fill_holes(hu[:, :, k] > -300)
-        other = ndimage.binary_erosion(body & ~near, iterations=steps)
-        seeds[:, :, k][skeletonize(other)] = BACKGROUND
-    names = {o: truth.name_of(o) for o in organs} | {BACKGROUND: "background"}
-    return LabelMap(seeds, ct.affine, names=names)
+    return seed_strokes(ct, truth, organs, slices=STROKE_SLICES, background=BACKGROUND)
 
 
 @pytest.mark.parametrize("organ_names", [("liver",), ("liver", "spleen")])
