@@ -7,7 +7,9 @@ organs, in two variants:
 * ``organs``: the 10 organs as they are (compact boxes);
 * ``scattered``: the same with 300 false 3 x 3 x 3 blobs of every organ spread
   over the field of view, as a model's false positives in the arms are (each
-  organ's box is then the whole grid).
+  organ's box is then the whole grid);
+* ``organs_F``: ``organs`` with the labels and the CT in Fortran (column-major) order, as
+  NIfTI files load.
 
 Timed, one thread, best of ``--repeat`` runs after one untimed warm-up:
 
@@ -47,7 +49,11 @@ def _study(slices: int):
     for label in ORGANS:
         for i, j, k in rng.integers(0, np.array(scattered.shape) - 3, size=(300, 3)):
             scattered[i:i + 3, j:j + 3, k:k + 3] = label
-    return volume, {"organs": organs, "scattered": organs.replace(array=scattered)}
+    # the array order nibabel loads NIfTI files in, for the CT and the labels alike
+    fortran = (organs.replace(array=np.asfortranarray(organs.array)),
+               volume.replace(array=np.asfortranarray(volume.array)))
+    return volume, {"organs": (organs, volume), "scattered": (organs.replace(array=scattered), volume),
+                    "organs_F": fortran}
 
 
 def anchor(labels, volume) -> dict[int, dict]:
@@ -62,7 +68,7 @@ def anchor(labels, volume) -> dict[int, dict]:
             continue
         mask = lab == label
         idx = np.argwhere(mask)
-        edge = any(np.take(mask, end, axis=a).any() for a in range(3) for end in (0, -1))
+        edge = any(mask[(slice(None),) * a + (end,)].any() for a in range(3) for end in (0, -1))
         _, pieces = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
         out[int(label)] = {"voxels": len(idx), "mean_hu": float(hu[mask].mean()), "centroid": idx.mean(0),
                            "edge": edge, "pieces": pieces}
@@ -92,13 +98,14 @@ def main() -> None:
     volume, variants = _study(args.slices)
     print(f"study {'x'.join(map(str, volume.shape))} ready in {time.perf_counter() - t0:.1f} s (not timed)")
     print(f"{'labels':<10} {'medrecon s':>10} {'anchor s':>9} {'anchor/medrecon':>16}  verdicts")
-    for name, labels in variants.items():
+    for name, (labels, volume) in variants.items():
         confidence = {label: 0.95 for label in ORGANS}
         checks = check_organs(labels, volume, confidence=confidence)  # warm-up: imports, the anatomy table
-        ours = _best(lambda labels=labels, confidence=confidence: check_organs(labels, volume, confidence=confidence),
+        ours = _best(lambda labels=labels, volume=volume, confidence=confidence:
+                     check_organs(labels, volume, confidence=confidence),
                      args.repeat)
         plain = anchor(labels, volume)
-        theirs = _best(lambda labels=labels: anchor(labels, volume), args.repeat)
+        theirs = _best(lambda labels=labels, volume=volume: anchor(labels, volume), args.repeat)
         for label, c in checks.items():  # the two agree on what both measure
             assert round(plain[label]["voxels"] * labels.voxel_volume_mm3 / 1000, 2) == c.measured["label_volume_ml"]
             assert abs(plain[label]["mean_hu"] - c.measured["mean_hu"]) < 1e-2
