@@ -122,7 +122,17 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     values = np.asarray(ct.data)[tuple(kji.T)]
     assert np.median(values) > 300
 
+    # meshes in 3D, the CT in 2D (as 3D Slicer shows them); shown in 3D by the user, it is a plane
+    assert viewer.dims.ndisplay == 3 and bone.visible and not ct.visible
     assert ct.depiction == "plane"  # a CT plane under the meshes, not a volume hiding them
+    viewer.dims.ndisplay = 2
+    assert ct.visible and labels.visible and not bone.visible
+    viewer.dims.ndisplay = 3
+    assert not ct.visible and bone.visible
+    ct.visible = True  # the user's choice for the 3D view is kept
+    viewer.dims.ndisplay = 2
+    viewer.dims.ndisplay = 3
+    assert ct.visible
     # the Mesh and export widget shows the reconstruction's report without rebuilding
     mesh_widget = MeshExportWidget(viewer)
     qtbot.addWidget(mesh_widget)
