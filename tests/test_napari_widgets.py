@@ -174,6 +174,22 @@ def test_cancel_stops_a_running_job_and_adds_nothing(qtbot, seg_layer):
     assert widget.runner.run_button.isEnabled()
 
 
+def test_meshes_of_a_labels_layer_switch_to_3d_with_the_labels_already_hidden(qtbot, seg_layer):
+    viewer, layer = seg_layer
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.set_method("labels")
+    widget.labels_combo.setCurrentText(layer.name)
+    widget.organs_edit.setText("liver, spleen")
+    at_switch = []  # called after the view's own handler: what napari draws in the first 3D frame
+    viewer.dims.events.ndisplay.connect(lambda _e: at_switch.append(layer.visible), position="last")
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+    assert viewer.dims.ndisplay == 3 and at_switch == [False]  # never drawn as a 3D volume
+    assert sorted(s.name for s in viewer.layers if isinstance(s, napari.layers.Surface)) == ["liver", "spleen"]
+    viewer.dims.ndisplay = 2
+    assert layer.visible
+
+
 @pytest.mark.parametrize("method", ["sdf", "network"])
 def test_complete_widget_fills_organ_between_drawn_slices(qtbot, seg_layer, method):
     from napari_plugin._qt._complete_widget import network_available

@@ -201,6 +201,9 @@ class ReconstructWidget(QWidget):
             # OpenGL; shown there by the user, it is an axial plane under the meshes, not a volume
             show_as_plane(image)
             manage(image, "image", self.viewer.dims.ndisplay)
+        if method == "labels" and organ_meshes and source in self.viewer.layers:
+            # hidden in 3D before the switch, not after: napari would draw it as a 3D volume once
+            manage(source, "labels", self.viewer.dims.ndisplay)
         # 3D before the layers: each surface is drawn as it comes, not all at once at the end, and
         # the Labels layer goes in hidden (it hides in 3D), so napari does not make a 3D texture of it
         self.viewer.dims.ndisplay = 3
