@@ -9,7 +9,10 @@ viewer's dims and layers and keeps:
   screen (coronal and sagittal after a roll or transpose of the dims), anterior
   up in axial; the first 3D view faces the patient (anterior view, head up);
 * **what is shown where**: a Labels layer that has surfaces is hidden in 3D
-  (its blocks would cover the smooth surfaces) and shown in 2D; surfaces are
+  (its blocks would cover the smooth surfaces) and shown in 2D; so is the
+  image the surfaces were made from or drawn over (meshes in 3D, the image in
+  2D, as 3D Slicer shows them: with Mesa's software OpenGL the image's 3D
+  rendering is a good part of every 3D frame); surfaces are
   shown in 3D and drawn in 2D as their contours on the slice (one Vectors
   layer, :data:`CONTOURS_NAME`); what the user shows or hides in one view is
   remembered for that view;
@@ -37,7 +40,7 @@ CONTOURS_NAME = "surface contours"
 #: Width of the contour lines, mm.
 CONTOUR_WIDTH_MM = 1.5
 #: Visibility per view (2D, 3D) of each kind of managed layer, until the user changes it.
-DEFAULT_VISIBLE = {"labels": {2: True, 3: False}, "surface": {2: False, 3: True}, "contours": {2: True, 3: False}}
+DEFAULT_VISIBLE = {"image": {2: True, 3: False}, "labels": {2: True, 3: False}, "surface": {2: False, 3: True}, "contours": {2: True, 3: False}}
 
 _SYNCS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -80,14 +83,18 @@ def _meta(layer) -> dict:
 
 
 def manage(layer, kind: str, ndisplay: int) -> None:
-    """Give ``layer`` per-view visibility of ``kind`` (``labels``, ``surface``, ``contours``).
+    """Give ``layer`` per-view visibility of ``kind`` (``image``, ``labels``, ``surface``, ``contours``).
 
     Sets ``metadata["medrecon"]["visible_in"]`` (view -> shown) from
     :data:`DEFAULT_VISIBLE` where it is not set yet, and the layer's visibility
-    for the current view.
+    for the current view. An ``image`` keeps the visibility it has in the
+    current view (it was there before the surfaces).
     """
     meta = layer.metadata.setdefault(META_KEY, {})
-    shown = meta.setdefault("visible_in", dict(DEFAULT_VISIBLE[kind]))
+    default = dict(DEFAULT_VISIBLE[kind])
+    if kind == "image":
+        default[ndisplay] = bool(layer.visible)
+    shown = meta.setdefault("visible_in", default)
     layer.visible = bool(shown.get(ndisplay, True))
 
 

@@ -122,7 +122,17 @@ def test_reconstruct_with_bone_preset_adds_labels_and_surface(qtbot, make_napari
     values = np.asarray(ct.data)[tuple(kji.T)]
     assert np.median(values) > 300
 
+    # meshes in 3D, the CT in 2D (as 3D Slicer shows them); shown in 3D by the user, it is a plane
+    assert viewer.dims.ndisplay == 3 and bone.visible and not ct.visible
     assert ct.depiction == "plane"  # a CT plane under the meshes, not a volume hiding them
+    viewer.dims.ndisplay = 2
+    assert ct.visible and labels.visible and not bone.visible
+    viewer.dims.ndisplay = 3
+    assert not ct.visible and bone.visible
+    ct.visible = True  # the user's choice for the 3D view is kept
+    viewer.dims.ndisplay = 2
+    viewer.dims.ndisplay = 3
+    assert ct.visible
     # the Mesh and export widget shows the reconstruction's report without rebuilding
     mesh_widget = MeshExportWidget(viewer)
     qtbot.addWidget(mesh_widget)
@@ -162,6 +172,22 @@ def test_cancel_stops_a_running_job_and_adds_nothing(qtbot, seg_layer):
     assert worker.is_running is False
     assert [lyr.name for lyr in viewer.layers] == before
     assert widget.runner.run_button.isEnabled()
+
+
+def test_meshes_of_a_labels_layer_switch_to_3d_with_the_labels_already_hidden(qtbot, seg_layer):
+    viewer, layer = seg_layer
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.set_method("labels")
+    widget.labels_combo.setCurrentText(layer.name)
+    widget.organs_edit.setText("liver, spleen")
+    at_switch = []  # called after the view's own handler: what napari draws in the first 3D frame
+    viewer.dims.events.ndisplay.connect(lambda _e: at_switch.append(layer.visible), position="last")
+    assert _start_and_wait(qtbot, widget.runner, widget.run) == "done"
+    assert viewer.dims.ndisplay == 3 and at_switch == [False]  # never drawn as a 3D volume
+    assert sorted(s.name for s in viewer.layers if isinstance(s, napari.layers.Surface)) == ["liver", "spleen"]
+    viewer.dims.ndisplay = 2
+    assert layer.visible
 
 
 @pytest.mark.parametrize("method", ["sdf", "network"])

@@ -26,7 +26,7 @@ from napari_plugin._layers import (
 )
 from napari_plugin._qt._layer_combo import LayerCombo
 from napari_plugin._qt._runner import JobRunner
-from napari_plugin._view import attach
+from napari_plugin._view import attach, manage
 
 #: (label shown, ReconstructRequest.method)
 METHOD_CHOICES = (
@@ -197,7 +197,13 @@ class ReconstructWidget(QWidget):
         )
         image = source if method != "labels" else self.image_combo.layer()
         if image is not None and image in self.viewer.layers:
-            show_as_plane(image)  # an axial CT plane under the meshes, not a volume over them
+            # hidden in 3D (shown in 2D): drawing the CT is a good part of each 3D frame in software
+            # OpenGL; shown there by the user, it is an axial plane under the meshes, not a volume
+            show_as_plane(image)
+            manage(image, "image", self.viewer.dims.ndisplay)
+        if method == "labels" and organ_meshes and source in self.viewer.layers:
+            # hidden in 3D before the switch, not after: napari would draw it as a 3D volume once
+            manage(source, "labels", self.viewer.dims.ndisplay)
         # 3D before the layers: each surface is drawn as it comes, not all at once at the end, and
         # the Labels layer goes in hidden (it hides in 3D), so napari does not make a 3D texture of it
         self.viewer.dims.ndisplay = 3
