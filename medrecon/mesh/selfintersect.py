@@ -96,6 +96,44 @@ def _coplanar_overlap(ta: np.ndarray, tb: np.ndarray, n: np.ndarray, tol: float)
     return hit
 
 
+def _coplanar_apart(ta: np.ndarray, tb: np.ndarray, n: np.ndarray, tol: float) -> np.ndarray:
+    """Coplanar triangles that surely neither cross nor touch: :func:`_coplanar_overlap` would say no.
+
+    A cheap test in the plane's own 2D coordinates (seen along ``n``, as there):
+    each corner of either triangle lies more than ``2 tol`` outside some edge of
+    the other, and one edge's line has the other triangle wholly beyond it (a
+    separating line, so no edges cross). Triangles too thin for their
+    orientation to be told surely are left to the full test. Neighbouring
+    triangles of a flat patch (a surface's cut face) are mostly told apart here.
+    """
+    u = _unit(ta[:, 1] - ta[:, 0])
+    w = np.cross(n, u)  # (u, w, n) right-handed: 2D cross products are orient2 about n
+    rel_a, rel_b = ta - ta[:, :1], tb - ta[:, :1]
+    xa, ya = _dot(rel_a, u[:, None]), _dot(rel_a, w[:, None])
+    xb, yb = _dot(rel_b, u[:, None]), _dot(rel_b, w[:, None])
+    outside = {}
+    beyond = np.zeros(len(ta), dtype=bool)
+    ok = np.ones(len(ta), dtype=bool)
+    for name, (qx, qy, q3), (px, py) in (("a", (xa, ya, ta), (xb, yb)), ("b", (xb, yb, tb), (xa, ya))):
+        ex, ey = np.roll(qx, -1, axis=1) - qx, np.roll(qy, -1, axis=1) - qy  # edge k: corner k to k + 1
+        area = ex[:, 0] * ey[:, 1] - ey[:, 0] * ex[:, 1]
+        longest = np.max(ex * ex + ey * ey, axis=1)
+        # the full test takes the orientation's sign from the same quantity: it must be sure
+        ok &= np.abs(area) > 1e-6 * longest
+        sign = np.sign(area)
+        length = np.linalg.norm(np.roll(q3, -1, axis=1) - q3, axis=2)
+        out = np.zeros((len(ta), 3), dtype=bool)  # each corner of the other outside some edge
+        for k in range(3):
+            # signed distance of the other's corners from edge k's line, positive inside
+            d = sign[:, None] * (ex[:, k, None] * (py - qy[:, k, None]) - ey[:, k, None] * (px - qx[:, k, None]))
+            d = d / np.maximum(length[:, k, None], 1e-300)
+            far = d < -2.0 * tol
+            out |= far
+            beyond |= np.all(far, axis=1)
+        outside[name] = np.all(out, axis=1)
+    return ok & beyond & outside["a"] & outside["b"]
+
+
 def _disjoint_pairs(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
     """Exact test for triangles that share no vertex (closed triangles: touching counts)."""
     na, nb = _normals(ta), _normals(tb)
@@ -106,6 +144,8 @@ def _disjoint_pairs(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
     coplanar = np.all(db == 0, axis=1) | np.all(da == 0, axis=1)
     hit = np.zeros(len(ta), dtype=bool)
     flat = ~apart & coplanar
+    if np.any(flat):
+        flat[flat] = ~_coplanar_apart(ta[flat], tb[flat], na[flat], tol)
     if np.any(flat):
         hit[flat] = _coplanar_overlap(ta[flat], tb[flat], na[flat], tol)
     cross = ~apart & ~coplanar
