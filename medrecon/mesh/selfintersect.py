@@ -108,30 +108,34 @@ def _coplanar_apart(ta: np.ndarray, tb: np.ndarray, n: np.ndarray, tol: float) -
     """
     u = _unit(ta[:, 1] - ta[:, 0])
     w = np.cross(n, u)  # (u, w, n) right-handed: 2D cross products are orient2 about n
-    rel_a, rel_b = ta - ta[:, :1], tb - ta[:, :1]
-    xa, ya = _dot(rel_a, u[:, None]), _dot(rel_a, w[:, None])
-    xb, yb = _dot(rel_b, u[:, None]), _dot(rel_b, w[:, None])
-    outside = {}
+    corners = np.concatenate([ta, tb], axis=1)  # (N, 6, 3): a's corners, then b's
+    rel = corners - ta[:, :1]
+    x = np.ascontiguousarray(np.einsum("nkc,nc->kn", rel, u))  # (6, N), a row per corner
+    y = np.ascontiguousarray(np.einsum("nkc,nc->kn", rel, w))
+    side = np.linalg.norm(np.roll(corners.reshape(-1, 2, 3, 3), -1, axis=2) - corners.reshape(-1, 2, 3, 3), axis=3)
     beyond = np.zeros(len(ta), dtype=bool)
-    ok = np.ones(len(ta), dtype=bool)
-    for name, (qx, qy, q3), (px, py) in (("a", (xa, ya, ta), (xb, yb)), ("b", (xb, yb, tb), (xa, ya))):
-        ex, ey = np.roll(qx, -1, axis=1) - qx, np.roll(qy, -1, axis=1) - qy  # edge k: corner k to k + 1
-        area = ex[:, 0] * ey[:, 1] - ey[:, 0] * ex[:, 1]
-        longest = np.max(ex * ex + ey * ey, axis=1)
+    sure = np.ones(len(ta), dtype=bool)
+    inside_any = np.zeros(len(ta), dtype=bool)
+    for q, p in ((0, 3), (3, 0)):  # q: the triangle whose edges judge, p: the other
+        qx, qy = x[q:q + 3], y[q:q + 3]
+        ex = [qx[(k + 1) % 3] - qx[k] for k in range(3)]
+        ey = [qy[(k + 1) % 3] - qy[k] for k in range(3)]
+        area = ex[0] * ey[1] - ey[0] * ex[1]
+        longest = np.maximum(np.maximum(ex[0] ** 2 + ey[0] ** 2, ex[1] ** 2 + ey[1] ** 2), ex[2] ** 2 + ey[2] ** 2)
         # the full test takes the orientation's sign from the same quantity: it must be sure
-        ok &= np.abs(area) > 1e-6 * longest
-        sign = np.sign(area)
-        length = np.linalg.norm(np.roll(q3, -1, axis=1) - q3, axis=2)
-        out = np.zeros((len(ta), 3), dtype=bool)  # each corner of the other outside some edge
+        sure &= np.abs(area) > 1e-6 * longest
+        # margin scaled per edge: outside by more than 2 tol, along the 3D edge length
+        scale = -2.0 * tol * np.sign(area)[None] * side[:, q // 3].T  # (3 edges, N)
+        far = [[None] * 3 for _ in range(3)]  # far[k][c]: the other's corner c beyond edge k
         for k in range(3):
-            # signed distance of the other's corners from edge k's line, positive inside
-            d = sign[:, None] * (ex[:, k, None] * (py - qy[:, k, None]) - ey[:, k, None] * (px - qx[:, k, None]))
-            d = d / np.maximum(length[:, k, None], 1e-300)
-            far = d < -2.0 * tol
-            out |= far
-            beyond |= np.all(far, axis=1)
-        outside[name] = np.all(out, axis=1)
-    return ok & beyond & outside["a"] & outside["b"]
+            for c in range(3):
+                cross = ex[k] * (y[p + c] - qy[k]) - ey[k] * (x[p + c] - qx[k])
+                # sign * cross / length < -2 tol, with the sign and length moved over
+                far[k][c] = np.where(area > 0, cross < scale[k], cross > scale[k])
+            beyond |= far[k][0] & far[k][1] & far[k][2]
+        for c in range(3):
+            inside_any |= ~(far[0][c] | far[1][c] | far[2][c])
+    return sure & beyond & ~inside_any
 
 
 def _disjoint_pairs(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
