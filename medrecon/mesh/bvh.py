@@ -65,9 +65,9 @@ class BoxTree:
         node NaN (empty) where the level above needed the padding.
     leaf_size : int
         Boxes per leaf.
-    box_lo, box_hi : (3, leaf_size, L) ndarray of float64
+    box_lo, box_hi : (L, 3, leaf_size) ndarray of float64
         Bounds of the box in each slot of each leaf (grown by the build's
-        ``pad``); ``inf`` and ``-inf`` for an empty slot.
+        ``pad``), axis by axis; ``inf`` and ``-inf`` for an empty slot.
     """
 
     item: np.ndarray
@@ -118,8 +118,9 @@ class BoxTree:
             below_lo, below_hi = level_lo[-1], level_hi[-1]
             level_lo.append(np.fmin(below_lo[0::2], below_lo[1::2]))
             level_hi.append(np.fmax(below_hi[0::2], below_hi[1::2]))
-        box_lo = np.ascontiguousarray(slot_lo.reshape(n_leaves, leaf_size, 3).transpose(2, 1, 0))
-        box_hi = np.ascontiguousarray(slot_hi.reshape(n_leaves, leaf_size, 3).transpose(2, 1, 0))
+        # a leaf's boxes side by side in memory: comparing two leaves gathers two short rows
+        box_lo = np.ascontiguousarray(slot_lo.reshape(n_leaves, leaf_size, 3).transpose(0, 2, 1))
+        box_hi = np.ascontiguousarray(slot_hi.reshape(n_leaves, leaf_size, 3).transpose(0, 2, 1))
         return cls(item, tuple(level_lo[::-1]), tuple(level_hi[::-1]), leaf_size, box_lo, box_hi)
 
     @property
@@ -206,13 +207,13 @@ class BoxTree:
         chunk = max(1, PAIR_CHUNK // (k * k))
         for start in range(0, len(a), chunk):
             la, lb = a[start:start + chunk], b[start:start + chunk]
-            # (slot, slot, pair): the long axis last, where numpy's loops are fast
-            touch = np.ones((k, k, len(la)), dtype=bool)
-            for lo, hi in zip(self.box_lo, self.box_hi, strict=True):  # axis by axis: (k, L) each
-                touch &= lo[:, la][:, None] <= hi[:, lb][None]
-                touch &= lo[:, lb][None] <= hi[:, la][:, None]
-            touch &= upper[:, :, None] | (la != lb)
-            s, t, pair = np.nonzero(touch)
+            # (pair, slot, slot), each leaf's bounds gathered once as one row
+            a_lo, a_hi, b_lo, b_hi = self.box_lo[la], self.box_hi[la], self.box_lo[lb], self.box_hi[lb]
+            touch = upper | (la != lb)[:, None, None]
+            for axis in range(3):
+                touch &= a_lo[:, axis, :, None] <= b_hi[:, axis, None, :]
+                touch &= b_lo[:, axis, None, :] <= a_hi[:, axis, :, None]
+            pair, s, t = np.nonzero(touch)
             yield self.item[la[pair] * k + s], self.item[lb[pair] * k + t]
 
 
