@@ -187,20 +187,20 @@ class BoxTree:
         """
         a = np.zeros(1, dtype=np.int64)
         b = np.zeros(1, dtype=np.int64)
+        valid = np.ones(1, dtype=bool)
         for level in range(self.depth + 1):
             lo, hi = self.lo[level], self.hi[level]
             touch = (lo[a] <= hi[b]) & (lo[b] <= hi[a])
-            keep = touch[:, 0] & touch[:, 1] & touch[:, 2]
+            keep = touch[:, 0] & touch[:, 1] & touch[:, 2] & valid
             a, b = a[keep], b[keep]
             if level == self.depth:
                 break
-            same = a == b
-            # a node with itself: (2a, 2a), (2a, 2a+1), (2a+1, 2a+1); two nodes: all four
-            sa, sb = a[same], b[same]
-            da, db = a[~same], b[~same]
-            na = np.concatenate([2 * sa, 2 * sa, 2 * sa + 1, *(2 * da + k for k in (0, 0, 1, 1))])
-            nb = np.concatenate([2 * sb, 2 * sb + 1, 2 * sb + 1, *(2 * db + k for k in (0, 1, 0, 1))])
-            a, b = na, nb
+            # each pair's four children next to one another, so the frontier stays in the
+            # nodes' (Morton) order and its gathers stay near in memory on large trees;
+            # a node with itself drops (2a+1, 2a), the same pair as (2a, 2a+1)
+            valid = ~((a == b)[:, None] & np.array([False, False, True, False])).ravel()
+            a = (2 * a[:, None] + np.array([0, 0, 1, 1])).ravel()
+            b = (2 * b[:, None] + np.array([0, 1, 0, 1])).ravel()
         k = self.leaf_size
         # within one leaf, each slot pair once: s < t
         upper = np.triu(np.ones((k, k), dtype=bool), 1)
