@@ -13,8 +13,11 @@ the vertex in one crosses the other (or, coplanar, when their corners at the
 vertex overlap). Most candidate pairs of a smooth mesh are such neighbours;
 where their shared vertex has a simple fan (its faces, seen along their mean
 normal, all face the viewer and go round it once) they cannot overlap and skip
-the exact test. Coincident vertices are merged first, so an unwelded mesh (an
-STL file) is judged by its geometry.
+the exact test. Coplanar pairs that share no corner (the faces of a flat cut,
+where many boxes overlap) are first told apart by a separating edge line in their
+plane, and take the full coplanar test only where that cannot clear them.
+Coincident vertices are merged first, so an unwelded mesh (an STL file) is
+judged by its geometry.
 
 Distances within ``1e-9`` of the mesh's size count as zero (plane tests), so
 coplanar neighbours of a flat marching-cubes patch are recognised as such;
