@@ -109,6 +109,31 @@ def test_coplanar_folds_agree_with_meshfix(seed):
     assert set(np.unique(intersecting_pairs(mesh)).tolist()) == meshfix_selection(mesh)
 
 
+@pytest.mark.parametrize("shift", [(0.3, 0.2), (1.0, 0.5), (2.0, 0.25), (0.5, 1e-3), (4.0, 0.0), (6.5, 0.5)])
+def test_coplanar_pieces_agree_with_meshfix(shift):
+    # a flat-topped box and a copy of its top moved within the top plane: coplanar faces
+    # that share no corner overlap, touch along edges and at corners, or lie apart
+    mask = np.zeros((8, 8, 8), bool)
+    mask[2:6, 2:6, 2:6] = True
+    box = mask_surface(mask, np.eye(4))
+    vertices = np.asarray(box.vertices, dtype=np.float64)
+    faces = np.asarray(box.faces)
+    top = faces[np.all(np.isclose(vertices[faces][:, :, 2], vertices[:, 2].max()), axis=1)]
+    copy = vertices + [shift[0], shift[1], 0.0]
+    mesh = TriangleMesh(np.vstack([vertices, copy]), np.vstack([faces, top + len(vertices)]))
+    assert set(np.unique(intersecting_pairs(mesh)).tolist()) == meshfix_selection(mesh)
+
+
+def test_coplanar_triangles_touching_at_a_point_intersect():
+    # ground truth by construction: a corner of the second lies on an edge of the first
+    first = [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]
+    for gap, expected in ((0.0, 1), (1e-3, 0), (-1e-3, 1)):
+        c = 1.0 + gap  # (c, c) lies on the first's hypotenuse x + y = 2 when gap is 0
+        second = [[c, c, 0.0], [c + 1.0, c, 0.0], [c, c + 1.0, 0.0]]
+        mesh = TriangleMesh(np.array(first + second), np.array([[0, 1, 2], [3, 4, 5]]))
+        assert count_self_intersections(mesh) == expected
+
+
 def test_neighbours_count_only_when_they_overlap():
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0.2, 0.3, 0], [0, 0, 1], [0.3, 0.3, -1.0]], float)
     fold = TriangleMesh(v, [[0, 1, 2], [1, 0, 4]])  # edge 0-1 shared, coplanar, same side: overlap

@@ -65,9 +65,9 @@ class BoxTree:
         node NaN (empty) where the level above needed the padding.
     leaf_size : int
         Boxes per leaf.
-    box_lo, box_hi : (3, leaf_size, L) ndarray of float64
+    box_lo, box_hi : (L, 3, leaf_size) ndarray of float64
         Bounds of the box in each slot of each leaf (grown by the build's
-        ``pad``); ``inf`` and ``-inf`` for an empty slot.
+        ``pad``), axis by axis; ``inf`` and ``-inf`` for an empty slot.
     """
 
     item: np.ndarray
@@ -118,8 +118,9 @@ class BoxTree:
             below_lo, below_hi = level_lo[-1], level_hi[-1]
             level_lo.append(np.fmin(below_lo[0::2], below_lo[1::2]))
             level_hi.append(np.fmax(below_hi[0::2], below_hi[1::2]))
-        box_lo = np.ascontiguousarray(slot_lo.reshape(n_leaves, leaf_size, 3).transpose(2, 1, 0))
-        box_hi = np.ascontiguousarray(slot_hi.reshape(n_leaves, leaf_size, 3).transpose(2, 1, 0))
+        # a leaf's boxes side by side in memory: comparing two leaves gathers two short rows
+        box_lo = np.ascontiguousarray(slot_lo.reshape(n_leaves, leaf_size, 3).transpose(0, 2, 1))
+        box_hi = np.ascontiguousarray(slot_hi.reshape(n_leaves, leaf_size, 3).transpose(0, 2, 1))
         return cls(item, tuple(level_lo[::-1]), tuple(level_hi[::-1]), leaf_size, box_lo, box_hi)
 
     @property
@@ -186,33 +187,33 @@ class BoxTree:
         """
         a = np.zeros(1, dtype=np.int64)
         b = np.zeros(1, dtype=np.int64)
+        valid = np.ones(1, dtype=bool)
         for level in range(self.depth + 1):
             lo, hi = self.lo[level], self.hi[level]
             touch = (lo[a] <= hi[b]) & (lo[b] <= hi[a])
-            keep = touch[:, 0] & touch[:, 1] & touch[:, 2]
+            keep = touch[:, 0] & touch[:, 1] & touch[:, 2] & valid
             a, b = a[keep], b[keep]
             if level == self.depth:
                 break
-            same = a == b
-            # a node with itself: (2a, 2a), (2a, 2a+1), (2a+1, 2a+1); two nodes: all four
-            sa, sb = a[same], b[same]
-            da, db = a[~same], b[~same]
-            na = np.concatenate([2 * sa, 2 * sa, 2 * sa + 1, *(2 * da + k for k in (0, 0, 1, 1))])
-            nb = np.concatenate([2 * sb, 2 * sb + 1, 2 * sb + 1, *(2 * db + k for k in (0, 1, 0, 1))])
-            a, b = na, nb
+            # each pair's four children next to one another, so the frontier stays in the
+            # nodes' (Morton) order and its gathers stay near in memory on large trees;
+            # a node with itself drops (2a+1, 2a), the same pair as (2a, 2a+1)
+            valid = ~((a == b)[:, None] & np.array([False, False, True, False])).ravel()
+            a = (2 * a[:, None] + np.array([0, 0, 1, 1])).ravel()
+            b = (2 * b[:, None] + np.array([0, 1, 0, 1])).ravel()
         k = self.leaf_size
         # within one leaf, each slot pair once: s < t
         upper = np.triu(np.ones((k, k), dtype=bool), 1)
         chunk = max(1, PAIR_CHUNK // (k * k))
         for start in range(0, len(a), chunk):
             la, lb = a[start:start + chunk], b[start:start + chunk]
-            # (slot, slot, pair): the long axis last, where numpy's loops are fast
-            touch = np.ones((k, k, len(la)), dtype=bool)
-            for lo, hi in zip(self.box_lo, self.box_hi, strict=True):  # axis by axis: (k, L) each
-                touch &= lo[:, la][:, None] <= hi[:, lb][None]
-                touch &= lo[:, lb][None] <= hi[:, la][:, None]
-            touch &= upper[:, :, None] | (la != lb)
-            s, t, pair = np.nonzero(touch)
+            # (pair, slot, slot), each leaf's bounds gathered once as one row
+            a_lo, a_hi, b_lo, b_hi = self.box_lo[la], self.box_hi[la], self.box_lo[lb], self.box_hi[lb]
+            touch = upper | (la != lb)[:, None, None]
+            for axis in range(3):
+                touch &= a_lo[:, axis, :, None] <= b_hi[:, axis, None, :]
+                touch &= b_lo[:, axis, None, :] <= a_hi[:, axis, :, None]
+            pair, s, t = np.nonzero(touch)
             yield self.item[la[pair] * k + s], self.item[lb[pair] * k + t]
 
 

@@ -13,8 +13,11 @@ the vertex in one crosses the other (or, coplanar, when their corners at the
 vertex overlap). Most candidate pairs of a smooth mesh are such neighbours;
 where their shared vertex has a simple fan (its faces, seen along their mean
 normal, all face the viewer and go round it once) they cannot overlap and skip
-the exact test. Coincident vertices are merged first, so an unwelded mesh (an
-STL file) is judged by its geometry.
+the exact test. Coplanar pairs that share no corner (the faces of a flat cut,
+where many boxes overlap) are first told apart by a separating edge line in their
+plane, and take the full coplanar test only where that cannot clear them.
+Coincident vertices are merged first, so an unwelded mesh (an STL file) is
+judged by its geometry.
 
 Distances within ``1e-9`` of the mesh's size count as zero (plane tests), so
 coplanar neighbours of a flat marching-cubes patch are recognised as such;
@@ -96,6 +99,48 @@ def _coplanar_overlap(ta: np.ndarray, tb: np.ndarray, n: np.ndarray, tol: float)
     return hit
 
 
+def _coplanar_apart(ta: np.ndarray, tb: np.ndarray, n: np.ndarray, tol: float) -> np.ndarray:
+    """Coplanar triangles that surely neither cross nor touch: :func:`_coplanar_overlap` would say no.
+
+    A cheap test in the plane's own 2D coordinates (seen along ``n``, as there):
+    each corner of either triangle lies more than ``2 tol`` outside some edge of
+    the other, and one edge's line has the other triangle wholly beyond it (a
+    separating line, so no edges cross). Triangles too thin for their
+    orientation to be told surely are left to the full test. Neighbouring
+    triangles of a flat patch (a surface's cut face) are mostly told apart here.
+    """
+    u = _unit(ta[:, 1] - ta[:, 0])
+    w = np.cross(n, u)  # (u, w, n) right-handed: 2D cross products are orient2 about n
+    corners = np.concatenate([ta, tb], axis=1)  # (N, 6, 3): a's corners, then b's
+    rel = corners - ta[:, :1]
+    x = np.ascontiguousarray(np.einsum("nkc,nc->kn", rel, u))  # (6, N), a row per corner
+    y = np.ascontiguousarray(np.einsum("nkc,nc->kn", rel, w))
+    side = np.linalg.norm(np.roll(corners.reshape(-1, 2, 3, 3), -1, axis=2) - corners.reshape(-1, 2, 3, 3), axis=3)
+    beyond = np.zeros(len(ta), dtype=bool)
+    sure = np.ones(len(ta), dtype=bool)
+    inside_any = np.zeros(len(ta), dtype=bool)
+    for q, p in ((0, 3), (3, 0)):  # q: the triangle whose edges judge, p: the other
+        qx, qy = x[q:q + 3], y[q:q + 3]
+        ex = [qx[(k + 1) % 3] - qx[k] for k in range(3)]
+        ey = [qy[(k + 1) % 3] - qy[k] for k in range(3)]
+        area = ex[0] * ey[1] - ey[0] * ex[1]
+        longest = np.maximum(np.maximum(ex[0] ** 2 + ey[0] ** 2, ex[1] ** 2 + ey[1] ** 2), ex[2] ** 2 + ey[2] ** 2)
+        # the full test takes the orientation's sign from the same quantity: it must be sure
+        sure &= np.abs(area) > 1e-6 * longest
+        # margin scaled per edge: outside by more than 2 tol, along the 3D edge length
+        scale = -2.0 * tol * np.sign(area)[None] * side[:, q // 3].T  # (3 edges, N)
+        far = [[None] * 3 for _ in range(3)]  # far[k][c]: the other's corner c beyond edge k
+        for k in range(3):
+            for c in range(3):
+                cross = ex[k] * (y[p + c] - qy[k]) - ey[k] * (x[p + c] - qx[k])
+                # sign * cross / length < -2 tol, with the sign and length moved over
+                far[k][c] = np.where(area > 0, cross < scale[k], cross > scale[k])
+            beyond |= far[k][0] & far[k][1] & far[k][2]
+        for c in range(3):
+            inside_any |= ~(far[0][c] | far[1][c] | far[2][c])
+    return sure & beyond & ~inside_any
+
+
 def _disjoint_pairs(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
     """Exact test for triangles that share no vertex (closed triangles: touching counts)."""
     na, nb = _normals(ta), _normals(tb)
@@ -106,6 +151,8 @@ def _disjoint_pairs(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
     coplanar = np.all(db == 0, axis=1) | np.all(da == 0, axis=1)
     hit = np.zeros(len(ta), dtype=bool)
     flat = ~apart & coplanar
+    if np.any(flat):
+        flat[flat] = ~_coplanar_apart(ta[flat], tb[flat], na[flat], tol)
     if np.any(flat):
         hit[flat] = _coplanar_overlap(ta[flat], tb[flat], na[flat], tol)
     cross = ~apart & ~coplanar
