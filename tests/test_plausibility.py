@@ -27,6 +27,7 @@ from medrecon.models.inference import choose_fusion
 from medrecon.models.nets import NetSpec
 from medrecon.phantom import PhantomConfig, make_phantom
 from medrecon.pipeline import ReconstructConfig, reconstruct
+from medrecon.pipeline.segment import segment_study
 from medrecon.sources import NetworkSource
 from medrecon.sources.plausibility import check_organs, require_ct
 from medrecon.volume import LabelMap
@@ -221,6 +222,19 @@ def test_segment_on_a_head_ct_writes_nothing_and_fails(tmp_path, data_dir, capsy
     assert rep["organs"] and not any(o["plausible"] or o["kept"] for o in rep["organs"])
     for o in rep["organs"]:
         assert f"{o['name']}: left out, implausible ({'; '.join(o['reasons'])})" in captured.out
+
+
+def test_segment_study_with_a_preset_labels_the_hu_range_and_refuses_mr(data_dir, totalseg_dir):
+    ct = load(totalseg_dir / "example_ct_sm.nii.gz")
+    result = segment_study(ct, config=ReconstructConfig.for_preset("bone"))
+    bone = np.asarray(result.labels.array) > 0
+    hu = np.asarray(ct.array)
+    # presets get the modality check, not the organ checks: the mask is the preset's own
+    assert bone.any() and np.median(hu[bone]) > 300
+    assert not any("plausible" in o and not o["plausible"] for o in result.report["organs"])
+    assert np.mean(hu[bone] < 150) < 0.05  # what the bone preset promises on real CTs
+    with pytest.raises(ImageKindError, match="not a CT"):
+        segment_study(load(data_dir / "nibabel_mr" / "anatomical.nii"), config=ReconstructConfig.for_preset("bone"))
 
 
 def test_mr_is_refused_by_the_ct_model_and_the_presets(tmp_path, data_dir, capsys):
