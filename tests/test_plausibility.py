@@ -349,3 +349,17 @@ def test_the_confidence_check_flags_the_bad_organs_of_an_unseen_phantom():
             assert any("the model is unsure" in r for r in check.reasons), (check.name, check.confidence)
             bad.add(check.name)
     assert {"spleen", "kidney_left", "aorta"} <= bad
+
+
+@pytest.mark.parametrize("lab_order", ["C", "F"])
+@pytest.mark.parametrize("hu_order", ["C", "F"])
+def test_label_sums_are_the_same_in_every_array_order(lab_order, hu_order):
+    from medrecon.sources.measure import label_sums
+
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 12, (60, 50, 40)).astype(np.uint8)
+    lab[lab < 5] = 0
+    hu = rng.normal(0.0, 100.0, lab.shape).astype(np.float32)
+    counts, sums = label_sums(np.asarray(lab, order=lab_order), np.asarray(hu, order=hu_order))
+    assert np.array_equal(counts[5:], np.bincount(lab.ravel(), minlength=12)[5:])
+    np.testing.assert_allclose(sums[5:], np.bincount(lab.ravel(), weights=hu.ravel(), minlength=12)[5:])

@@ -101,11 +101,16 @@ def label_sums(lab: np.ndarray, values: np.ndarray | None) -> tuple[np.ndarray, 
     for start in range(0, n, per):
         slab = tuple(slice(start, start + per) if a == axis else slice(None) for a in range(lab.ndim))
         part = lab[slab]
-        inside = part > 0
-        ids = part[inside].astype(np.intp, copy=False)
+        cells = None if values is None else values[slab]
+        # flattened in memory order where both allow it: boolean indexing walks C order,
+        # which strides through a Fortran-ordered (NIfTI) slab
+        order = "F" if part.flags.f_contiguous and (cells is None or cells.flags.f_contiguous) else "C"
+        flat = part.ravel(order)
+        inside = flat > 0
+        ids = flat[inside].astype(np.intp, copy=False)
         counts += np.bincount(ids, minlength=top)
         if sums is not None:
-            sums += np.bincount(ids, weights=values[slab][inside], minlength=top)
+            sums += np.bincount(ids, weights=cells.ravel(order)[inside], minlength=top)
     return counts, sums
 
 
