@@ -283,3 +283,11 @@ def seed_strokes(ct, truth, organs, *, slices, background: int):
         seeds[:, :, k][skeletonize(other)] = background
     names = {o: truth.name_of(o) for o in organs} | {background: "background"}
     return LabelMap(seeds, ct.affine, names=names)
+
+
+def hollow_shell(*, outer_mm: float = 5.0, wall_mm: float = 1.5, voxel_mm: float = 0.15):
+    """A spherical shell around CENTRE on an oblique, reflected grid: (mask, affine)."""
+    affine, shape = oblique_grid((voxel_mm,) * 3, outer_mm + 0.4)
+    assert np.linalg.det(affine[:3, :3]) < 0
+    r = np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1).reshape(shape)
+    return (r <= outer_mm) & (r > outer_mm - wall_mm), affine

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 import trimesh
-from _builders import CENTRE, oblique_grid, world_points
+from _builders import CENTRE, hollow_shell, oblique_grid, world_points
 
 from medrecon.cli import main
 from medrecon.io import save
@@ -33,10 +33,7 @@ def run_mesh(tmp_path, mask, affine, *options, name="part"):
 @pytest.fixture(scope="module")
 def shell(tmp_path_factory):
     """A spherical shell, outer radius 5 mm, wall 1.5 mm, on an oblique reflected 0.15 mm grid."""
-    affine, shape = oblique_grid((0.15, 0.15, 0.15), 5.4)
-    assert np.linalg.det(affine[:3, :3]) < 0
-    r = np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1).reshape(shape)
-    return (r <= 5.0) & (r > 3.5), affine
+    return hollow_shell()
 
 
 @pytest.fixture(scope="module")

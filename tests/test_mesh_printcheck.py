@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 import trimesh
-from _builders import CENTRE, oblique_grid, world_points
+from _builders import CENTRE, hollow_shell, oblique_grid, world_points
 
 from medrecon.io import load_labels, save
 from medrecon.mesh.printcheck import (
@@ -163,10 +163,7 @@ def test_clean_organ_surface_has_none_welded_or_not(tmp_path):
 @pytest.fixture(scope="module")
 def hollow_sphere(tmp_path_factory):
     """A spherical shell, outer radius 5 mm, wall 1.5 mm, on an oblique reflected 0.15 mm grid: (mask, affine)."""
-    affine, shape = oblique_grid((0.15, 0.15, 0.15), 5.4)
-    assert np.linalg.det(affine[:3, :3]) < 0
-    r = np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1).reshape(shape)
-    return (r <= 5.0) & (r > 3.5), affine
+    return hollow_shell()
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.5])

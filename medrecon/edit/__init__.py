@@ -19,7 +19,7 @@ from medrecon.edit.grow import GROW_MM, grow_from_seeds
 from medrecon.errors import EmptySegmentationError, InputError
 from medrecon.progress import ProgressFn
 from medrecon.sources.mask_steps import bounding_box
-from medrecon.sources.presets import threshold_mask
+from medrecon.sources.presets import check_range, in_range, threshold_mask
 from medrecon.volume import LabelMap, Volume
 
 __all__ = ["GROW_MM", "fill_between_slices", "grow_from_seeds", "keep_island", "margin", "remove_islands",
@@ -28,11 +28,6 @@ __all__ = ["GROW_MM", "fill_between_slices", "grow_from_seeds", "keep_island", "
 
 #: Face-connected pieces, as the shells marching cubes makes from a mask.
 _FACES = ndimage.generate_binary_structure(3, 1)
-
-
-def _check_range(low: float | None, high: float | None) -> None:
-    if low is not None and high is not None and low > high:
-        raise InputError(f"threshold range {low:g}..{high:g} is empty: LOW must not be above HIGH")
 
 
 def threshold(image: Volume, *, low: float | None, high: float | None,
@@ -62,7 +57,6 @@ def threshold(image: Volume, *, low: float | None, high: float | None,
     InputError
         If ``low`` is above ``high`` or ``inside`` is not on the image's grid.
     """
-    _check_range(low, high)
     mask = threshold_mask(image, low, high, name="threshold", ct_only=False)
     if inside is not None:
         inside = np.asarray(inside, dtype=bool)
@@ -91,18 +85,14 @@ def threshold_slice(image: Volume, *, low: float | None, high: float | None, axi
     Returns
     -------
     2D ndarray of bool
-        ``np.take(image.array, index, axis)`` in range.
+        Slice ``index`` across ``axis`` in range.
     """
-    _check_range(low, high)
+    check_range(low, high, units="")
     if axis not in (0, 1, 2) or not 0 <= index < image.shape[axis]:
         raise InputError(f"slice {index} across axis {axis} is outside the image {image.shape}")
-    plane = np.take(np.asarray(image.array), index, axis=axis)
-    mask = np.ones(plane.shape, dtype=bool)
-    if low is not None:
-        mask &= plane >= low
-    if high is not None:
-        mask &= plane <= high
-    return mask
+    # a plain slice: np.take would copy a Fortran-ordered image whole on every slider move
+    plane = np.asarray(image.array)[(slice(None),) * axis + (index,)]
+    return in_range(plane, low, high)
 
 
 def _chosen(labels: LabelMap, label: int | None) -> list[int]:

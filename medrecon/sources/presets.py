@@ -44,7 +44,7 @@ from medrecon.volume import LabelMap, Volume
 __all__ = [
     "BODY_GRID_MM", "BODY_MIN_FRACTION", "STEP_OPS", "Preset", "PresetSource", "apply_presets",
     "body_mask", "custom_threshold", "get_preset", "load_presets", "parse_hu_range", "preset_mask",
-    "threshold_mask", "with_threshold",
+    "check_range", "in_range", "threshold_mask", "with_threshold",
 ]
 
 
@@ -246,6 +246,25 @@ def _check_ct(volume: Volume) -> None:
         raise InputError(f"presets need values in HU; this volume is in {volume.units!r}")
 
 
+def check_range(low: float | None, high: float | None, *, units: str = "HU ") -> None:
+    """Raise :class:`InputError` when ``low`` is above ``high`` (an empty range)."""
+    if low is not None and high is not None and low > high:
+        raise InputError(f"{units}range {_fmt_range(low, high)} is empty: LOW must not be above HIGH")
+
+
+def in_range(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """``low <= values <= high`` as a bool array; ``None`` leaves that end open.
+
+    The comparison every threshold makes (presets, custom ranges, a slice preview).
+    """
+    mask = np.ones(values.shape, dtype=bool)
+    if low is not None:
+        mask &= values >= low
+    if high is not None:
+        mask &= values <= high
+    return mask
+
+
 def threshold_mask(
     volume: Volume,
     low: float | None,
@@ -290,8 +309,7 @@ def threshold_mask(
     """
     if ct_only:
         _check_ct(volume)
-    if low is not None and high is not None and low > high:
-        raise InputError(f"HU range {_fmt_range(low, high)} is empty: LOW must not be above HIGH")
+    check_range(low, high, units="HU " if ct_only else "")
     steps = tuple(dict(s) for s in steps)
     check_steps(steps, name)
     hu = np.asarray(volume.array)
@@ -301,11 +319,7 @@ def threshold_mask(
         swapped = volume.replace(array=hu.T, affine=volume.affine[:, [2, 1, 0, 3]])
         return threshold_mask(swapped, low, high, steps=steps, name=name, ct_only=ct_only,
                               progress=progress).T
-    mask = np.ones(hu.shape, dtype=bool)
-    if low is not None:
-        mask &= hu >= low
-    if high is not None:
-        mask &= hu <= high
+    mask = in_range(hu, low, high)
     n = len(steps) + 1
     report(progress, f"preset {name}", 1 / n)
     # work inside the bounding box of the thresholded voxels (+ the largest filter reach)
