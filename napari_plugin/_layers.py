@@ -278,7 +278,8 @@ def show_reconstruction(
     list of napari layers
         The Labels layer (``None`` if ``labels`` is ``None``) then the surfaces.
     """
-    return [layer for layer in reconstruction_steps(viewer, labels, organ_meshes, name=name, display=display)]
+    first, *rest = reconstruction_steps(viewer, labels, organ_meshes, name=name, display=display)
+    return [first, *(layer for layer in rest if layer is not None)]
 
 
 def reconstruction_steps(
@@ -299,6 +300,12 @@ def reconstruction_steps(
     the surfaces in 2D, where their contours on the slice are drawn
     (:mod:`napari_plugin._view`).
 
+    The surfaces go in hidden (:func:`~._view.hold`) and are shown once all
+    are in, a few per step (:func:`~._view.release`): napari redraws the
+    whole scene after every change, so adding them visible costs each
+    addition a frame of everything added so far (on software OpenGL, 0.1 s
+    and more with 40 organs), where a hidden one costs its own addition only.
+
     Parameters
     ----------
     viewer : napari.Viewer
@@ -316,11 +323,12 @@ def reconstruction_steps(
     Yields
     ------
     napari layer or None
-        The Labels layer (``None`` if ``labels`` is ``None``), then each surface.
+        The Labels layer (``None`` if ``labels`` is ``None``), then each
+        surface as it is added, then ``None`` for each surface shown.
     """
     from napari.layers import Labels, Surface
 
-    from napari_plugin._view import attach, manage
+    from napari_plugin._view import attach, hold, manage, release
 
     sync = attach(viewer)
     layer = None
@@ -336,10 +344,11 @@ def reconstruction_steps(
         if organ_meshes:
             manage(layer, "labels", viewer.dims.ndisplay)
     if labels is not None:
-        replace_layer(viewer, name, layer)
+        replace_layer(viewer, name, layer, activate=False)
     yield layer if labels is not None else None
-    shown = list(display) if display is not None else [None] * len(organ_meshes)
-    for om, lighter in zip(organ_meshes, shown, strict=True):
+    lighter_meshes = list(display) if display is not None else [None] * len(organ_meshes)
+    added = []
+    for om, lighter in zip(organ_meshes, lighter_meshes, strict=True):
         (verts, faces), kwargs, _ = surface_layer_data(
             om.trimesh(), name=om.name, label=om.label,
             display=None if lighter is None else lighter.to_trimesh(),
@@ -356,17 +365,24 @@ def reconstruction_steps(
         )
         surface = Surface((verts, faces), **kwargs)
         _keep_views(existing, surface)
-        manage(surface, "surface", viewer.dims.ndisplay)  # the view may change between steps
+        manage(surface, "surface", viewer.dims.ndisplay)
+        hold(surface)
         if existing is not None:
             # replace, not edit: vertex count and colours change together
-            index = viewer.layers.index(existing)
-            viewer.layers.insert(index, surface)
+            insert_layer(viewer, viewer.layers.index(existing), surface, activate=False)
             viewer.layers.remove(existing)
             surface.name = om.name  # napari renamed it while both were in
         else:
-            viewer.layers.append(surface)
+            insert_layer(viewer, len(viewer.layers), surface, activate=False)
+        added.append(surface)
         yield surface
+    for surface in added:
+        if surface in viewer.layers:
+            release(surface, viewer.dims.ndisplay)  # the view may have changed since it went in
+        yield None
     sync.update_contours()
+    if labels is not None and layer in viewer.layers:
+        viewer.layers.selection.active = layer  # the new segmentation, ready to edit
 
 
 def _keep_views(old, new) -> None:
@@ -376,20 +392,39 @@ def _keep_views(old, new) -> None:
         new.metadata.setdefault(META_KEY, {})["visible_in"] = dict(views)
 
 
-def replace_layer(viewer, name: str, layer) -> None:
+def insert_layer(viewer, index: int, layer, *, activate: bool = True) -> None:
+    """Insert ``layer`` in the viewer's layer list at ``index``; ``activate=False`` leaves the selection.
+
+    napari makes each inserted layer the active one, which builds and shows its
+    controls: about a third of the cost of adding a layer, paid for nothing
+    when dozens are added in a row.
+    """
+    layers = viewer.layers
+    previous = getattr(layers, "_activate_on_insert", None)  # napari's own switch (private)
+    if activate or previous is None:
+        layers.insert(index, layer)
+        return
+    layers._activate_on_insert = False
+    try:
+        layers.insert(index, layer)
+    finally:
+        layers._activate_on_insert = previous
+
+
+def replace_layer(viewer, name: str, layer, *, activate: bool = True) -> None:
     """Put ``layer`` in place of the viewer's layer ``name`` (or append it), named ``name``.
 
     The old layer goes only once the new one is in: if adding fails, the viewer
-    keeps the old layer, under its name.
+    keeps the old layer, under its name. ``activate``: as in :func:`insert_layer`.
     """
     if name not in viewer.layers:
-        viewer.layers.append(layer)
+        insert_layer(viewer, len(viewer.layers), layer, activate=activate)
         return
     old = viewer.layers[name]
     index = viewer.layers.index(old)
     old.name = f"{name} (replaced)"
     try:
-        viewer.layers.insert(index, layer)
+        insert_layer(viewer, index, layer, activate=activate)
     except Exception:
         old.name = name
         raise

@@ -123,6 +123,8 @@ def test_meshes_are_lit_unmirrored_and_keep_their_organ_colours(make_napari_view
     _labels, meshes = organ_meshes
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(900, 700)
+    # one canvas size for every shot, whichever layer's controls take room beside it
+    viewer.window._qt_viewer.canvas.native.setFixedSize(600, 560)
     show_reconstruction(viewer, None, meshes, name="organs")
     viewer.dims.ndisplay = 3  # opens on an anterior view
     shot = _shot(viewer)
@@ -163,6 +165,7 @@ def test_meshes_are_lit_unmirrored_and_keep_their_organ_colours(make_napari_view
     viewer.scene.camera.set_view_direction(*view)
     reference = _shot(viewer)
     mirrored = np.any(np.abs(reference - background) > 3, axis=-1)
+    assert reference.shape == shot.shape
     assert abs(mirrored.mean() - drawn.mean()) < 0.02 * drawn.mean()  # same scene, same size
     assert ours == pytest.approx(reference[mirrored].mean(), rel=0.10), (ours, reference[mirrored].mean())
 

@@ -13,7 +13,7 @@ from napari_plugin._layers import (
     volume_from_layer,
 )
 from napari_plugin._qt._layer_combo import LayerCombo
-from napari_plugin._qt._runner import JobRunner
+from napari_plugin._qt._runner import JobRunner, canvas_widget
 from napari_plugin._qt._slices import MethodCombo, PlaneCombo, network_available
 from napari_plugin._view import attach
 
@@ -44,6 +44,7 @@ class CompleteWidget(QWidget):
         self.plane_combo = PlaneCombo(napari_viewer)
         self.method_combo = MethodCombo()
         self.runner = JobRunner("Complete", self)
+        self.runner.repaint_apart(canvas_widget(napari_viewer))
         self.runner.run_button.clicked.connect(self.run)
         form = QFormLayout()
         form.addRow("Drawn labels", self.labels_combo)

@@ -35,7 +35,7 @@ from medrecon.mesh.printcheck import PROCESSES
 from napari_plugin._jobs import ReconstructRequest, parse_organs, reconstruct_for_viewer
 from napari_plugin._layers import META_KEY, labelmap_from_layer, reconstruction_steps
 from napari_plugin._qt._layer_combo import LayerCombo
-from napari_plugin._qt._runner import JobRunner
+from napari_plugin._qt._runner import JobRunner, canvas_widget
 from napari_plugin._view import attach
 
 #: (header, report key, format, tooltip) of the table's number columns; short
@@ -140,6 +140,7 @@ class MeshExportWidget(QWidget):
         self.live_check.setChecked(True)
         self.live_check.setToolTip("Rebuild the meshes shortly after each option change")
         self.runner = JobRunner("Build meshes", self)
+        self.runner.repaint_apart(canvas_widget(napari_viewer))
         self.runner.run_button.clicked.connect(self.build)
         self.runner.job_finished.connect(self._job_finished)
 

@@ -25,8 +25,8 @@ from napari_plugin._layers import (
     volume_from_layer,
 )
 from napari_plugin._qt._layer_combo import LayerCombo
-from napari_plugin._qt._runner import JobRunner
-from napari_plugin._view import attach, manage
+from napari_plugin._qt._runner import JobRunner, canvas_widget
+from napari_plugin._view import attach, manage, switch_to_3d
 
 #: (label shown, ReconstructRequest.method)
 METHOD_CHOICES = (
@@ -89,6 +89,7 @@ class ReconstructWidget(QWidget):
         self.device_combo.addItems(["cpu", "cuda"])
         self.device_combo.setToolTip("Where the network runs: cpu, or cuda for an NVIDIA GPU")
         self.runner = JobRunner("Run", self)
+        self.runner.repaint_apart(canvas_widget(napari_viewer))
         self.runner.run_button.clicked.connect(self.run)
 
         form = QFormLayout()
@@ -206,8 +207,7 @@ class ReconstructWidget(QWidget):
             manage(source, "labels", self.viewer.dims.ndisplay)
         # 3D before the layers: each surface is drawn as it comes, not all at once at the end, and
         # the Labels layer goes in hidden (it hides in 3D), so napari does not make a 3D texture of it
-        self.viewer.dims.ndisplay = 3
-        yield None
+        yield from switch_to_3d(self.viewer)
         yield from steps
 
 

@@ -33,11 +33,14 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 
 from medrecon.errors import Cancelled, MedreconError
 
-#: Milliseconds of result steps run between two turns of the Qt event loop.
-STEP_BUDGET_MS = 40
-#: Milliseconds between two batches of result steps. A zero-delay timer would run
-#: the next batch before the pending repaint (Qt handles it first), so that one
-#: UI freeze would hold two layer additions and a repaint of the whole scene.
+#: Milliseconds of result steps run between two turns of the Qt event loop (a
+#: step that takes longer still runs whole, alone).
+STEP_BUDGET_MS = 20
+#: Milliseconds from a batch of result steps to the repaint it asks for, and from
+#: that repaint to the next batch. Each is a freeze of the UI; between two of them,
+#: the timers that fell due meanwhile fire. A shorter wait does not let them:
+#: Qt may fire a timer up to 5 % of its interval late (a 100 ms one, 5 ms), and
+#: a timer of ours that falls due before that fires first.
 STEP_PAUSE_MS = 15
 
 #: Jobs running now, in all runners (the collector is frozen while there is one).
@@ -56,6 +59,22 @@ def _unfreeze_gc() -> None:
     _RUNNING_JOBS = max(0, _RUNNING_JOBS - 1)
     if _RUNNING_JOBS == 0:
         gc.unfreeze()
+
+
+def _set_updates(widget: QWidget, enabled: bool) -> None:
+    """``widget.setUpdatesEnabled(enabled)``, unless the widget is gone (its viewer closed)."""
+    try:
+        widget.setUpdatesEnabled(enabled)
+    except RuntimeError:  # the C++ widget was deleted
+        pass
+
+
+def canvas_widget(viewer) -> QWidget | None:
+    """Return the Qt widget that draws ``viewer``'s canvas, or ``None`` where napari has none (no window)."""
+    try:
+        return viewer.window._qt_viewer.canvas.native  # napari's own attribute path (private)
+    except AttributeError:
+        return None
 
 
 class JobRunner(QObject):
@@ -104,6 +123,7 @@ class JobRunner(QObject):
         self._steps: Iterator[Any] | None = None
         self._shown = 0
         self._frozen = False
+        self._canvas: QWidget | None = None
         self.progressed.connect(self._show_progress)
         self.cancel_button.clicked.connect(self.cancel)
         if parent is not None:
@@ -111,6 +131,15 @@ class JobRunner(QObject):
                 shortcut = QShortcut(QKeySequence(key), parent)
                 shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
                 shortcut.activated.connect(self._enter)
+
+    def repaint_apart(self, canvas: QWidget | None) -> None:
+        """Repaint ``canvas`` in a turn of the event loop of its own after each batch of result steps.
+
+        Adding a layer and redrawing the scene are each a freeze of the UI (on
+        software OpenGL, 0.1 s and more with dozens of meshes); back to back they
+        are one of twice the length. ``None``: repaint as Qt does.
+        """
+        self._canvas = canvas
 
     @property
     def running(self) -> bool:
@@ -196,7 +225,7 @@ class JobRunner(QObject):
             self._steps = steps
             self._shown = 0
             self.status.setText("adding the results to the viewer...")
-            QTimer.singleShot(0, self._next_steps)
+            QTimer.singleShot(STEP_PAUSE_MS, self._next_steps)
             return
         self._done()
 
@@ -208,22 +237,42 @@ class JobRunner(QObject):
             self._errored(Cancelled("cancelled by the user"))
             self._end()
             return
+        canvas = self._canvas
+        if canvas is not None:
+            _set_updates(canvas, False)  # its repaint comes in a turn of its own, after the batch
         deadline = time.perf_counter() + STEP_BUDGET_MS / 1000
+        ended: BaseException | None = None
         try:
             while time.perf_counter() < deadline:
-                next(self._steps)
-                self._shown += 1
+                if next(self._steps) is not None:  # a step that added a layer
+                    self._shown += 1
         except StopIteration:
-            self._steps = None
-            self._done()
-            self._end()
-            return
+            ended = StopIteration()
         except Exception as exc:  # noqa: BLE001 - a failed step fails the job, in words
+            ended = exc
+        if ended is not None:
+            if canvas is not None:  # as below: after the timers that fell due during the batch
+                QTimer.singleShot(STEP_PAUSE_MS, lambda: _set_updates(canvas, True))
             self._steps = None
-            self._errored(exc)
+            if isinstance(ended, StopIteration):
+                self._done()
+            else:
+                self._errored(ended)
             self._end()
             return
+        if self._frozen:
+            gc.freeze()  # this batch's objects too: else collections walk every layer made so far
         self.status.setText(f"adding the results to the viewer: {self._shown} layers so far")
+        QTimer.singleShot(STEP_PAUSE_MS, self._repaint_then_next)
+
+    def _repaint_then_next(self) -> None:
+        canvas = self._canvas
+        if canvas is not None:
+            _set_updates(canvas, True)
+            try:
+                canvas.repaint()  # now, then the pause: not whenever Qt gets to it
+            except RuntimeError:  # the C++ widget was deleted (the viewer closed)
+                pass
         QTimer.singleShot(STEP_PAUSE_MS, self._next_steps)
 
     def _done(self) -> None:
