@@ -21,7 +21,9 @@ from medrecon.volume import LabelMap, Volume
 #: Reconstruction methods offered by the Reconstruct widget.
 METHODS = ("model", "checkpoint", "preset", "labels")
 #: Most faces a Surface layer draws; larger meshes are shown decimated (exports stay whole).
-DISPLAY_MAX_FACES = 200_000
+#: With software OpenGL, a frame of the real head CT's skull takes 0.15 s at 200 000
+#: faces and 0.10 s at 100 000 (``bench/bench_napari_ui.py``).
+DISPLAY_MAX_FACES = 100_000
 
 
 @dataclass(frozen=True)
@@ -106,22 +108,28 @@ def reconstruct_for_viewer(
     *,
     labels: LabelMap | None = None,
     progress: ProgressFn | None = None,
-) -> tuple[LabelMap, list[OrganMesh], list[TriangleMesh | None]]:
-    """:func:`reconstruct`, then the lighter meshes to draw (:func:`display_meshes`), all in the worker.
+) -> tuple[LabelMap, list[OrganMesh], list[tuple]]:
+    """:func:`reconstruct`, then the Surface layers' data (lighter meshes to draw), all in the worker.
 
     Returns
     -------
     labels, organ_meshes
         As :func:`reconstruct`.
-    display : list of TriangleMesh or None
-        Per organ, a decimated mesh to draw instead of the full one, or ``None``.
+    surfaces : list of tuple
+        Per organ, its Surface ``LayerDataTuple`` (:func:`._layers.surface_layer_data`),
+        drawing a decimated copy where the mesh is large.
     """
-    result, organ_meshes = reconstruct(volume, request, labels=labels, progress=progress)
-    # showing the meshes converts them with trimesh: its first import (a second or more) happens
-    # here, not in the GUI thread
-    import trimesh  # noqa: F401
+    from napari_plugin._layers import surface_layer_data
 
-    return result, organ_meshes, display_meshes(organ_meshes, progress=progress)
+    result, organ_meshes = reconstruct(volume, request, labels=labels, progress=progress)
+    display = display_meshes(organ_meshes, progress=progress)
+    # the layers' data too, here and not in the GUI thread: a skull's is 0.1 s of numpy
+    surfaces = [
+        surface_layer_data(om.trimesh(), name=om.name, label=om.label,
+                           display=None if lighter is None else lighter.to_trimesh())
+        for om, lighter in zip(organ_meshes, display, strict=True)
+    ]
+    return result, organ_meshes, surfaces
 
 
 def display_meshes(
@@ -132,18 +140,18 @@ def display_meshes(
 ) -> list[TriangleMesh | None]:
     """Lighter meshes to draw, for the organs over ``max_faces`` faces (``None`` for the others).
 
-    Uses :func:`medrecon.mesh.decimate.decimate`. The organ meshes are not
-    changed: exports keep every face.
+    Uses :func:`medrecon.mesh.decimate.lighter_copy`: in pieces, so that the
+    viewer stays responsive while it runs, and with no repair, which a copy to
+    look at does not need. The organ meshes are not changed: exports keep every face.
     """
-    from medrecon.mesh.decimate import decimate
+    from medrecon.mesh.decimate import lighter_copy
 
     shown: list[TriangleMesh | None] = []
     for om in organ_meshes:
         lighter = None
         if len(om.mesh.faces) > max_faces:
             report(progress, f"lighter copy of {om.name} to draw", 1.0)
-            decimated, _state, applied = decimate(om.mesh, target_faces=max_faces, attempts=1)
-            lighter = decimated if applied > 0 else None
+            lighter = lighter_copy(om.mesh, max_faces)
         shown.append(lighter)
     return shown
 

@@ -289,6 +289,7 @@ def reconstruction_steps(
     *,
     name: str = "organs",
     display: Sequence[TriangleMesh | None] | None = None,
+    surfaces: Sequence[tuple] | None = None,
 ) -> Iterator[Any]:
     """Add (or update) the results of a reconstruction, one layer per step.
 
@@ -319,6 +320,9 @@ def reconstruction_steps(
         Name of the Labels layer, also recorded in the surfaces' metadata.
     display : sequence of TriangleMesh or None, optional
         Per organ, a lighter mesh to draw (:func:`._jobs.display_meshes`), or ``None``.
+    surfaces : sequence of tuple, optional
+        Per organ, its Surface ``LayerDataTuple`` made beforehand by
+        :func:`surface_layer_data` (in a worker thread); ``display`` is then not used.
 
     Yields
     ------
@@ -348,11 +352,14 @@ def reconstruction_steps(
     yield layer if labels is not None else None
     lighter_meshes = list(display) if display is not None else [None] * len(organ_meshes)
     added = []
-    for om, lighter in zip(organ_meshes, lighter_meshes, strict=True):
-        (verts, faces), kwargs, _ = surface_layer_data(
-            om.trimesh(), name=om.name, label=om.label,
-            display=None if lighter is None else lighter.to_trimesh(),
-        )
+    for i, (om, lighter) in enumerate(zip(organ_meshes, lighter_meshes, strict=True)):
+        if surfaces is not None:
+            (verts, faces), kwargs, _ = surfaces[i]
+        else:
+            (verts, faces), kwargs, _ = surface_layer_data(
+                om.trimesh(), name=om.name, label=om.label,
+                display=None if lighter is None else lighter.to_trimesh(),
+            )
         kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
         existing = next(
             (

@@ -101,10 +101,13 @@ def test_a_failure_while_adding_results_is_a_failed_job(qtbot, make_napari_viewe
     assert _run(qtbot, widget.runner, widget.run) == "done"
     before = viewer.layers[f"{ct.name} bone"]
 
-    def broken(*_args, **_kwargs):
-        raise RuntimeError("no room for this surface")
+    def broken(viewer, index, layer, **kwargs):
+        if isinstance(layer, napari.layers.Surface):  # the Labels layer goes in, its surface fails
+            raise RuntimeError("no room for this surface")
+        insert(viewer, index, layer, **kwargs)
 
-    monkeypatch.setattr(layers, "surface_layer_data", broken)
+    insert = layers.insert_layer
+    monkeypatch.setattr(layers, "insert_layer", broken)
     assert _run(qtbot, widget.runner, widget.run) == "failed"
     assert widget.runner.status.text() == "failed: RuntimeError: no room for this surface"
     assert widget.runner.run_button.isEnabled()

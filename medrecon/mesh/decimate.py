@@ -20,6 +20,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from medrecon.mesh.repair import MeshCheck, check, repair
+from medrecon.mesh.shells import weld_coincident
 from medrecon.triangles import TriangleMesh
 
 #: Largest share of the volume that decimation fragments may hold and still be dropped.
@@ -131,3 +132,76 @@ def decimate(
             return simplified, state, reduction
         reduction /= 2.0
     return mesh, check(mesh), 0.0
+
+
+#: Faces per piece in :func:`lighter_copy`. fast-simplification holds Python's
+#: interpreter lock while it runs (about 1 s per million faces here), so one call
+#: on a whole skull would freeze a GUI thread beside it for that long.
+DISPLAY_PIECE_FACES = 40_000
+
+
+def lighter_copy(mesh: TriangleMesh, target_faces: int, *, piece_faces: int = DISPLAY_PIECE_FACES) -> TriangleMesh:
+    """Return a copy of ``mesh`` with about ``target_faces`` faces, to draw (not to print).
+
+    Quadric simplification of slabs of about ``piece_faces`` faces along the
+    mesh's longest extent, each with its cut edges kept where they are, then
+    welded back together: no seams, and no single call into the simplifier
+    runs long, so a GUI thread beside the one running this stays responsive.
+    The kept cut edges hold faces back; a second pass cuts half a slab further
+    on, where the first pass's cuts are inside a slab. Unlike :func:`decimate`,
+    the copy is neither checked nor repaired (a repair of a skull takes
+    seconds holding the lock), and nothing is retried.
+
+    Parameters
+    ----------
+    mesh : TriangleMesh
+        Surface in mm.
+    target_faces : int
+        Face count to aim for; a mesh with no more faces is returned as it is.
+    piece_faces : int
+        Faces per slab.
+
+    Returns
+    -------
+    TriangleMesh
+        The copy, with the faces' winding kept.
+    """
+    if target_faces < 4:
+        raise ValueError(f"target_faces must be >= 4, got {target_faces}")
+    copy = mesh
+    for shift in (0.0, 0.5):
+        if len(copy.faces) <= 1.1 * target_faces:
+            break
+        copy = _simplify_in_slabs(copy, target_faces, piece_faces, shift)
+    return copy
+
+
+def _simplify_in_slabs(mesh: TriangleMesh, target_faces: int, piece_faces: int, shift: float) -> TriangleMesh:
+    """One pass of :func:`lighter_copy`: slabs start ``shift`` of a slab along the longest extent."""
+    import fast_simplification
+
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    reduction = 1.0 - target_faces / len(faces)
+    centres = vertices[faces].mean(axis=1)
+    axis = int(np.argmax(np.ptp(centres, axis=0)))
+    order = np.argsort(centres[:, axis], kind="stable")
+    count = max(1, -(-len(faces) // piece_faces))
+    size = len(faces) / count
+    cuts = np.round(np.arange(shift, count) * size).astype(int)[1 if shift == 0 else 0:]
+    out_v, out_f, offset = [], [], 0
+    for piece in np.split(order, cuts):
+        if len(piece) == 0:
+            continue
+        used, local = np.unique(faces[piece], return_inverse=True)
+        v, f = fast_simplification.simplify(
+            vertices[used], local.reshape(-1, 3), target_reduction=reduction, agg=9, preserve_border=True
+        )
+        out_v.append(np.asarray(v, dtype=np.float64))
+        out_f.append(np.asarray(f, dtype=np.int64).reshape(-1, 3) + offset)
+        offset += len(v)
+    # a cut edge's vertices were kept in both slabs at the same place: weld them
+    joined, weld = weld_coincident(np.concatenate(out_v))
+    welded = weld[np.concatenate(out_f)]
+    live = (welded[:, 0] != welded[:, 1]) & (welded[:, 1] != welded[:, 2]) & (welded[:, 2] != welded[:, 0])
+    return TriangleMesh(joined, welded[live])

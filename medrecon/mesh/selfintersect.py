@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from medrecon.mesh.bvh import BoxTree, triangle_boxes
-from medrecon.mesh.shells import edge_table
+from medrecon.mesh.shells import edge_table, weld_coincident
 from medrecon.triangles import TriangleMesh
 
 _TOL = 1e-9  # relative to the mesh's size (distances) or 1 (sines of angles)
@@ -342,8 +342,8 @@ def intersecting_pairs(mesh: TriangleMesh, *, tree: BoxTree | None = None) -> np
     if not np.all(np.isfinite(vertices)):
         raise ValueError("vertices must be finite (got NaN or infinity)")
     # weld coincident vertices: neighbours in an unwelded mesh share positions, not indices
-    vertices, weld = np.unique(vertices, axis=0, return_inverse=True)
-    faces = weld.ravel()[faces]
+    vertices, weld = weld_coincident(vertices)
+    faces = weld[faces]
     degenerate = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     live = np.flatnonzero(~degenerate)
     tri = vertices[faces[live]]

@@ -291,12 +291,12 @@ class MeshExportWidget(QWidget):
             self._pending = False
             self.build()
 
-    def _show(self, organ_meshes: list, name: str, display: list):
+    def _show(self, organ_meshes: list, name: str, surfaces: list):
         """Yield the steps that show the meshes (run a few at a time by the job runner)."""
         self.organ_meshes = list(organ_meshes)
         self._source = name
         self._fill_table()
-        yield from reconstruction_steps(self.viewer, None, self.organ_meshes, name=name, display=display)
+        yield from reconstruction_steps(self.viewer, None, self.organ_meshes, name=name, surfaces=surfaces)
 
     def _fill_table(self) -> None:
         self.table.setRowCount(len(self.organ_meshes))

@@ -191,10 +191,10 @@ class ReconstructWidget(QWidget):
 
     def _show(self, result, name: str, method: str, source):
         """Yield the steps that add the results (run a few at a time by the job runner)."""
-        labels, organ_meshes, display = result
+        labels, organ_meshes, surfaces = result
         # meshes of an existing Labels layer are attached to it; new labels get a layer
         steps = reconstruction_steps(
-            self.viewer, None if method == "labels" else labels, organ_meshes, name=name, display=display,
+            self.viewer, None if method == "labels" else labels, organ_meshes, name=name, surfaces=surfaces,
         )
         image = source if method != "labels" else self.image_combo.layer()
         if image is not None and image in self.viewer.layers:
