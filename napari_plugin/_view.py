@@ -82,15 +82,30 @@ def switch_to_3d(viewer) -> Iterator[None]:
     """Switch ``viewer`` to 3D in two steps, each followed by a redraw: the view, then its arrows.
 
     For a job runner that runs steps between turns of the event loop. The
-    orientation arrows' shaders are rebuilt for the new camera when they are
-    first drawn (0.05-0.12 s on software OpenGL): drawn in the same frame as
-    the switch, the two make one freeze of twice the length.
+    layers that 3D hides are hidden before the switch: napari slices every
+    visible layer for the new view before any plugin hears of it, so a CT
+    would otherwise become a 3D texture (seconds at 512^3) only to be hidden.
+    The orientation arrows' shaders are rebuilt for the new camera when they
+    are first drawn (0.05-0.12 s on software OpenGL): drawn in the same frame
+    as the switch, the two make one freeze of twice the length.
     """
     sync = attach(viewer)
+    old = int(viewer.dims.ndisplay)
+    going = []
+    if old != 3:
+        for layer, shown in sync._managed():
+            if layer.visible and not shown.get(3, True):
+                shown[old] = True
+                hold(layer)
+                going.append(layer)
     sync._axes_held = True
     _axes(viewer).visible = False
     try:
         viewer.dims.ndisplay = 3
+    finally:
+        for layer in going:
+            release(layer, int(viewer.dims.ndisplay))
+    try:
         yield
     finally:
         sync._axes_held = False
@@ -151,8 +166,6 @@ class ViewSync:
         self._want_contours = False
         self._order = tuple(int(a) for a in viewer.dims.order)
         dims = viewer.dims.events
-        # before napari's own handlers, which slice every visible layer for the new view
-        dims.ndisplay.connect(self._hide_for_view, position="first")
         dims.ndisplay.connect(self._on_ndisplay)
         dims.order.connect(self._on_order)
         dims.point.connect(self.update_contours)
@@ -227,30 +240,15 @@ class ViewSync:
             if isinstance(_meta(layer).get("visible_in"), dict) and not _meta(layer).get("held", False)
         ]
 
-    def _hide_for_view(self, *_args) -> None:
-        """Record each managed layer's visibility in the view left; hide what the new view hides.
-
-        Runs before napari slices the layers for the new view: a hidden layer is
-        not sliced, so a CT is not made into a 3D texture (seconds at 512^3)
-        only to be hidden in 3D.
-        """
-        viewer = self.viewer
-        if viewer is None or int(viewer.dims.ndisplay) == self._ndisplay:
-            return
-        old, new = self._ndisplay, int(viewer.dims.ndisplay)
-        for layer, shown in self._managed():
-            shown[old] = bool(layer.visible)
-            if not shown.get(new, True):
-                layer.visible = False
-
     def _on_ndisplay(self, *_args) -> None:
         viewer = self.viewer
         if viewer is None:
             return
         old, new = self._ndisplay, int(viewer.dims.ndisplay)
         self._ndisplay = new
-        if old != new:  # recorded by _hide_for_view; now show what the new view shows
+        if old != new:
             for layer, shown in self._managed():
+                shown[old] = bool(layer.visible)
                 layer.visible = bool(shown.get(new, True))
         self._orient()
         if new == 3 and not self._faced_patient:
