@@ -184,6 +184,20 @@ def surface_layer_data(
     return (vertices, faces), kwargs, "surface"
 
 
+def life_size(organ: OrganMesh, mesh: TriangleMesh) -> TriangleMesh:
+    """Return ``mesh`` (``organ``'s or a lighter copy) at life size, where the print is scaled or fitted to a bed.
+
+    The viewer draws meshes on the image they were made from; the scale is
+    the print's (its files and report), undone about the point it kept in place.
+    """
+    s = float(organ.report.get("scale", 1.0))
+    if s == 1.0 or "scale_centre_mm" not in organ.report:
+        return mesh
+    from medrecon.mesh.fit import scaled
+
+    return scaled(mesh, 1.0 / s, organ.report["scale_centre_mm"])
+
+
 def names_from_state(state: Mapping[str, Any]) -> dict[int, str]:
     """Label id -> name from a Labels layer state: ``metadata["medrecon"]["names"]``, then ``features``.
 
@@ -357,8 +371,8 @@ def reconstruction_steps(
             (verts, faces), kwargs, _ = surfaces[i]
         else:
             (verts, faces), kwargs, _ = surface_layer_data(
-                om.trimesh(), name=om.name, label=om.label,
-                display=None if lighter is None else lighter.to_trimesh(),
+                life_size(om, om.mesh).to_trimesh(), name=om.name, label=om.label,
+                display=None if lighter is None else life_size(om, lighter).to_trimesh(),
             )
         kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
         existing = next(

@@ -140,3 +140,30 @@ def test_print_options_reach_the_mesh_options_and_bad_ones_are_refused(qtbot, ma
     widget.drain_spin.setValue(2)  # drain holes need a hollow shell
     with pytest.raises(InputError, match="hollow"):
         widget.options()
+
+
+def test_a_scaled_print_is_exported_scaled_and_shown_life_size_on_the_image(qtbot, make_napari_viewer, tmp_path):
+    from napari_plugin._geometry import surface_to_mesh
+
+    # a solid ball of radius 12 mm on an oblique, reflected grid
+    affine, shape = oblique_grid((0.6, 0.6, 0.6), 14.0)
+    mask = (np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1) <= 12.0).reshape(shape)
+    viewer = make_napari_viewer()
+    _add_labels(viewer, mask, affine, "ball")
+    widget = _widget(qtbot, viewer)
+    widget.scale_spin.setValue(0.5)
+    _build(qtbot, widget)
+    [organ] = widget.organ_meshes
+    assert organ.report["scale"] == 0.5
+    # the print: half size, about the scene's centre
+    printed = organ.mesh.vertices
+    assert np.median(np.linalg.norm(printed - CENTRE, axis=1)) == pytest.approx(6.0, abs=0.3)
+    widget.folder_edit.setText(str(tmp_path / "out"))
+    widget.format_combo.setCurrentText("stl")
+    report = widget.export()
+    written = trimesh.load(tmp_path / "out" / report["organs"][0]["file"])
+    assert np.median(np.linalg.norm(written.vertices - CENTRE, axis=1)) == pytest.approx(6.0, abs=0.3)
+    # the surface shown: life size, where the ball is in the image (world LPS mm)
+    [surface] = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
+    shown = surface_to_mesh(surface.data, surface.as_layer_data_tuple()[1])
+    assert np.median(np.linalg.norm(shown.vertices - CENTRE, axis=1)) == pytest.approx(12.0, abs=0.3)

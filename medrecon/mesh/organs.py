@@ -322,6 +322,7 @@ def _finish(
         raw_mesh_volume_ml=outer.raw_volume * s**3 / 1000.0,
         raw_surface_area_mm2=outer.raw_area * s**2,
         scale=s,
+        scale_centre_mm=[float(v) for v in about],  # the point the scale keeps in place (LPS)
     )
     rep.update(checks.as_dict())
     if holes is not None:

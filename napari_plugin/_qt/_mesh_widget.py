@@ -127,8 +127,8 @@ class MeshExportWidget(QWidget):
         self.drain_diameter_spin.setToolTip("Diameter of the drain holes (mm)")
         self.scale_spin = _spin(0.01, 10.0, 0.05, defaults.scale, 2)
         self.scale_spin.setToolTip(
-            "Uniform scale of the whole scene (1: life size); the report states it, and the meshes "
-            "shown are scaled as well"
+            "Uniform scale of the whole scene (1: life size) for the exported files; the report and "
+            "the table state it. The meshes shown stay life size, on the image"
         )
         self.bed_edit = QLineEdit()
         self.bed_edit.setPlaceholderText("none (or X,Y,Z mm, e.g. 200,200,180)")
