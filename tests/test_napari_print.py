@@ -167,3 +167,21 @@ def test_a_scaled_print_is_exported_scaled_and_shown_life_size_on_the_image(qtbo
     [surface] = [lyr for lyr in viewer.layers if isinstance(lyr, napari.layers.Surface)]
     shown = surface_to_mesh(surface.data, surface.as_layer_data_tuple()[1])
     assert np.median(np.linalg.norm(shown.vertices - CENTRE, axis=1)) == pytest.approx(12.0, abs=0.3)
+
+
+def test_the_export_report_names_the_bed_the_meshes_were_fitted_to(qtbot, make_napari_viewer, tmp_path):
+    affine, shape = oblique_grid((0.6, 0.6, 0.6), 14.0)
+    mask = (np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1) <= 12.0).reshape(shape)
+    viewer = make_napari_viewer()
+    _add_labels(viewer, mask, affine, "ball")
+    widget = _widget(qtbot, viewer)
+    widget.bed_edit.setText("20,20,20")
+    _build(qtbot, widget)
+    widget.bed_edit.setText("")  # changed after the build: the report is of the meshes built
+    widget.folder_edit.setText(str(tmp_path / "out"))
+    report = widget.export()
+    block = report["print"]
+    assert block["fit_bed_mm"] == [20.0, 20.0, 20.0] and block["life_size"] is False
+    assert block["scale"] == pytest.approx(20.0 / 24.0, rel=0.05)  # a 24 mm ball into a 20 mm bed
+    assert max(block["scene_size_mm"]) <= 20.0 + 1e-6
+    assert report["options"]["fit_bed"] == [20.0, 20.0, 20.0]

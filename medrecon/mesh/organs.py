@@ -323,6 +323,7 @@ def _finish(
         raw_surface_area_mm2=outer.raw_area * s**2,
         scale=s,
         scale_centre_mm=[float(v) for v in about],  # the point the scale keeps in place (LPS)
+        fit_bed_mm=None if options.fit_bed is None else [float(v) for v in options.fit_bed],
     )
     rep.update(checks.as_dict())
     if holes is not None:

@@ -457,6 +457,8 @@ def _add_print(rep: Report, *, fit_bed: Sequence[float] | None = None) -> None:
     lo = np.min([b[0] for b in boxes], axis=0)
     hi = np.max([b[1] for b in boxes], axis=0)
     scale = float(rep.organs[0].get("scale", 1.0))
+    if fit_bed is None:  # meshes made earlier (napari's export) carry the bed they were fitted to
+        fit_bed = rep.organs[0].get("fit_bed_mm")
     rep.add(print={"scale": scale, "life_size": scale == 1.0,
                    "fit_bed_mm": None if fit_bed is None else list(fit_bed),
                    "scene_size_mm": (hi - lo).tolist(), "scene_centre_mm": ((lo + hi) / 2).tolist(),

@@ -80,6 +80,7 @@ class MeshExportWidget(QWidget):
         self.viewer = napari_viewer
         attach(napari_viewer)  # orientation, per-view visibility, contours (see napari_plugin._view)
         self.organ_meshes: list = []
+        self._built_with: dict | None = None  # the options of the meshes built here
         self._source = ""
         self._pending = False
         defaults = MeshOptions()
@@ -259,8 +260,9 @@ class MeshExportWidget(QWidget):
             name = layer.name
             request = ReconstructRequest(method="labels", organs=parse_organs(self.organs_edit.text()),
                                          mesh=self.options())
+            built_with = request.mesh.to_dict()
             return self.runner.start(
-                reconstruct_for_viewer, lambda result: self._show(result[1], name, result[2]),
+                reconstruct_for_viewer, lambda result: self._show(result[1], name, result[2], built_with),
                 None, request, labels=labels,
             )
         except MedreconError as exc:
@@ -271,7 +273,10 @@ class MeshExportWidget(QWidget):
         """Show the meshes already made for the chosen layer (by a reconstruction), if any."""
         layer = self.labels_combo.layer()
         meta = layer.metadata.get(META_KEY, {}) if layer is not None else {}
-        self.organ_meshes = list(meta.get("organ_meshes", [])) if isinstance(meta, dict) else []
+        meshes = list(meta.get("organ_meshes", [])) if isinstance(meta, dict) else []
+        if [id(m) for m in meshes] != [id(m) for m in self.organ_meshes]:
+            self._built_with = None  # not the meshes built here: a reconstruction's, with its own options
+        self.organ_meshes = meshes
         self._source = layer.name if layer is not None else ""
         self._fill_table()
 
@@ -291,9 +296,10 @@ class MeshExportWidget(QWidget):
             self._pending = False
             self.build()
 
-    def _show(self, organ_meshes: list, name: str, surfaces: list):
+    def _show(self, organ_meshes: list, name: str, surfaces: list, built_with: dict):
         """Yield the steps that show the meshes (run a few at a time by the job runner)."""
         self.organ_meshes = list(organ_meshes)
+        self._built_with = built_with
         self._source = name
         self._fill_table()
         yield from reconstruction_steps(self.viewer, None, self.organ_meshes, name=name, surfaces=surfaces)
@@ -335,7 +341,9 @@ class MeshExportWidget(QWidget):
             report = export_meshes(
                 chosen, folder, fmt=self.format_combo.currentText(),
                 frame=self.frame_combo.currentText(),
-                fields={"labels_layer": self._source, "options": self.options().to_dict()},
+                # the options the meshes were built with here, not the fields' current values
+                fields={"labels_layer": self._source,
+                        "options": self._built_with if self._built_with is not None else self.options().to_dict()},
             )
         except MedreconError as exc:
             self.runner.status.setText(f"not exported: {exc}")
