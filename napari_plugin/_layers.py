@@ -365,42 +365,49 @@ def reconstruction_steps(
         replace_layer(viewer, name, layer, activate=False)
     yield layer if labels is not None else None
     lighter_meshes = list(display) if display is not None else [None] * len(organ_meshes)
-    added = []
-    for i, (om, lighter) in enumerate(zip(organ_meshes, lighter_meshes, strict=True)):
-        if surfaces is not None:
-            (verts, faces), kwargs, _ = surfaces[i]
-        else:
-            (verts, faces), kwargs, _ = surface_layer_data(
-                life_size(om, om.mesh).to_trimesh(), name=om.name, label=om.label,
-                display=None if lighter is None else life_size(om, lighter).to_trimesh(),
+    added: list = []
+    try:
+        for i, (om, lighter) in enumerate(zip(organ_meshes, lighter_meshes, strict=True)):
+            if surfaces is not None:
+                (verts, faces), kwargs, _ = surfaces[i]
+            else:
+                (verts, faces), kwargs, _ = surface_layer_data(
+                    life_size(om, om.mesh).to_trimesh(), name=om.name, label=om.label,
+                    display=None if lighter is None else life_size(om, lighter).to_trimesh(),
+                )
+            kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
+            existing = next(
+                (
+                    old for old in viewer.layers
+                    if isinstance(old, Surface)
+                    and old.metadata.get(META_KEY, {}).get("source_labels") == name
+                    and old.metadata.get(META_KEY, {}).get("label") == om.label
+                ),
+                None,
             )
-        kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
-        existing = next(
-            (
-                old for old in viewer.layers
-                if isinstance(old, Surface)
-                and old.metadata.get(META_KEY, {}).get("source_labels") == name
-                and old.metadata.get(META_KEY, {}).get("label") == om.label
-            ),
-            None,
-        )
-        surface = Surface((verts, faces), **kwargs)
-        _keep_views(existing, surface)
-        manage(surface, "surface", viewer.dims.ndisplay)
-        hold(surface)
-        if existing is not None:
-            # replace, not edit: vertex count and colours change together
-            insert_layer(viewer, viewer.layers.index(existing), surface, activate=False)
-            viewer.layers.remove(existing)
-            surface.name = om.name  # napari renamed it while both were in
-        else:
-            insert_layer(viewer, len(viewer.layers), surface, activate=False)
-        added.append(surface)
-        yield surface
-    for surface in added:
-        if surface in viewer.layers:
-            release(surface, viewer.dims.ndisplay)  # the view may have changed since it went in
-        yield None
+            surface = Surface((verts, faces), **kwargs)
+            _keep_views(existing, surface)
+            manage(surface, "surface", viewer.dims.ndisplay)
+            hold(surface)
+            if existing is not None:
+                # replace, not edit: vertex count and colours change together
+                insert_layer(viewer, viewer.layers.index(existing), surface, activate=False)
+                viewer.layers.remove(existing)
+                surface.name = om.name  # napari renamed it while both were in
+            else:
+                insert_layer(viewer, len(viewer.layers), surface, activate=False)
+            added.append(surface)
+            yield surface
+        while added:
+            surface = added.pop(0)
+            if surface in viewer.layers:
+                release(surface, viewer.dims.ndisplay)  # the view may have changed since it went in
+            yield None
+    finally:
+        # stopped early (Cancel, a failed step): what went in is shown, not left hidden for good
+        for surface in added:
+            if surface in viewer.layers:
+                release(surface, viewer.dims.ndisplay)
     sync.update_contours()
     if labels is not None and layer in viewer.layers:
         viewer.layers.selection.active = layer  # the new segmentation, ready to edit

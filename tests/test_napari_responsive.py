@@ -125,3 +125,28 @@ def test_steps_run_with_the_canvas_repaint_held_and_the_collector_frozen(qtbot, 
     assert frozen[0] > 0 and frozen[1] > frozen[0]  # each batch's objects frozen after it
     assert gc.get_freeze_count() == 0  # given back to the collector at the end
     qtbot.waitUntil(canvas.updatesEnabled, timeout=5_000)  # repainting again once the job is done
+
+
+def test_surfaces_added_before_a_cancel_are_shown_not_left_hidden(qtbot, make_napari_viewer):
+    from napari_plugin._layers import reconstruction_steps
+    from napari_plugin._qt._runner import JobRunner
+
+    viewer = make_napari_viewer()
+    viewer.dims.ndisplay = 3
+    organs = _organs(4)
+    runner = JobRunner("Run", viewer.window._qt_window)
+    added = []
+
+    def steps(_result):
+        for step in reconstruction_steps(viewer, None, organs, name="x"):
+            if step is not None:
+                added.append(step)
+            if len(added) == 2:
+                runner.cancel()  # the user presses Cancel while the results go in
+            yield step
+
+    with qtbot.waitSignal(runner.job_finished, timeout=30_000) as blocker:
+        runner.start(lambda progress: 42, steps)
+    assert blocker.args == ["cancelled"]
+    assert len(added) == 2 and all(s in viewer.layers for s in added)
+    assert all(s.visible and not s.metadata["medrecon"].get("held") for s in added)

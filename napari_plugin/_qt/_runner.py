@@ -233,7 +233,7 @@ class JobRunner(QObject):
         if self._steps is None:
             return
         if self._cancel.is_set():
-            self._steps = None
+            self._close_steps()
             self._errored(Cancelled("cancelled by the user"))
             self._end()
             return
@@ -253,7 +253,7 @@ class JobRunner(QObject):
         if ended is not None:
             if canvas is not None:  # as below: after the timers that fell due during the batch
                 QTimer.singleShot(STEP_PAUSE_MS, lambda: _set_updates(canvas, True))
-            self._steps = None
+            self._close_steps()
             if isinstance(ended, StopIteration):
                 self._done()
             else:
@@ -264,6 +264,18 @@ class JobRunner(QObject):
             gc.freeze()  # this batch's objects too: else collections walk every layer made so far
         self.status.setText(f"adding the results to the viewer: {self._shown} layers so far")
         QTimer.singleShot(STEP_PAUSE_MS, self._repaint_then_next)
+
+    def _close_steps(self) -> None:
+        """Drop the result steps, letting them tidy up (a generator's ``finally``) now."""
+        steps, self._steps = self._steps, None
+        close = getattr(steps, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - tidying up failed: say so, the job ends anyway
+                from napari.utils.notifications import show_error
+
+                show_error(f"{type(exc).__name__} while stopping: {exc}")
 
     def _repaint_then_next(self) -> None:
         canvas = self._canvas
