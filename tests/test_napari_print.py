@@ -51,13 +51,18 @@ def _widget(qtbot, viewer):
     return widget
 
 
-def test_hollow_export_with_two_drain_holes_is_watertight_and_reported(qtbot, make_napari_viewer, tmp_path):
-    # a solid ball of radius 12 mm; hollowed with a 2 mm wall, its cavity is a ball of radius 10 mm
+def _ball_widget(qtbot, viewer):
+    """A solid ball of radius 12 mm around CENTRE on an oblique, reflected grid, and the widget."""
     affine, shape = oblique_grid((0.6, 0.6, 0.6), 14.0)
     mask = (np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1) <= 12.0).reshape(shape)
-    viewer = make_napari_viewer()
     _add_labels(viewer, mask, affine, "ball")
-    widget = _widget(qtbot, viewer)
+    return _widget(qtbot, viewer)
+
+
+def test_hollow_export_with_two_drain_holes_is_watertight_and_reported(qtbot, make_napari_viewer, tmp_path):
+    # hollowed with a 2 mm wall, the ball's cavity is a ball of radius 10 mm
+    viewer = make_napari_viewer()
+    widget = _ball_widget(qtbot, viewer)
     widget.hollow_spin.setValue(2.0)
     widget.drain_spin.setValue(2)
     widget.drain_diameter_spin.setValue(3.0)
@@ -145,12 +150,8 @@ def test_print_options_reach_the_mesh_options_and_bad_ones_are_refused(qtbot, ma
 def test_a_scaled_print_is_exported_scaled_and_shown_life_size_on_the_image(qtbot, make_napari_viewer, tmp_path):
     from napari_plugin._geometry import surface_to_mesh
 
-    # a solid ball of radius 12 mm on an oblique, reflected grid
-    affine, shape = oblique_grid((0.6, 0.6, 0.6), 14.0)
-    mask = (np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1) <= 12.0).reshape(shape)
     viewer = make_napari_viewer()
-    _add_labels(viewer, mask, affine, "ball")
-    widget = _widget(qtbot, viewer)
+    widget = _ball_widget(qtbot, viewer)
     widget.scale_spin.setValue(0.5)
     _build(qtbot, widget)
     [organ] = widget.organ_meshes
@@ -170,11 +171,8 @@ def test_a_scaled_print_is_exported_scaled_and_shown_life_size_on_the_image(qtbo
 
 
 def test_the_export_report_names_the_bed_the_meshes_were_fitted_to(qtbot, make_napari_viewer, tmp_path):
-    affine, shape = oblique_grid((0.6, 0.6, 0.6), 14.0)
-    mask = (np.linalg.norm(world_points(affine, shape) - CENTRE, axis=1) <= 12.0).reshape(shape)
     viewer = make_napari_viewer()
-    _add_labels(viewer, mask, affine, "ball")
-    widget = _widget(qtbot, viewer)
+    widget = _ball_widget(qtbot, viewer)
     widget.bed_edit.setText("20,20,20")
     _build(qtbot, widget)
     widget.bed_edit.setText("")  # changed after the build: the report is of the meshes built
