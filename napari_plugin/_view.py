@@ -16,6 +16,10 @@ viewer's dims and layers and keeps:
   shown in 3D and drawn in 2D as their contours on the slice (one Vectors
   layer, :data:`CONTOURS_NAME`); what the user shows or hides in one view is
   remembered for that view;
+* **no needless work when results go in**: :func:`hold` keeps a layer hidden
+  until :func:`release` (a hidden layer costs the frames drawn meanwhile nothing),
+  and :func:`switch_to_3d` hides what 3D hides before napari slices the layers
+  for 3D;
 * **the status line working in 3D**: napari 0.9 fails (``TypeError: len() of
   unsized object``) when a Labels layer with a ``features`` table becomes active
   in 3D before the mouse moved over the canvas; the cursor then gets the
@@ -79,38 +83,8 @@ def attach_current_viewer() -> None:
 
 
 def switch_to_3d(viewer) -> Iterator[None]:
-    """Switch ``viewer`` to 3D in two steps, each followed by a redraw: the view, then its arrows.
-
-    For a job runner that runs steps between turns of the event loop. The
-    layers that 3D hides are hidden before the switch: napari slices every
-    visible layer for the new view before any plugin hears of it, so a CT
-    would otherwise become a 3D texture (seconds at 512^3) only to be hidden.
-    The orientation arrows' shaders are rebuilt for the new camera when they
-    are first drawn (0.05-0.12 s on software OpenGL): drawn in the same frame
-    as the switch, the two make one freeze of twice the length.
-    """
-    sync = attach(viewer)
-    old = int(viewer.dims.ndisplay)
-    going = []
-    if old != 3:
-        for layer, shown in sync._managed():
-            if layer.visible and not shown.get(3, True):
-                shown[old] = True
-                hold(layer)
-                going.append(layer)
-    sync._axes_held = True
-    _axes(viewer).visible = False
-    try:
-        viewer.dims.ndisplay = 3
-    finally:
-        for layer in going:
-            release(layer, int(viewer.dims.ndisplay))
-    try:
-        yield
-    finally:
-        sync._axes_held = False
-    sync._orient()
-    yield
+    """Switch ``viewer`` to 3D in two steps for a job runner (:meth:`ViewSync.switch_to_3d`)."""
+    return attach(viewer).switch_to_3d()
 
 
 def _meta(layer) -> dict:
@@ -239,6 +213,42 @@ class ViewSync:
             (layer, _meta(layer)["visible_in"]) for layer in (viewer.layers if viewer is not None else ())
             if isinstance(_meta(layer).get("visible_in"), dict) and not _meta(layer).get("held", False)
         ]
+
+    def switch_to_3d(self) -> Iterator[None]:
+        """Switch to 3D in two steps, each followed by a redraw: the view, then its arrows.
+
+        For a job runner that runs steps between turns of the event loop. The
+        layers that 3D hides are hidden before the switch: napari slices every
+        visible layer for the new view before any plugin hears of it, so a CT
+        would otherwise become a 3D texture (seconds at 512^3) only to be hidden.
+        The orientation arrows' shaders are rebuilt for the new camera when they
+        are first drawn (0.05-0.12 s on software OpenGL): drawn in the same frame
+        as the switch, the two make one freeze of twice the length.
+        """
+        viewer = self.viewer
+        if viewer is None:
+            return
+        old = int(viewer.dims.ndisplay)
+        going = []
+        if old != 3:
+            for layer, shown in self._managed():
+                if layer.visible and not shown.get(3, True):
+                    shown[old] = True
+                    hold(layer)
+                    going.append(layer)
+        self._axes_held = True
+        _axes(viewer).visible = False
+        try:
+            viewer.dims.ndisplay = 3
+        finally:
+            for layer in going:
+                release(layer, int(viewer.dims.ndisplay))
+        try:
+            yield
+        finally:
+            self._axes_held = False
+        self._orient()
+        yield
 
     def _on_ndisplay(self, *_args) -> None:
         viewer = self.viewer

@@ -7,16 +7,21 @@ pressed, which medrecon's long loops let through to stop the job cleanly.
 
 Showing the result happens in the GUI thread. A result handler may return an
 iterator of steps (adding one layer each); the runner then takes them a few
-milliseconds at a time and pauses between batches, so that the canvas repaints
-and other events are handled between two layers, not after several: the
-viewer keeps drawing and answering while dozens of layers go in. The job is
-"done" only when the last step has run; an error in any step makes it "failed".
+milliseconds at a time and pauses between batches, so that other events are
+handled between two layers, not after several: the viewer keeps drawing and
+answering while dozens of layers go in. With :meth:`JobRunner.repaint_apart`,
+the canvas does not repaint during a batch but in a turn of its own after it,
+with a pause on either side, so that a layer addition and a redraw of the scene
+are two short freezes, not one long one. The job is "done" only when the last
+step has run; an error in any step, or Cancel, ends it there (the steps get to
+tidy up: a generator's ``finally`` runs at once).
 
 While a job runs, the objects that existed before it are kept out of Python's
-full garbage collections (:func:`gc.freeze`): a full collection walks every
-object of napari and Qt, 0.15-0.5 s with the GIL held, and a job that makes many
-objects (dozens of layers) triggers several. Young objects are still collected;
-the frozen ones return to the collector when the job ends.
+full garbage collections (:func:`gc.freeze`), and so are those each batch of
+result steps made: a full collection walks every object of napari and Qt,
+0.15-0.5 s with the GIL held, and a job that makes many objects (dozens of
+layers) triggers several. Young objects are still collected; the frozen ones
+return to the collector when the job ends.
 """
 
 from __future__ import annotations
