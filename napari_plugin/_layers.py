@@ -427,7 +427,9 @@ def insert_layer(viewer, index: int, layer, *, activate: bool = True) -> None:
     controls: about a third of the cost of adding a layer, paid for nothing
     when dozens are added in a row.
     """
-    layers = viewer.layers
+    from napari_plugin._view import unproxied
+
+    layers = unproxied(viewer.layers)
     previous = getattr(layers, "_activate_on_insert", None)  # napari's own switch (private)
     if activate or previous is None:
         layers.insert(index, layer)

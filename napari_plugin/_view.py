@@ -62,8 +62,20 @@ def _axes(viewer):
     return getattr(overlays, "axes", None) or viewer.axes
 
 
+def unproxied(obj):
+    """Return the napari object behind ``obj`` (napari hands plugins proxies of its objects).
+
+    A plugin widget's viewer is napari's ``PublicOnlyProxy``, which warns (and
+    from napari 0.10 may refuse) on every private attribute and makes a new
+    proxy on every access. medrecon reaches a few private ones, each with a
+    fallback where napari may drop it; it does so on the objects themselves.
+    """
+    return getattr(obj, "__wrapped__", obj)
+
+
 def attach(viewer) -> ViewSync:
     """Return the viewer's :class:`ViewSync`, made and connected on first use."""
+    viewer = unproxied(viewer)
     sync = _SYNCS.get(viewer)
     if sync is None:
         sync = _SYNCS[viewer] = ViewSync(viewer)

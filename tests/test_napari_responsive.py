@@ -150,3 +150,25 @@ def test_surfaces_added_before_a_cancel_are_shown_not_left_hidden(qtbot, make_na
     assert blocker.args == ["cancelled"]
     assert len(added) == 2 and all(s in viewer.layers for s in added)
     assert all(s.visible and not s.metadata["medrecon"].get("held") for s in added)
+
+
+def test_a_plugin_widgets_proxied_viewer_gets_no_private_access_warnings(make_napari_viewer, totalseg_dir):
+    import warnings
+
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from medrecon.io import load_labels
+    from napari_plugin._layers import reconstruction_steps
+    from napari_plugin._qt._runner import canvas_widget
+    from napari_plugin._view import switch_to_3d
+
+    real = make_napari_viewer(show=True)
+    viewer = PublicOnlyProxy(real)  # what napari hands a plugin's dock widget
+    labels = load_labels(totalseg_dir / "example_seg.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # napari's "Private attribute access" warning
+        assert canvas_widget(viewer) is not None
+        list(switch_to_3d(viewer))
+        steps = list(reconstruction_steps(viewer, labels, _organs(2), name="organs"))
+    assert real.dims.ndisplay == 3 and len(steps) == 1 + 2 + 2
+    assert real.layers.selection.active is real.layers["organs"]

@@ -76,8 +76,10 @@ def _set_updates(widget: QWidget, enabled: bool) -> None:
 
 def canvas_widget(viewer) -> QWidget | None:
     """Return the Qt widget that draws ``viewer``'s canvas, or ``None`` where napari has none (no window)."""
+    from napari_plugin._view import unproxied
+
     try:
-        return viewer.window._qt_viewer.canvas.native  # napari's own attribute path (private)
+        return unproxied(viewer).window._qt_viewer.canvas.native  # napari's own attribute path (private)
     except AttributeError:
         return None
 
