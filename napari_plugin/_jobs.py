@@ -119,20 +119,13 @@ def reconstruct_for_viewer(
         Per organ, its Surface ``LayerDataTuple`` (:func:`._layers.surface_layer_data`),
         drawing a decimated copy where the mesh is large.
     """
-    from napari_plugin._layers import life_size, surface_layer_data
+    from napari_plugin._layers import organ_surface_data
 
     result, organ_meshes = reconstruct(volume, request, labels=labels, progress=progress)
     display = display_meshes(organ_meshes, progress=progress)
     # the layers' data too, here and not in the GUI thread: a skull's is 0.1 s of numpy
-    surfaces = []
-    for om, lighter in zip(organ_meshes, display, strict=True):
-        whole, lighter = life_size(om, om.mesh), None if lighter is None else life_size(om, lighter)
-        surfaces.append(surface_layer_data(
-            whole.to_trimesh(), name=om.name, label=om.label,
-            display=None if lighter is None else lighter.to_trimesh(),
-        ))
+    surfaces = [organ_surface_data(om, lighter) for om, lighter in zip(organ_meshes, display, strict=True)]
     return result, organ_meshes, surfaces
-
 
 
 def display_meshes(

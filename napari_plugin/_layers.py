@@ -198,6 +198,18 @@ def life_size(organ: OrganMesh, mesh: TriangleMesh) -> TriangleMesh:
     return scaled(mesh, 1.0 / s, organ.report["scale_centre_mm"])
 
 
+def organ_surface_data(organ: OrganMesh, lighter: TriangleMesh | None = None) -> tuple:
+    """Return ``organ``'s Surface ``LayerDataTuple`` (:func:`surface_layer_data`), life size.
+
+    ``lighter``: a lighter copy of the organ's mesh to draw instead (its whole
+    mesh is then kept for the writers).
+    """
+    return surface_layer_data(
+        life_size(organ, organ.mesh).to_trimesh(), name=organ.name, label=organ.label,
+        display=None if lighter is None else life_size(organ, lighter).to_trimesh(),
+    )
+
+
 def names_from_state(state: Mapping[str, Any]) -> dict[int, str]:
     """Label id -> name from a Labels layer state: ``metadata["medrecon"]["names"]``, then ``features``.
 
@@ -371,10 +383,7 @@ def reconstruction_steps(
             if surfaces is not None:
                 (verts, faces), kwargs, _ = surfaces[i]
             else:
-                (verts, faces), kwargs, _ = surface_layer_data(
-                    life_size(om, om.mesh).to_trimesh(), name=om.name, label=om.label,
-                    display=None if lighter is None else life_size(om, lighter).to_trimesh(),
-                )
+                (verts, faces), kwargs, _ = organ_surface_data(om, lighter)
             kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
             existing = next(
                 (
