@@ -292,7 +292,7 @@ def show_reconstruction(
     organ_meshes: Sequence[OrganMesh],
     *,
     name: str = "organs",
-    display: Sequence[TriangleMesh | None] | None = None,
+    surfaces: Sequence[tuple] | None = None,
 ) -> list:
     """Add (or update) one Labels layer and one Surface layer per organ in ``viewer``.
 
@@ -304,7 +304,7 @@ def show_reconstruction(
     list of napari layers
         The Labels layer (``None`` if ``labels`` is ``None``) then the surfaces.
     """
-    first, *rest = reconstruction_steps(viewer, labels, organ_meshes, name=name, display=display)
+    first, *rest = reconstruction_steps(viewer, labels, organ_meshes, name=name, surfaces=surfaces)
     return [first, *(layer for layer in rest if layer is not None)]
 
 
@@ -314,7 +314,6 @@ def reconstruction_steps(
     organ_meshes: Sequence[OrganMesh],
     *,
     name: str = "organs",
-    display: Sequence[TriangleMesh | None] | None = None,
     surfaces: Sequence[tuple] | None = None,
 ) -> Iterator[Any]:
     """Add (or update) the results of a reconstruction, one layer per step.
@@ -344,11 +343,10 @@ def reconstruction_steps(
         are kept, whole, in the Labels layer's ``metadata["medrecon"]["organ_meshes"]``.
     name : str
         Name of the Labels layer, also recorded in the surfaces' metadata.
-    display : sequence of TriangleMesh or None, optional
-        Per organ, a lighter mesh to draw (:func:`._jobs.display_meshes`), or ``None``.
     surfaces : sequence of tuple, optional
         Per organ, its Surface ``LayerDataTuple`` made beforehand by
-        :func:`surface_layer_data` (in a worker thread); ``display`` is then not used.
+        :func:`organ_surface_data` (in a worker thread, with a lighter copy to
+        draw where the mesh is large); default: made here, whole.
 
     Yields
     ------
@@ -376,14 +374,10 @@ def reconstruction_steps(
     if labels is not None:
         replace_layer(viewer, name, layer, activate=False)
     yield layer if labels is not None else None
-    lighter_meshes = list(display) if display is not None else [None] * len(organ_meshes)
     added: list = []
     try:
-        for i, (om, lighter) in enumerate(zip(organ_meshes, lighter_meshes, strict=True)):
-            if surfaces is not None:
-                (verts, faces), kwargs, _ = surfaces[i]
-            else:
-                (verts, faces), kwargs, _ = organ_surface_data(om, lighter)
+        prepared = surfaces if surfaces is not None else [organ_surface_data(om) for om in organ_meshes]
+        for om, ((verts, faces), kwargs, _) in zip(organ_meshes, prepared, strict=True):
             kwargs["metadata"][META_KEY].update(source_labels=name, report=om.report)
             existing = next(
                 (

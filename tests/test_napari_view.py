@@ -338,7 +338,7 @@ def test_display_meshes_are_lighter_and_exports_keep_every_face(make_napari_view
     from medrecon.mesh import OrganMesh
     from medrecon.triangles import TriangleMesh
     from napari_plugin._jobs import display_meshes
-    from napari_plugin._layers import show_reconstruction
+    from napari_plugin._layers import organ_surface_data, show_reconstruction
 
     ball = trimesh.creation.icosphere(subdivisions=4, radius=30.0)  # 5120 faces
     tri = TriangleMesh.from_trimesh(ball)
@@ -346,7 +346,8 @@ def test_display_meshes_are_lighter_and_exports_keep_every_face(make_napari_view
     [lighter] = display_meshes(organs, max_faces=1000)
     assert lighter is not None and 900 <= len(lighter.faces) <= 1100
     viewer = make_napari_viewer()
-    [_none, layer] = show_reconstruction(viewer, None, organs, name="x", display=[lighter])
+    [_none, layer] = show_reconstruction(viewer, None, organs, name="x",
+                                         surfaces=[organ_surface_data(organs[0], lighter)])
     assert len(layer.data[1]) == len(lighter.faces)
     [path] = layer.save(str(tmp_path / "liver.stl"), plugin="medrecon")
     written = trimesh.load(path)

@@ -187,8 +187,8 @@ def _simplify_in_slabs(mesh: TriangleMesh, target_faces: int, piece_faces: int, 
     axis = int(np.argmax(np.ptp(centres, axis=0)))
     order = np.argsort(centres[:, axis], kind="stable")
     count = max(1, -(-len(faces) // piece_faces))
-    size = len(faces) / count
-    cuts = np.round(np.arange(shift, count) * size).astype(int)[1 if shift == 0 else 0:]
+    # cuts at 1, 2, ... slabs (shift 0) or at 0.5, 1.5, ... slabs (shift 0.5); an empty last piece is skipped
+    cuts = np.round((np.arange(1, count + 1) - shift) * len(faces) / count).astype(int)
     out_v, out_f, offset = [], [], 0
     for piece in np.split(order, cuts):
         if len(piece) == 0:
